@@ -1,0 +1,22 @@
+# taomake: build a TAO RT-DETR project.
+#   snakemake --cores all                         # everything project.yaml enables
+#   snakemake --cores all results/base/export/model.onnx   # one artifact
+#   snakemake --config project=other.yaml ...     # another project file (its folder is the workdir)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "rules/common.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/inference.smk"
+include: "rules/export.smk"
+include: "rules/quantize.smk"
+include: "rules/deploy.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

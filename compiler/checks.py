@@ -1,0 +1,556 @@
+"""Named consistency checks (TAO-FACTS §5 and §8): what TAO would fail on, late or silently.
+
+Project checks look at project.yaml values and the local data files; spec checks look at the
+compiled specs *after* overrides (the escape hatch can break what the project model
+guaranteed).  Each problem is located at the project.yaml line a user has to change.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .coco import read_coco_summary
+from .errors import DataError, Location, Problem
+from .layout import is_archive, is_remote
+from .model import Calibration
+from .resources import action_schema
+from .yamlsource import KeyPath
+
+if TYPE_CHECKING:
+    from .compile import _Ctx
+
+DEFAULT_CALIBRATION = Calibration()
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+# TAO spec key (prefix) -> the project.yaml key that produces it, for error locations.
+SOURCE_OF: dict[str, str] = {
+    "results_dir": "results",
+    "wandb": "wandb",
+    "dataset.train_data_sources": "dataset.train",
+    "dataset.val_data_sources": "dataset.val",
+    "dataset.test_data_sources": "dataset.test",
+    "dataset.infer_data_sources": "dataset.inference",
+    "dataset.quant_calibration_data_sources": "dataset.calibration",
+    "dataset.num_classes": "dataset.classes",
+    "dataset.eval_class_ids": "dataset.classes",
+    "dataset.dataset_type": "dataset.loader",
+    "dataset.augmentation.train_spatial_size": "dataset.augmentation.train_size",
+    "dataset.augmentation.eval_spatial_size": "dataset.augmentation.eval_size",
+    "dataset": "dataset",
+    "model.pretrained_backbone_path": "model.pretrained_backbone",
+    "model.dropout_ratio": "model.dropout",
+    "model.load_teacher_enc_dec": "distill.load_teacher_enc_dec",
+    "model.distillation_loss_coef": "distill.loss_coef",
+    "model": "model",
+    "train.num_gpus": "hardware.gpus_per_node",
+    "train.gpu_ids": "hardware.gpu_ids",
+    "train.num_nodes": "hardware.nodes",
+    "train.num_epochs": "train.epochs",
+    "train.pretrained_model_path": "train.pretrained",
+    "train.enable_ema": "train.ema.enabled",
+    "train.optim.lr_scheduler": "train.schedule.kind",
+    "train.optim.lr_steps": "train.schedule.steps",
+    "train.optim.lr_step_size": "train.schedule.step_size",
+    "train.optim.lr_decay": "train.schedule.decay",
+    "train.optim": "train",
+    "train.precision": "hardware.precision",
+    "train.distributed_strategy": "hardware.strategy",
+    "train": "train",
+    "evaluate": "evaluate",
+    "inference.color_map": "inference.colors",
+    "inference": "inference",
+    "export.input_height": "export.size",
+    "export.input_width": "export.size",
+    "export.opset_version": "export.opset",
+    "export.gpu_id": "hardware.gpus_per_node",
+    "export.on_cpu": "hardware.gpus_per_node",
+    "export": "export",
+    "gen_trt_engine.tensorrt.data_type": "engine.precision",
+    "gen_trt_engine.tensorrt.workspace_size": "engine.workspace_mb",
+    "gen_trt_engine.tensorrt.min_batch_size": "engine.batch.min",
+    "gen_trt_engine.tensorrt.opt_batch_size": "engine.batch.opt",
+    "gen_trt_engine.tensorrt.max_batch_size": "engine.batch.max",
+    "gen_trt_engine.tensorrt.calibration": "engine.calibration",
+    "gen_trt_engine.batch_size": "export.batch_size",
+    "gen_trt_engine": "engine",
+    "distill.teacher": "distill.teacher.model",
+    "distill.pretrained_teacher_model_path": "distill.teacher.checkpoint",
+    "distill": "distill",
+    "quantize.skip_names": "quantize.skip",
+    "quantize": "quantize",
+}
+
+
+def _path(dotted: str) -> KeyPath:
+    out: list[str | int] = []
+    for piece in dotted.split("."):
+        name, _, rest = piece.partition("[")
+        out.append(name)
+        if rest:
+            out.append(int(rest.rstrip("]")))
+    return tuple(out)
+
+
+def locate(ctx: _Ctx, action: str, tao_path: str) -> Location:
+    """The project.yaml position responsible for a TAO spec key."""
+    smap = ctx.exp.smap
+    for key, where in ctx.overridden.items():
+        if key[0] == action and (tao_path == key[1] or tao_path.startswith(key[1] + ".")):
+            return smap.locate(where, key=f"{'.'.join(map(str, where))} (sets {tao_path})")
+    prefix = tao_path
+    while prefix:
+        if prefix in SOURCE_OF:
+            project_key = SOURCE_OF[prefix]
+            # same name below the mapped prefix (model.hidden_dim -> model.hidden_dim)
+            rest = tao_path[len(prefix):].lstrip(".")
+            if rest:
+                project_key = f"{project_key}.{rest}"
+            return smap.locate(_path(project_key), key=project_key)
+        prefix = prefix.rpartition(".")[0]
+    return smap.locate((), key=tao_path)
+
+
+def _at(ctx: _Ctx, project_key: str) -> Location:
+    return ctx.exp.smap.locate(_path(project_key), key=project_key)
+
+
+def _err(ctx: _Ctx, where: Location, msg: str, hint: str, check: str) -> None:
+    ctx.problems.append(Problem(where, msg, hint, check))
+
+
+def _warn(ctx: _Ctx, where: Location, msg: str, hint: str, check: str) -> None:
+    ctx.warnings.append(Problem(where, msg, hint, check))
+
+
+# --------------------------------------------------------------------------- project checks
+
+
+def project_checks(ctx: _Ctx) -> None:
+    for check in (check_class_ids, check_hardware, check_intervals, check_sizes,
+                  check_backbone, check_engine, check_distill, check_quantize, check_colors,
+                  check_local_files, check_annotations):
+        check(ctx)
+
+
+def check_class_ids(ctx: _Ctx) -> None:
+    classes = ctx.exp.project.dataset.classes
+    seen: dict[str, int] = {}
+    for cid, name in classes.items():
+        where = ctx.exp.smap.locate(("dataset", "classes", cid), key=f"dataset.classes.{cid}")
+        if cid < 1:
+            _err(ctx, where, f"class id {cid} is not allowed: ids start at 1",
+                 "renumber your classes from 1 (TAO reserves label 0 when ids are 1-based; "
+                 "num_classes becomes max(id) + 1)", "class_ids")
+        if not name.strip():
+            _err(ctx, where, f"class {cid} has an empty name", "give every class a name",
+                 "class_ids")
+        elif name != name.strip() or "\n" in name:
+            _err(ctx, where, f"class {cid} name {name!r} has surrounding spaces or a newline",
+                 "write the name on one line without surrounding spaces", "class_ids")
+        if name in seen:
+            _err(ctx, where, f"class name {name!r} is used by ids {seen[name]} and {cid}",
+                 "class names must be unique (inference maps names to labels)", "class_ids")
+        seen.setdefault(name, cid)
+
+
+def check_hardware(ctx: _Ctx) -> None:
+    hw = ctx.exp.project.hardware
+    if hw.gpu_ids is not None and len(hw.gpu_ids) != hw.gpus_per_node:
+        _err(ctx, _at(ctx, "hardware.gpu_ids"),
+             f"{len(hw.gpu_ids)} GPU ids for gpus_per_node {hw.gpus_per_node}",
+             "list exactly gpus_per_node ids, or drop gpu_ids to use 0..n-1", "gpu_ids")
+    if hw.gpu_ids is not None and len(set(hw.gpu_ids)) != len(hw.gpu_ids):
+        _err(ctx, _at(ctx, "hardware.gpu_ids"), "GPU ids repeat", "list each GPU once",
+             "gpu_ids")
+    if hw.gpus_per_node == 0:
+        if hw.nodes > 1:
+            _err(ctx, _at(ctx, "hardware.nodes"), "multi-node training needs GPUs",
+                 "set hardware.gpus_per_node >= 1, or nodes: 1 for CPU", "cpu")
+        if hw.precision == "fp16":
+            _err(ctx, _at(ctx, "hardware.precision"), "fp16 training does not run on CPU",
+                 "use fp32 (or bf16) when gpus_per_node is 0", "cpu")
+    if hw.strategy == "fsdp" and hw.precision == "fp32" and hw.gpus_per_node * hw.nodes > 1:
+        _warn(ctx, _at(ctx, "hardware.strategy"), "TAO forces fp16 for fsdp on several GPUs",
+              "set hardware.precision: fp16 to say what will happen", "fsdp")
+
+
+def check_intervals(ctx: _Ctx) -> None:
+    t = ctx.exp.project.train
+    for key in ("checkpoint_interval", "validation_interval"):
+        if getattr(t, key) > t.epochs:
+            _err(ctx, _at(ctx, f"train.{key}"), f"{key} {getattr(t, key)} > epochs {t.epochs}",
+                 f"TAO asserts {key} <= num_epochs: lower it or train longer", "intervals")
+    if t.epochs % t.checkpoint_interval:
+        _warn(ctx, _at(ctx, "train.checkpoint_interval"),
+              f"the last epoch is not saved ({t.epochs} is not a multiple of "
+              f"{t.checkpoint_interval})", "make epochs a multiple of checkpoint_interval",
+              "intervals")
+    if isinstance(t.use_checkpoint, int) and not isinstance(t.use_checkpoint, bool):
+        if t.use_checkpoint >= t.epochs:
+            _err(ctx, _at(ctx, "train.use_checkpoint"),
+                 f"epoch {t.use_checkpoint} does not exist (epochs are 0..{t.epochs - 1})",
+                 "use best, last or an epoch below train.epochs", "checkpoint_selection")
+        elif (t.use_checkpoint + 1) % t.checkpoint_interval:
+            _err(ctx, _at(ctx, "train.use_checkpoint"),
+                 f"epoch {t.use_checkpoint} is not saved with checkpoint_interval "
+                 f"{t.checkpoint_interval}", "pick an epoch e with (e+1) % interval == 0",
+                 "checkpoint_selection")
+
+
+def check_sizes(ctx: _Ctx) -> None:
+    p = ctx.exp.project
+    aug = p.dataset.augmentation
+    for key, size in (("train_size", aug.train_size), ("eval_size", aug.eval_size)):
+        if any(v % 32 for v in size):
+            _err(ctx, _at(ctx, f"dataset.augmentation.{key}"),
+                 f"{size} is not a multiple of 32", "RT-DETR's largest stride is 32: use "
+                 "e.g. 640 or 512", "spatial_size")
+    if p.export.size is not None and p.export.size != aug.eval_size:
+        _err(ctx, _at(ctx, "export.size"),
+             f"export size {p.export.size} differs from eval_size {aug.eval_size}",
+             "the model's anchors are fixed to eval_size: drop export.size (it defaults to "
+             "eval_size) or change dataset.augmentation.eval_size", "export_size")
+
+
+def _backbone_names() -> list[str]:
+    schema = action_schema("train")
+    node: Any = schema
+    for part in ("properties", "model"):
+        node = node[part]
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return list(node["properties"]["backbone"].get("enum", []))
+
+
+def _check_backbone_name(ctx: _Ctx, name: str, key: str) -> None:
+    names = _backbone_names()
+    if names and name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        _err(ctx, _at(ctx, key), f"backbone {name!r} is not in TAO's backbone registry",
+             (f"did you mean {' or '.join(map(repr, close))}? " if close else "")
+             + "see schemas/train.schema.json for the list", "backbone")
+
+
+def check_backbone(ctx: _Ctx) -> None:
+    p = ctx.exp.project
+    _check_backbone_name(ctx, p.model.backbone, "model.backbone")
+    if p.distill and "backbone" in p.distill.teacher.model:
+        _check_backbone_name(ctx, str(p.distill.teacher.model["backbone"]),
+                             "distill.teacher.model.backbone")
+
+
+def check_engine(ctx: _Ctx) -> None:
+    p = ctx.exp.project
+    if p.hardware.gpus_per_node == 0:
+        return
+    b = p.engine.batch
+    if not b.min <= b.opt <= b.max:
+        _err(ctx, _at(ctx, "engine.batch"), f"batch profile min {b.min} <= opt {b.opt} <= max "
+             f"{b.max} does not hold", "order the batch sizes", "trt_batch_profile")
+    if b.max < p.dataset.batch_size and (p.dataset.test or p.dataset.inference):
+        _err(ctx, _at(ctx, "engine.batch.max"),
+             f"engine max batch {b.max} < dataset.batch_size {p.dataset.batch_size}",
+             "TensorRT evaluate/inference run at dataset.batch_size: raise engine.batch.max",
+             "trt_batch_profile")
+    if p.export.batch_size != -1 and not (b.min == b.opt == b.max == p.export.batch_size):
+        _err(ctx, _at(ctx, "export.batch_size"),
+             f"a static ONNX batch ({p.export.batch_size}) fixes the engine batch",
+             "use export.batch_size: -1 or set engine.batch min/opt/max to it",
+             "trt_batch_profile")
+    if p.engine.workspace_mb % 1024:
+        _err(ctx, _at(ctx, "engine.workspace_mb"), f"{p.engine.workspace_mb} MB is not a "
+             "multiple of 1024", "TAO passes workspace_mb // 1024 GB to TensorRT", "workspace")
+    if p.engine.precision == "INT8":
+        if p.dataset.calibration is None:
+            _err(ctx, _at(ctx, "engine.precision"), "INT8 needs calibration images",
+                 "add dataset.calibration.images (a few hundred representative images), "
+                 "or use FP16", "int8_calibration")
+        else:
+            cal = p.engine.calibration or DEFAULT_CALIBRATION
+            folder = _local_dir(ctx, p.dataset.calibration.images)
+            if folder is not None and folder.is_dir():
+                n = sum(1 for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+                if n < cal.batches * cal.batch_size:
+                    _err(ctx, _at(ctx, "engine.calibration"),
+                         f"{n} calibration images < batches x batch_size = "
+                         f"{cal.batches * cal.batch_size}",
+                         "add images or lower engine.calibration.batches", "int8_calibration")
+
+
+def check_distill(ctx: _Ctx) -> None:
+    p = ctx.exp.project
+    if not p.distill:
+        return
+    teacher_hidden = p.distill.teacher.model.get("hidden_dim", p.model.hidden_dim)
+    for i, b in enumerate(p.distill.bindings):
+        key = f"distill.bindings[{i}]"
+        if b.criterion == "IOU":
+            if b.student not in ("srcs", "dsrcs"):
+                _err(ctx, _at(ctx, f"{key}.student"), f"IOU binding on {b.student!r}",
+                     "IOU compares feature maps: student must be srcs or dsrcs",
+                     "distill_bindings")
+            if b.student != b.teacher:
+                _err(ctx, _at(ctx, f"{key}.teacher"), f"IOU binding pairs {b.student!r} with "
+                     f"{b.teacher!r}", "IOU needs the same module name on both sides",
+                     "distill_bindings")
+            if teacher_hidden != p.model.hidden_dim:
+                _err(ctx, _at(ctx, key), f"IOU binding with teacher hidden_dim {teacher_hidden}"
+                     f" != student {p.model.hidden_dim}", "IOU multiplies the feature maps: "
+                     "use equal hidden_dim or an L2 binding", "distill_bindings")
+    unknown = set(p.distill.teacher.model) - set(p.model.model_fields)
+    for k in sorted(unknown):
+        close = difflib.get_close_matches(k, list(p.model.model_fields), n=1)
+        _err(ctx, _at(ctx, f"distill.teacher.model.{k}"), f"unknown model key {k!r}",
+             f"did you mean {close[0]!r}?" if close else "use model keys", "distill_teacher")
+    ref = p.distill.teacher.checkpoint
+    if ref.startswith("experiment:"):
+        name = ref.split(":", 1)[1]
+        exps = ctx.lp.experiments
+        if name not in exps:
+            _err(ctx, _at(ctx, "distill.teacher.checkpoint"), f"no experiment named {name!r}",
+                 f"use one of: {', '.join(exps)}", "distill_teacher")
+        elif name == ctx.exp.name:
+            _err(ctx, _at(ctx, "distill.teacher.checkpoint"), "an experiment cannot be its own "
+                 "teacher", "point at another experiment or a .pth file", "distill_teacher")
+
+
+QUANT_ALGORITHMS = {"modelopt.pytorch": {"minmax", "max", "entropy"},
+                    "modelopt.onnx": {"max", "entropy", "awq_clip", "awq_lite", "awq_full",
+                                      "rtn_dq"}}
+
+
+def check_quantize(ctx: _Ctx) -> None:
+    p = ctx.exp.project
+    q = p.quantize
+    if not q:
+        return
+    if q.backend == "torchao":
+        if q.mode != "weight_only_ptq":
+            _err(ctx, _at(ctx, "quantize.mode"), "torchao does weight-only PTQ only",
+                 "use mode: weight_only_ptq, or backend: modelopt.pytorch", "quantize_dtypes")
+        for i, layer in enumerate(q.layers):
+            if layer.activations not in (None, "native"):
+                _err(ctx, _at(ctx, f"quantize.layers[{i}].activations"),
+                     "torchao ignores activation dtypes", "drop activations, or use "
+                     "backend: modelopt.pytorch with mode: static_ptq", "quantize_dtypes")
+    if q.backend == "modelopt.onnx":
+        dtypes = {d for layer in q.layers for d in (layer.weights, layer.activations)
+                  if d not in (None, "native")}
+        if len(dtypes) > 1:
+            _err(ctx, _at(ctx, "quantize.layers"), f"modelopt.onnx uses one dtype for the "
+                 f"whole model; got {', '.join(sorted(dtypes))}", "use the same dtype in "
+                 "every layer", "quantize_dtypes")
+        if "fp8_e5m2" in dtypes:
+            _err(ctx, _at(ctx, "quantize.layers"), "modelopt.onnx supports int8 or "
+                 "fp8_e4m3fn", "use int8 or fp8_e4m3fn", "quantize_dtypes")
+    if q.device == "trt" and q.backend != "modelopt.onnx":
+        _err(ctx, _at(ctx, "quantize.device"), "device trt is only valid for modelopt.onnx",
+             "use cuda or cpu", "quantize_dtypes")
+    allowed = QUANT_ALGORITHMS.get(q.backend)
+    if allowed and q.algorithm not in allowed:
+        _err(ctx, _at(ctx, "quantize.algorithm"),
+             f"{q.backend} does not support algorithm {q.algorithm!r}",
+             f"use one of: {', '.join(sorted(allowed))}", "quantize_dtypes")
+    if q.mode == "static_ptq" and p.dataset.calibration is None:
+        _err(ctx, _at(ctx, "quantize.mode"), "static PTQ needs calibration images",
+             "add dataset.calibration.images", "quantize_dtypes")
+    if not q.layers:
+        _err(ctx, _at(ctx, "quantize.layers"), "no layers to quantize",
+             "list at least one {module, weights} entry", "quantize_dtypes")
+
+
+def check_colors(ctx: _Ctx) -> None:
+    p = ctx.exp.project
+    if p.inference.colors:
+        names = set(p.dataset.classes.values())
+        for name in p.inference.colors:
+            if name not in names:
+                close = difflib.get_close_matches(name, sorted(names), n=1)
+                _err(ctx, ctx.exp.smap.locate(("inference", "colors", name),
+                                              key=f"inference.colors.{name}"),
+                     f"{name!r} is not a class name",
+                     f"did you mean {close[0]!r}?" if close else "use dataset.classes names",
+                     "colors")
+
+
+def _local_dir(ctx: _Ctx, path: str) -> Path | None:
+    if is_remote(path):
+        return None
+    return ctx.lp.root / path
+
+
+def _local_paths(ctx: _Ctx):
+    """(project key, path, kind) of every local input file the project names."""
+    p = ctx.exp.project
+    ds = p.dataset
+    splits = [(f"dataset.train[{i}]", s) for i, s in enumerate(ds.train)]
+    splits += [("dataset.val", ds.val)] + ([("dataset.test", ds.test)] if ds.test else [])
+    for key, s in splits:
+        yield f"{key}.images", s.images, "images"
+        yield f"{key}.annotations", s.annotations, "file"
+    for key, src in (("dataset.inference", ds.inference),
+                     ("dataset.calibration", ds.calibration)):
+        if src:
+            yield f"{key}.images", src.images, "images"
+    for key, value in (("model.pretrained_backbone", p.model.pretrained_backbone),
+                       ("train.pretrained", p.train.pretrained)):
+        if value:
+            yield key, value, "file"
+    if p.distill and not p.distill.teacher.checkpoint.startswith("experiment:"):
+        yield "distill.teacher.checkpoint", p.distill.teacher.checkpoint, "file"
+
+
+def check_local_files(ctx: _Ctx) -> None:
+    for key, path, kind in _local_paths(ctx):
+        if is_remote(path):
+            continue
+        full = ctx.lp.root / path
+        if kind == "images" and not is_archive(path):
+            if not full.is_dir():
+                _err(ctx, _at(ctx, key), f"image folder {path!r} does not exist"
+                     if not full.exists() else f"{path!r} is not a folder",
+                     "fix the path (relative to project.yaml) or create the folder",
+                     "data_files")
+        elif not full.is_file():
+            _err(ctx, _at(ctx, key), f"file {path!r} does not exist",
+                 "fix the path (relative to project.yaml)", "data_files")
+
+
+def check_annotations(ctx: _Ctx) -> None:
+    """Category ids in the annotations vs the declared classes and num_classes (§5)."""
+    p = ctx.exp.project
+    classes = p.dataset.classes
+    num_classes = max(classes) + 1
+    ds = p.dataset
+    splits = [(f"dataset.train[{i}]", s) for i, s in enumerate(ds.train)]
+    splits += [("dataset.val", ds.val)] + ([("dataset.test", ds.test)] if ds.test else [])
+    train_images = 0
+    for key, s in splits:
+        if is_remote(s.annotations):
+            continue  # checked after staging
+        path = ctx.lp.root / s.annotations
+        if not path.is_file():
+            continue  # reported by check_local_files
+        try:
+            summary = read_coco_summary(path)
+        except DataError as exc:
+            _err(ctx, _at(ctx, f"{key}.annotations"), str(exc), "fix or replace the file",
+                 "annotations")
+            continue
+        if key.startswith("dataset.train"):
+            train_images += summary.n_images
+        if summary.n_images == 0:
+            _err(ctx, _at(ctx, f"{key}.annotations"), f"{s.annotations} has no images",
+                 "point the split at a non-empty annotations file", "annotations")
+        undeclared = sorted((summary.category_ids_used | set(summary.categories))
+                            - set(classes))
+        if undeclared:
+            names = ", ".join(f"{i} ({summary.categories.get(i, '?')})" for i in undeclared)
+            over = [i for i in undeclared if i >= num_classes]
+            _err(ctx, _at(ctx, f"{key}.annotations"),
+                 f"{s.annotations} uses category ids not in dataset.classes: {names}"
+                 + (f"; ids >= num_classes {num_classes} would crash TAO's matcher"
+                    if over else ""),
+                 "declare them in dataset.classes (num_classes follows as max id + 1)",
+                 "annotation_category_ids")
+        renamed = {i: (summary.categories[i], classes[i]) for i in summary.categories
+                   if i in classes and summary.categories[i] != classes[i]}
+        if renamed:
+            _warn(ctx, _at(ctx, f"{key}.annotations"), "class names differ from the file: " +
+                  ", ".join(f"{i}: file {a!r} vs project {b!r}" for i, (a, b) in
+                            renamed.items()), "rename in dataset.classes if unintended",
+                  "class_names")
+    need = p.dataset.batch_size * max(1, p.hardware.gpus_per_node) * p.hardware.nodes
+    if train_images and train_images < need:
+        _err(ctx, _at(ctx, "dataset.batch_size"),
+             f"{train_images} training images < batch_size x GPUs x nodes = {need}",
+             "TAO asserts one full batch per device: lower dataset.batch_size", "batch_size")
+
+
+# --------------------------------------------------------------------------- spec checks
+
+
+def spec_checks(ctx: _Ctx, specs: dict[str, dict[str, Any]], d: dict[str, Any]) -> None:
+    for action, spec in specs.items():
+        _no_missing(ctx, action, spec, "")
+        model = spec.get("model")
+        if model:
+            _model_consistency(ctx, action, model, spec.get("dataset", {}).get("num_classes",
+                                                                              d["num_classes"]))
+        train = spec.get("train")
+        if train:
+            if train.get("num_gpus") != len(train.get("gpu_ids", [])):
+                _err(ctx, locate(ctx, action, "train.num_gpus"),
+                     f"num_gpus {train.get('num_gpus')} != len(gpu_ids) "
+                     f"{len(train.get('gpu_ids', []))}", "keep them equal", "gpus")
+            optimizer = train.get("optim", {}).get("optimizer", "AdamW")
+            if optimizer != "AdamW":
+                _err(ctx, locate(ctx, action, "train.optim.optimizer"),
+                     f"optimizer {optimizer!r} is not implemented by RT-DETR",
+                     "use AdamW (TAO raises NotImplementedError for SGD)", "optimizer")
+        export = spec.get("export")
+        aug = spec.get("dataset", {}).get("augmentation", {})
+        if export and "eval_spatial_size" in aug:
+            size = [export.get("input_height"), export.get("input_width")]
+            if size != list(aug["eval_spatial_size"]):
+                _err(ctx, locate(ctx, action, "export.input_height"),
+                     f"export input {size} != eval_spatial_size {aug['eval_spatial_size']}",
+                     "export at the evaluation size", "export_size")
+            if any(isinstance(v, int) and v % 32 for v in size):
+                _err(ctx, locate(ctx, action, "export.input_height"),
+                     f"export input {size} is not a multiple of 32", "use multiples of 32",
+                     "export_size")
+    if "distill" in specs:
+        teacher = specs["distill"].get("distill", {}).get("teacher")
+        if teacher:
+            _model_consistency(ctx, "distill", teacher, d["num_classes"], prefix="distill.teacher")
+
+
+def _no_missing(ctx: _Ctx, action: str, node: Any, path: str) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _no_missing(ctx, action, v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for v in node:
+            _no_missing(ctx, action, v, path)
+    elif node == "???":
+        _err(ctx, locate(ctx, action, path), f"{path} is left as ??? (required by TAO)",
+             "give it a value", "no_missing")
+
+
+def _model_consistency(ctx: _Ctx, action: str, m: dict[str, Any], num_classes: int,
+                       prefix: str = "model") -> None:
+    def at(key: str) -> Location:
+        return locate(ctx, action, f"{prefix}.{key}")
+
+    rii, strides, chans = (m.get("return_interm_indices", []), m.get("feat_strides", []),
+                           m.get("feat_channels", []))
+    levels = m.get("num_feature_levels", 3)
+    if not len(rii) == len(strides) == len(chans):
+        _err(ctx, at("feat_strides"), f"return_interm_indices ({len(rii)}), feat_strides "
+             f"({len(strides)}) and feat_channels ({len(chans)}) must have the same length",
+             "one entry per backbone feature map, e.g. [1,2,3] / [8,16,32]", "feature_levels")
+    elif len(rii) > levels:
+        _err(ctx, at("num_feature_levels"), f"{len(rii)} feature maps > num_feature_levels "
+             f"{levels}", "set num_feature_levels to the number of feature maps",
+             "feature_levels")
+    hidden = m.get("hidden_dim", 256)
+    if any(c != hidden for c in chans):
+        _err(ctx, at("feat_channels"), f"feat_channels {chans} must all equal hidden_dim "
+             f"{hidden}", "drop feat_channels (it defaults to hidden_dim per level)",
+             "feat_channels_hidden_dim")
+    for i in m.get("use_encoder_idx", []):
+        if i >= len(rii):
+            _err(ctx, at("use_encoder_idx"), f"use_encoder_idx {i} >= number of feature maps "
+                 f"{len(rii)}", "use an index of return_interm_indices", "encoder_idx")
+    nheads = m.get("nheads", 8)
+    if hidden % 4 or hidden % nheads:
+        _err(ctx, at("hidden_dim"), f"hidden_dim {hidden} must be divisible by 4 and by "
+             f"nheads {nheads}", "use e.g. 64, 128 or 256", "hidden_dim")
+    nq, ns = m.get("num_queries", 300), m.get("num_select", 300)
+    if ns > nq * num_classes:
+        _err(ctx, at("num_select"), f"num_select {ns} > num_queries x num_classes = "
+             f"{nq} x {num_classes}", "lower num_select (top-k over all query/class scores)",
+             "num_select")

@@ -1,0 +1,487 @@
+"""Read and check COCO detection annotation files the way TAO RT-DETR will use them.
+
+Pure: reads files (the JSON and, optionally, the images), never runs anything.
+
+* `read_coco_summary` is the fast path for the compiler's checks (category ids vs
+  `num_classes`, per-class counts).  It is cached per process on (path, size, mtime_ns), so a
+  build that compiles many experiments parses each annotation file once.
+* `check_coco` is the full dataset check of TAO-FACTS §5 (`taomake data check`).  Data
+  problems come back as findings, never as exceptions; one pass over the records with dict/set
+  lookups keeps it linear (100k annotations well under a second without opening images).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compiler.errors import DataError
+
+BBOX_TOLERANCE = 1.0  # px; exporters round boxes, TAO clamps them anyway (TAO-FACTS §5)
+REQUIRED_LISTS = ("images", "annotations", "categories")
+
+Report = Callable[..., None]  # err/warn(record, message, hint="", code="")
+
+
+@dataclass(frozen=True)
+class CocoSummary:
+    """What the compiler needs to know about one annotation file (treat the dicts as read-only:
+    instances are shared through the cache)."""
+
+    categories: dict[int, str]
+    category_ids_used: frozenset[int]
+    n_images: int
+    n_annotations: int
+    annotations_per_category: dict[int, int]
+    images_without_annotations: int
+
+    @property
+    def max_category_id(self) -> int | None:
+        ids = self.category_ids_used | self.categories.keys()
+        return max(ids) if ids else None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in a data file: which file, which record, what, and how to fix it."""
+
+    file: str
+    record: str  # e.g. "annotations[12] (id 57)"; "" for the file as a whole
+    message: str
+    hint: str = ""
+    code: str = ""  # stable short name ("bbox-outside", ...) for grouping and tests
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.record}" if self.record else self.file
+        return f"{where}: {self.message}" + (f"\n    fix: {self.hint}" if self.hint else "")
+
+
+@dataclass
+class CocoReport:
+    file: str
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    summary: CocoSummary | None = None  # None when the file could not be read at all
+    annotations_per_category: dict[int, int] = field(default_factory=dict)
+    images_per_category: dict[int, int] = field(default_factory=dict)
+    images_opened: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def render(self, limit_per_kind: int = 5) -> str:
+        """Text for a terminal; at most `limit_per_kind` findings of each code are spelled out."""
+        lines: list[str] = []
+        for title, items in (("error", self.errors), ("warning", self.warnings)):
+            shown: Counter[str] = Counter()
+            total = Counter(f.code for f in items)
+            for f in items:
+                shown[f.code] += 1
+                if shown[f.code] <= limit_per_kind:
+                    lines.append(f"{title}: {f}")
+                elif shown[f.code] == total[f.code]:
+                    lines.append(f"{title}: ... and {total[f.code] - limit_per_kind} more "
+                                 f"[{f.code}] in {f.file}")
+        s = self.summary
+        if s is not None:
+            counts = ", ".join(f"{cid} {s.categories.get(cid, '?')}: {n}"
+                               for cid, n in sorted(self.annotations_per_category.items()))
+            lines.append(f"{self.file}: {s.n_images} images, {s.n_annotations} annotations"
+                         f" ({counts or 'none'}), {s.images_without_annotations} images"
+                         f" without annotations")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- summary (cached)
+
+_CACHE: dict[str, tuple[int, int, CocoSummary]] = {}  # resolved path -> (size, mtime_ns, ...)
+
+
+_NUMBER_TYPES = (int, float)  # exact types: JSON true/false (bool) must not pass as numbers
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _is_num(v: Any) -> bool:
+    try:
+        return type(v) in _NUMBER_TYPES and math.isfinite(v)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _is_box(b: Any) -> bool:
+    """4 finite numbers; one isfinite on the sum (inf/nan propagate) keeps the hot loop cheap."""
+    if type(b) is not list or len(b) != 4:
+        return False
+    x, y, w, h = b
+    try:
+        return (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES
+                and type(w) in _NUMBER_TYPES and type(h) in _NUMBER_TYPES
+                and math.isfinite(x + y + w + h))
+    except OverflowError:
+        return False
+
+
+def _load(path: Path) -> tuple[Any, str | None]:
+    """(document, None) or (None, what went wrong)."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f), None
+    except FileNotFoundError:
+        return None, "file not found"
+    except IsADirectoryError:
+        return None, "is a directory, not a JSON file"
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+    except UnicodeDecodeError as e:
+        return None, f"not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})"
+    except OSError as e:
+        return None, f"cannot be read: {e.strerror or e}"
+
+
+def _missing_lists(doc: Any) -> str | None:
+    if not isinstance(doc, dict):
+        return f"top level is a JSON {type(doc).__name__}, not an object with {', '.join(REQUIRED_LISTS)}"
+    bad = [k for k in REQUIRED_LISTS if not isinstance(doc.get(k), list)]
+    if bad:
+        return "has no " + ", ".join(f"'{k}' list" for k in bad) + " (a COCO file needs all of " \
+               + ", ".join(REQUIRED_LISTS) + ")"
+    return None
+
+
+def _summarize(doc: dict[str, Any]) -> CocoSummary:
+    """Tolerant of malformed records (skips them): `check_coco` is where they get reported."""
+    categories = {c["id"]: str(c.get("name", "")) for c in doc["categories"]
+                  if isinstance(c, dict) and _is_int(c.get("id"))}
+    per_cat: Counter[int] = Counter()
+    annotated: set[Any] = set()
+    for a in doc["annotations"]:
+        if isinstance(a, dict):
+            if _is_int(a.get("category_id")):
+                per_cat[a["category_id"]] += 1
+            annotated.add(_key(a.get("image_id")))
+    image_ids = {_key(im.get("id")) for im in doc["images"] if isinstance(im, dict)}
+    return CocoSummary(
+        categories=categories,
+        category_ids_used=frozenset(per_cat),
+        n_images=len(doc["images"]),
+        n_annotations=len(doc["annotations"]),
+        annotations_per_category=dict(sorted(per_cat.items())),
+        images_without_annotations=len(image_ids - annotated),
+    )
+
+
+def _key(v: Any) -> Any:
+    """Hashable form of an id (a list id would crash set/dict lookups)."""
+    try:
+        hash(v)
+        return v
+    except TypeError:
+        return repr(v)
+
+
+def _stat_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def read_coco_summary(path: Path) -> CocoSummary:
+    """Summary of a COCO file; raises `DataError` naming the file when it is unusable."""
+    path = Path(path)
+    key = _stat_key(path)
+    if key is not None:
+        hit = _CACHE.get(key[0])
+        if hit is not None and hit[:2] == key[1:]:
+            return hit[2]
+    doc, problem = _load(path)
+    if problem is None:
+        problem = _missing_lists(doc)
+    if problem is not None:
+        raise DataError(f"{path}: COCO annotation file {problem}")
+    summary = _summarize(doc)
+    if key is not None:
+        _CACHE[key[0]] = (key[1], key[2], summary)
+    return summary
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+# --------------------------------------------------------------------------- full check
+
+
+def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = None,
+               declared: dict[int, str] | None = None, open_images: bool = True) -> CocoReport:
+    """Check one COCO file (and its images under `image_dir`, if given) against TAO's needs.
+
+    `declared` are the project's classes (id -> name), `num_classes` the model's
+    `dataset.num_classes`.  Image files are only looked for when `image_dir` is given, and only
+    decoded (Pillow `verify()` plus a size check) when `open_images` is true.
+    """
+    path = Path(path)
+    file = str(path)
+    report = CocoReport(file=file)
+
+    def err(record: str, message: str, hint: str = "", code: str = "") -> None:
+        report.errors.append(Finding(file, record, message, hint, code))
+
+    def warn(record: str, message: str, hint: str = "", code: str = "") -> None:
+        report.warnings.append(Finding(file, record, message, hint, code))
+
+    key = _stat_key(path)
+    doc, problem = _load(path)
+    if problem is not None:
+        err("", problem, "point the dataset at a COCO detection JSON file", "unreadable")
+        return report
+    if not isinstance(doc, dict):
+        err("", _missing_lists(doc) or "", "the file must be a COCO JSON object", "not-coco")
+        return report
+    for k in REQUIRED_LISTS:
+        if not isinstance(doc.get(k), list):
+            err("", f"has no '{k}' list" if k not in doc else f"'{k}' is not a list",
+                f"TAO needs '{k}' in every COCO file (TAO-FACTS §5)", f"missing-{k}")
+    # Check what is there; a missing list counts as empty so the rest still gets checked.
+    norm = {k: doc[k] if isinstance(doc.get(k), list) else [] for k in REQUIRED_LISTS}
+    images, annotations = norm["images"], norm["annotations"]
+    report.summary = _summarize(norm)
+    if key is not None and not report.errors:
+        _CACHE[key[0]] = (key[1], key[2], report.summary)  # warms read_coco_summary for free
+
+    if isinstance(doc.get("images"), list) and not images:
+        err("", "has no images (empty split)", "add images or drop this split", "no-images")
+    if isinstance(doc.get("annotations"), list) and not annotations and images:
+        err("", "has no annotations", "a detection split needs at least one box", "no-annotations")
+
+    cat_names = _check_categories(norm["categories"], num_classes, declared, err, warn)
+    sizes, files = _check_images(images, err, warn)
+    per_cat, cat_images = _check_annotations(annotations, sizes, cat_names, num_classes,
+                                             declared, err, warn)
+    if declared is not None:
+        for cid, name in sorted(declared.items()):
+            if cat_names and cid not in cat_names:
+                warn("categories", f"project class {cid} {name!r} is not in this file",
+                     code="class-not-in-file")
+            elif images and per_cat[cid] == 0:
+                warn("annotations", f"no annotations of project class {cid} {name!r}",
+                     code="class-without-annotations")
+    report.annotations_per_category = dict(sorted(per_cat.items()))
+    report.images_per_category = dict(sorted(Counter(c for c, _ in cat_images).items()))
+
+    if image_dir is not None:
+        _check_image_files(Path(image_dir), files, open_images, report, err)
+    return report
+
+
+def _check_categories(categories: list[Any], num_classes: int | None,
+                      declared: dict[int, str] | None, err: Report,
+                      warn: Report) -> dict[int, str]:
+    """id -> name of the valid category records."""
+    cat_names: dict[int, str] = {}
+    for i, c in enumerate(categories):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            err(f"categories[{i}]", "needs an integer 'id'", code="category-id")
+            continue
+        cid, name = c["id"], c.get("name")
+        rec = f"categories[{i}] (id {cid}, name {name!r})"
+        if cid in cat_names:
+            err(rec, f"duplicate category id {cid}", code="duplicate-category-id")
+            continue
+        if not isinstance(name, str) or not name:
+            err(rec, "needs a non-empty 'name'", code="category-name")
+        cat_names[cid] = name if isinstance(name, str) else ""
+        _check_class_id(err, warn, rec, cid, num_classes, declared, name)
+    return cat_names
+
+
+ImageFile = tuple[str, str, int | None, int | None]  # (record, file_name, width, height)
+
+
+def _check_images(images: list[Any], err: Report,
+                  warn: Report) -> tuple[dict[Any, tuple[int, int] | None], list[ImageFile]]:
+    """(image id -> (w, h) or None when unusable, image files to look for)."""
+    sizes: dict[Any, tuple[int, int] | None] = {}
+    seen_names: dict[str, int] = {}
+    files: list[ImageFile] = []
+    for i, im in enumerate(images):
+        if not isinstance(im, dict):
+            err(f"images[{i}]", "is not an object", code="image-record")
+            continue
+        iid, fname = im.get("id"), im.get("file_name")
+        rec = f"images[{i}] (id {iid}, file_name {fname!r})"
+        if not _is_int(iid):
+            err(rec, "needs an integer 'id'", code="image-id")
+            continue
+        if iid in sizes:
+            err(rec, f"duplicate image id {iid}", "image ids must be unique",
+                "duplicate-image-id")
+            continue
+        w: Any = im.get("width")
+        h: Any = im.get("height")
+        size_ok = _is_int(w) and _is_int(h) and w > 0 and h > 0
+        if not size_ok:
+            err(rec, f"needs positive integer 'width' and 'height' (got {w!r}, {h!r})",
+                "TAO's loader reads them from the JSON", "image-size")
+        sizes[iid] = (w, h) if size_ok else None
+        if not isinstance(fname, str) or not fname:
+            err(rec, "needs a non-empty 'file_name'", code="image-file-name")
+            continue
+        if fname in seen_names:
+            warn(rec, f"same file_name as images[{seen_names[fname]}]", code="duplicate-file-name")
+        seen_names[fname] = i
+        files.append((rec, fname, w if size_ok else None, h if size_ok else None))
+    return sizes, files
+
+
+def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] | None],
+                       cat_names: dict[int, str], num_classes: int | None,
+                       declared: dict[int, str] | None, err: Report,
+                       warn: Report) -> tuple[Counter[int], set[tuple[int, int]]]:
+    """The hot loop (one pass, dict/set lookups only); record strings are built on error only."""
+    ann_ids: set[Any] = set()
+    per_cat: Counter[int] = Counter()
+    cat_images: set[tuple[int, int]] = set()
+    bad_cats: dict[int, list[Any]] = {}  # category id -> [first record, count]
+    tol = BBOX_TOLERANCE
+
+    def rec(i: int, a: dict[str, Any]) -> str:
+        return f"annotations[{i}] (id {a.get('id')})"
+
+    for i, a in enumerate(annotations):
+        if type(a) is not dict:
+            err(f"annotations[{i}]", "is not an object", code="annotation-record")
+            continue
+        aid = a.get("id")
+        if aid is None:
+            err(rec(i, a), "has no 'id'", "pycocotools indexes annotations by id",
+                "annotation-id")
+        else:
+            aid = _key(aid)
+            if aid in ann_ids:
+                err(rec(i, a), f"duplicate annotation id {aid}",
+                    "annotation ids must be unique (COCO eval silently drops duplicates)",
+                    "duplicate-annotation-id")
+            ann_ids.add(aid)
+        iid = _key(a.get("image_id"))
+        size = None
+        if iid in sizes:
+            size = sizes[iid]
+        else:
+            err(rec(i, a), f"image_id {iid!r} is not an image in this file",
+                "fix image_id or add the image record", "unknown-image")
+        cid = a.get("category_id")
+        if type(cid) is not int:
+            err(rec(i, a), f"needs an integer 'category_id' (got {cid!r})", code="category-id")
+        else:
+            per_cat[cid] += 1
+            if size is not None or iid in sizes:
+                cat_images.add((cid, iid))
+            if cid not in cat_names:
+                bad_cats.setdefault(cid, [rec(i, a), 0])[1] += 1
+        bbox: Any = a.get("bbox")
+        if not _is_box(bbox):
+            err(rec(i, a), f"'bbox' must be 4 numbers [x, y, w, h] (got {bbox!r})",
+                code="bbox-format")
+        else:
+            x, y, bw, bh = bbox
+            if bw <= 0 or bh <= 0:
+                err(rec(i, a), f"degenerate bbox {bbox} (width and height must be > 0)",
+                    "TAO silently drops such boxes; fix or remove the annotation",
+                    "bbox-degenerate")
+            elif size is not None and (x < -tol or y < -tol or x + bw > size[0] + tol
+                                       or y + bh > size[1] + tol):
+                err(rec(i, a), f"bbox {bbox} is outside the {size[0]}x{size[1]} image {iid}",
+                    "bbox is [x, y, width, height] in pixels of that image", "bbox-outside")
+        area = a.get("area")
+        if area is None or not _is_num(area):
+            err(rec(i, a), "has no 'area'" if "area" not in a
+                else f"'area' must be a number (got {area!r})",
+                "TAO raises KeyError without it; use w*h of the bbox", "missing-area")
+        if a.get("ignore", 0) != 0:
+            err(rec(i, a), f"'ignore' is {a['ignore']!r}", "TAO needs ignore absent or 0",
+                "ignore")
+
+    # Category ids used by annotations but not in `categories`: one finding per id, not per box.
+    for cid, (first, n) in sorted(bad_cats.items()):
+        err(first, f"category_id {cid} is not in this file's categories (used by {n} "
+            f"annotation{'s' if n != 1 else ''})", "add the category or fix the annotations",
+            "unknown-category")
+        _check_class_id(err, warn, first, cid, num_classes, declared, None)
+    return per_cat, cat_images
+
+
+def _check_class_id(err: Report, warn: Report, rec: str, cid: int, num_classes: int | None,
+                    declared: dict[int, str] | None, name: Any) -> None:
+    if declared is not None:
+        if cid not in declared:
+            err(rec, f"category id {cid} is not a project class "
+                f"(project classes: {', '.join(f'{k} {v}' for k, v in sorted(declared.items()))})",
+                "add it to the project's classes or remove it from the data", "undeclared-category")
+        elif name is not None and name != declared[cid]:
+            warn(rec, f"category {cid} is named {name!r} here but {declared[cid]!r} in the project",
+                 "the project's name is used for the classmap; rename one to match",
+                 "class-name-mismatch")
+    if num_classes is not None and not 0 <= cid < num_classes:
+        err(rec, f"category id {cid} is outside [0, num_classes-1] = [0, {num_classes - 1}]",
+            f"TAO uses category_id as the label index: num_classes must be at least {cid + 1}"
+            if cid >= 0 else "category ids must be >= 0", "category-out-of-range")
+
+
+def _check_image_files(image_dir: Path, files: list[tuple[str, str, int | None, int | None]],
+                       open_images: bool, report: CocoReport, err: Report) -> None:
+    if not image_dir.is_dir():
+        err("", f"image_dir {image_dir} is not a directory",
+            "TAO reads images from a plain folder (no tar/zip, TAO-FACTS §5)", "image-dir")
+        return
+    listings: dict[str, set[str]] = {}  # one scandir per folder instead of a stat per image
+
+    def exists(p: str) -> bool:
+        parent, name = os.path.split(p)
+        if parent not in listings:
+            try:
+                with os.scandir(parent or ".") as it:
+                    listings[parent] = {e.name for e in it}
+            except OSError:
+                listings[parent] = set()
+        return name in listings[parent]
+
+    if open_images:
+        from PIL import Image  # lazy: the compiler's fast path never needs Pillow
+    for rec, fname, w, h in files:
+        if fname.startswith("h5://"):
+            # h5://<basename>:<key> lives in <image_dir>/<basename>.h5 (TAO-FACTS §5)
+            base = fname[len("h5://"):].split(":", 1)[0]
+            if not exists(os.path.join(image_dir, base + ".h5")):
+                err(rec, f"HDF5 file {base}.h5 not found in {image_dir}", code="image-missing")
+            continue
+        p = os.path.join(image_dir, fname)  # same join as TAO: an absolute file_name wins
+        if not exists(p):
+            err(rec, f"image file {p} not found", "check image_dir and file_name",
+                "image-missing")
+            continue
+        if not open_images:
+            continue
+        try:
+            with Image.open(p) as im:
+                actual = im.size
+                im.verify()  # decodes enough to catch truncated/corrupt files, cheaply
+        except Exception as e:  # noqa: BLE001  (Pillow raises OSError, SyntaxError, ValueError...)
+            err(rec, f"image file {p} cannot be read by Pillow: {e}", "replace the file",
+                "image-unreadable")
+            continue
+        report.images_opened += 1
+        if w is not None and actual != (w, h):
+            err(rec, f"width/height in the JSON are {w}x{h} but {p} is {actual[0]}x{actual[1]}",
+                "fix width/height (an EXIF-rotated photo can cause this)", "image-size-mismatch")

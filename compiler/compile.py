@@ -1,0 +1,384 @@
+"""Project -> one TAO spec per (experiment, action): render, override, validate, check.
+
+Pure: reads project-relative files (templates, schemas, annotation files for checks) and
+returns data.  Writing is `compiler.writer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import jinja2
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from . import checks
+from .actions import ACTIONS
+from .errors import Problem, ProjectError
+from .layout import Layout, is_archive, needs_staging, staged_annotations, staged_images
+from .load import Experiment, LoadedProject
+from .resources import action_schema, references_dir
+from .yamlsource import KeyPath
+
+# TAO's defaults for 640-pixel training (TAO-FACTS §1 dataset.augmentation.multi_scales)
+TAO_MULTI_SCALES_640 = [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]
+# Named colors PIL understands; TAO draws boxes only for classes in color_map.
+PALETTE = ["red", "lime", "blue", "yellow", "magenta", "cyan", "orange", "purple",
+           "springgreen", "deeppink", "gold", "dodgerblue", "chocolate", "violet", "white"]
+
+
+@dataclass(frozen=True)
+class CompiledSpec:
+    experiment: str
+    action: str
+    path: str  # relative to the project folder
+    data: dict[str, Any]
+    text: str  # what is written: header + canonical YAML
+    sha256: str  # of the YAML body (what TAO reads)
+
+
+@dataclass
+class CompiledExperiment:
+    name: str
+    layout: Layout
+    specs: dict[str, CompiledSpec]
+    files: dict[str, str]  # other generated inputs (classmaps): path -> content
+    source_action: str  # "train" or "distill": which action yields the experiment's model
+    warnings: list[Problem] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # action -> why it is not built
+
+
+# --------------------------------------------------------------------------- derived values
+
+
+def _source_paths(results: str, images: str, annotations: str | None) -> dict[str, str]:
+    """Where TAO finds a split: in place when local and plain, else where staging puts it."""
+    image_dir = staged_images(results, images) if needs_staging(images) else posixpath.normpath(images)
+    out = {"image_dir": image_dir}
+    if annotations is not None:
+        out["json_file"] = (staged_annotations(results, annotations)
+                            if needs_staging(annotations) else posixpath.normpath(annotations))
+    return out
+
+
+def classmap_lines(classes: dict[int, str], *, deploy: bool) -> list[str]:
+    """Line k names label k (PyTorch); deploy reads line k as label k-1 (TAO-FACTS §5).
+
+    Gaps in the ids get unique placeholders because deploy turns names into dict keys."""
+    labels = range(-1 if deploy else 0, max(classes) + 1)
+    return [classes.get(i, f"__label_{i}__") for i in labels]
+
+
+def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
+    """Which actions an experiment builds, and a one-line reason for each left out."""
+    source = "distill" if p.distill else "train"
+    actions = [source, "export"]
+    skipped: dict[str, str] = {"train" if p.distill else "distill":
+                               "distill replaces train" if p.distill else "no `distill:` section"}
+    for name, present, why in (("evaluate", p.dataset.test, "no dataset.test split"),
+                               ("inference", p.dataset.inference, "no dataset.inference images"),
+                               ("quantize", p.quantize, "no `quantize:` section")):
+        (actions.append(name) if present else skipped.__setitem__(name, why))
+    if p.hardware.gpus_per_node > 0:
+        actions.append("gen_trt_engine")
+        for name, present, why in (("trt_evaluate", p.dataset.test, "no dataset.test split"),
+                                   ("trt_inference", p.dataset.inference,
+                                    "no dataset.inference images")):
+            (actions.append(name) if present else skipped.__setitem__(name, why))
+    else:
+        for name in ("gen_trt_engine", "trt_evaluate", "trt_inference"):
+            skipped[name] = "TensorRT needs a GPU (hardware.gpus_per_node is 0)"
+    return actions, skipped
+
+
+def _model_values(m, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    values = m.model_dump()
+    values.update(overrides or {})
+    if values.get("feat_channels") is None:
+        values["feat_channels"] = [values["hidden_dim"]] * len(values["return_interm_indices"])
+    return values
+
+
+def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
+    """The values templates need that are not written verbatim in project.yaml."""
+    p = exp.project
+    lay = Layout(p.results, exp.name)
+    cpu = p.hardware.gpus_per_node == 0
+    ngpu = max(1, p.hardware.gpus_per_node)
+    aug = p.dataset.augmentation
+    source = "distill" if p.distill else "train"
+    d: dict[str, Any] = {
+        "experiment": exp.name,
+        "results_dir": lay.root,
+        "num_classes": max(p.dataset.classes) + 1,
+        "class_ids": sorted(p.dataset.classes),
+        "cpu": cpu,
+        "train_gpus": ngpu,
+        # TAO wants 0..n-1 inside the job; physical ids are the runner's business.
+        "train_gpu_ids": list(range(ngpu)),
+        "model": _model_values(p.model),
+        "multi_scales": (aug.multi_scales if aug.multi_scales is not None
+                         else TAO_MULTI_SCALES_640 if aug.train_size == [640, 640]
+                         else [aug.train_size[0]]),
+        "train_sources": [_source_paths(p.results, s.images, s.annotations)
+                          for s in p.dataset.train],
+        "val_source": _source_paths(p.results, p.dataset.val.images, p.dataset.val.annotations),
+        "checkpoint": lay.model(source),
+        "onnx_file": lay.onnx,
+        "export_gpu_id": -1 if cpu else 0,
+        "export_size": p.export.size or aug.eval_size,
+        "classmap": lay.classmap,
+        "classmap_deploy": lay.classmap_deploy,
+        "color_map": p.inference.colors or {
+            name: PALETTE[i % len(PALETTE)] for i, name in enumerate(p.dataset.classes.values())},
+        "engine_file": lay.engine(p.engine.precision, p.engine.batch.min, p.engine.batch.opt,
+                                  p.engine.batch.max),
+        "calibration": p.engine.calibration or checks.DEFAULT_CALIBRATION,
+    }
+    d["cal_cache_file"] = lay.calibration_cache(d["calibration"].batches,
+                                                d["calibration"].batch_size)
+    if p.dataset.test:
+        d["test_source"] = _source_paths(p.results, p.dataset.test.images,
+                                         p.dataset.test.annotations)
+    if p.dataset.inference:
+        d["infer_dirs"] = [_source_paths(p.results, p.dataset.inference.images, None)["image_dir"]]
+    if p.dataset.calibration:
+        d["calibration_dir"] = _source_paths(p.results, p.dataset.calibration.images,
+                                             None)["image_dir"]
+    if p.distill:
+        teacher = p.distill.teacher.checkpoint
+        if teacher.startswith("experiment:"):
+            other = teacher.split(":", 1)[1]
+            tp = lp.experiments[other].project if other in lp.experiments else p
+            teacher = Layout(p.results, other).model("distill" if tp.distill else "train")
+            d["teacher_model"] = _model_values(tp.model, p.distill.teacher.model)
+        else:
+            d["teacher_model"] = _model_values(p.model, p.distill.teacher.model)
+        d["teacher_checkpoint"] = teacher
+    if p.quantize:
+        d["quantize_device"] = p.quantize.device if not (cpu and p.quantize.device == "cuda") \
+            else "cpu"
+        d["quantize_dir"] = lay.action_dir("quantize")
+    return d
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _y(value: Any) -> str:
+    """A value as YAML flow text; JSON is valid YAML and quotes strings safely."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+@cache
+def _jinja() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(references_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["y"] = _y
+    return env
+
+
+def render(action: str, project, derived: dict[str, Any]) -> dict[str, Any]:
+    text = _jinja().get_template(f"spec_template_{action}.yaml.j2").render(p=project, d=derived)
+    data = YAML(typ="safe", pure=True).load(text)
+    return data or {}
+
+
+def _flow(node: Any) -> Any:
+    """Canonical YAML shape: mappings in block style, lists of scalars inline."""
+    if isinstance(node, dict):
+        out = CommentedMap()
+        for k, v in node.items():
+            out[k] = _flow(v)
+        return out
+    if isinstance(node, list):
+        seq = CommentedSeq(_flow(v) for v in node)
+        if all(not isinstance(v, (dict, list)) for v in node):
+            seq.fa.set_flow_style()
+        return seq
+    return node
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    yaml = YAML(typ="rt")
+    yaml.width = 4096  # never fold long paths
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.representer.add_representer(  # `key: null`, not a bare `key:`
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    buf = io.StringIO()
+    yaml.dump(_flow(data), buf)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- overrides + schema
+
+
+def _schema_node(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    for branch in node.get("anyOf", []):
+        branch = _schema_node(schema, branch)
+        if branch.get("type") in ("object", "array"):
+            return branch
+    return node
+
+
+def schema_keys(schema: dict[str, Any], path: list[str]) -> tuple[bool, list[str]]:
+    """Does `path` exist in the schema?  Else the valid keys where it stopped."""
+    node = _schema_node(schema, schema)
+    for part in path:
+        props = node.get("properties")
+        if props is None:
+            extra = node.get("additionalProperties")
+            if isinstance(extra, dict):  # free-form mapping (e.g. data sources)
+                node = _schema_node(schema, extra)
+                continue
+            return False, []
+        if part not in props:
+            return False, sorted(props)
+        node = _schema_node(schema, props[part])
+    return True, []
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+@dataclass
+class _Ctx:
+    """Per-experiment compile state that the checks and locators share."""
+
+    lp: LoadedProject
+    exp: Experiment
+    overridden: dict[tuple[str, str], KeyPath] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def _apply_overrides(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
+    import difflib
+
+    p = ctx.exp.project
+    schema = action_schema(action)
+    for scope in ("all", action):
+        for key, value in getattr(p.overrides, scope).items():
+            path = str(key).split(".")
+            where: KeyPath = ("overrides", scope, key)
+            if path[0] not in ACTIONS[action].sections:
+                if scope == "all":
+                    continue  # `all` only touches actions whose spec has that section
+                ctx.problems.append(Problem(
+                    ctx.exp.smap.locate(where, key=f"overrides.{scope}.{key}"),
+                    f"the {action} spec has no section {path[0]!r}",
+                    f"{action} reads only: {', '.join(ACTIONS[action].sections)}",
+                    check="override_keys"))
+                continue
+            ok, valid = schema_keys(schema, path)
+            if not ok:
+                close = difflib.get_close_matches(path[-1], valid, n=3, cutoff=0.5)
+                hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+                    "check the key against TAO's schema (schemas/)"
+                ctx.problems.append(Problem(
+                    ctx.exp.smap.locate(where, key=f"overrides.{scope}.{key}"),
+                    f"{key!r} is not a key of TAO's {action} config", hint,
+                    check="override_keys"))
+                continue
+            _set_path(spec, path, value)
+            ctx.overridden[(action, str(key))] = where
+
+
+def _validate_schema(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
+    validator = jsonschema.Draft202012Validator(action_schema(action))
+    for err in sorted(validator.iter_errors(spec), key=lambda e: list(map(str, e.path))):
+        tao_path = ".".join(str(x) for x in err.absolute_path)
+        ctx.problems.append(Problem(
+            checks.locate(ctx, action, tao_path),
+            f"TAO's {action} schema rejects {tao_path or 'the spec'}: {err.message}",
+            "change the project value (or the override) that sets it", check="tao_schema"))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def spec_header(p, exp: str, action: str, body_sha: str) -> str:
+    image = p.tao.deploy_image_ref if ACTIONS[action].flavor == "deploy" else p.tao.pytorch_image_ref
+    # Only what determines the job goes here: the image (a new TAO reruns everything) and
+    # the body hash. No taomake version, no project hash: comments/whitespace must not rebuild.
+    return (f"# TAO RT-DETR {action} spec for experiment {exp!r} of project {p.name!r}.\n"
+            "# Generated by taomake from project.yaml: edit that file, not this one.\n"
+            f"# tao image: {image}\n"
+            f"# body sha256: {body_sha}\n")
+
+
+def _context(lp: LoadedProject, exp: Experiment) -> str:
+    return "" if lp.base.experiments is None else f"experiment {exp.name!r}"
+
+
+def compile_experiment(lp: LoadedProject, exp: Experiment) -> CompiledExperiment:
+    p = exp.project
+    ctx = _Ctx(lp, exp)
+    checks.project_checks(ctx)
+    if ctx.problems:  # templates may rely on what these checks guarantee
+        raise ProjectError(ctx.problems, context=_context(lp, exp))
+    d = derive(lp, exp)
+    actions, skipped = enabled_actions(p)
+    raw: dict[str, dict[str, Any]] = {}
+    for action in actions:
+        spec = render(action, p, d)
+        _apply_overrides(ctx, action, spec)
+        raw[action] = spec
+    for action, spec in raw.items():
+        _validate_schema(ctx, action, spec)
+    if not ctx.problems:  # the spec checks assume schema-valid types
+        checks.spec_checks(ctx, raw, d)
+    if ctx.problems:
+        raise ProjectError(ctx.problems, context=_context(lp, exp))
+    lay = Layout(p.results, exp.name)
+    specs: dict[str, CompiledSpec] = {}
+    for action, spec in raw.items():
+        body = dump_yaml(spec)
+        sha = hashlib.sha256(body.encode()).hexdigest()
+        specs[action] = CompiledSpec(exp.name, action, lay.spec(action), spec,
+                                     spec_header(p, exp.name, action, sha) + body, sha)
+    files = {lay.classmap: "\n".join(classmap_lines(p.dataset.classes, deploy=False)) + "\n"}
+    if "trt_inference" in specs:
+        files[lay.classmap_deploy] = "\n".join(classmap_lines(p.dataset.classes,
+                                                              deploy=True)) + "\n"
+    return CompiledExperiment(exp.name, lay, specs, files, "distill" if p.distill else "train",
+                              ctx.warnings, skipped)
+
+
+def compile_project(lp: LoadedProject,
+                    experiments: list[str] | None = None) -> dict[str, CompiledExperiment]:
+    """Compile the named experiments (default all); every problem of all of them at once."""
+    names = experiments or list(lp.experiments)
+    out: dict[str, CompiledExperiment] = {}
+    problems: list[Problem] = []
+    for name in names:
+        try:
+            out[name] = compile_experiment(lp, lp.experiments[name])
+        except ProjectError as exc:
+            problems.extend(exc.problems if len(names) == 1 else
+                            [Problem(pr.location, f"[{name}] {pr.message}", pr.hint, pr.check)
+                             for pr in exc.problems])
+    if problems:
+        raise ProjectError(problems)
+    return out
+
+
+__all__ = ["CompiledExperiment", "CompiledSpec", "classmap_lines", "compile_experiment",
+           "compile_project", "derive", "dump_yaml", "enabled_actions", "is_archive", "render"]

@@ -1,0 +1,93 @@
+"""Where everything lives, as paths relative to the project folder.
+
+Specs never contain absolute paths that taomake made up: TAO is always started with the project
+folder as its working directory (on the host, in a container that mounts it at the same path,
+on a SLURM node), so moving the project folder or switching runner leaves every spec unchanged.
+Build rules use the same functions, so the DAG and the specs agree by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def is_archive(path: str) -> bool:
+    return path.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def needs_staging(path: str) -> bool:
+    """TAO reads neither S3 nor archives: such sources are staged into plain files first."""
+    return is_remote(path) or is_archive(path)
+
+
+def source_key(uri: str) -> str:
+    """A stable, readable folder name for a staged source: `<last parts>-<hash8>`."""
+    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(uri.rstrip("/").split("/")[-2:]))
+    return f"{tail[:60]}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one experiment's files, relative to the project folder."""
+
+    results: str  # project.results, e.g. "results"
+    experiment: str
+
+    @property
+    def root(self) -> str:
+        return posixpath.join(self.results, self.experiment)
+
+    def spec(self, action: str) -> str:
+        return posixpath.join(self.root, "specs", f"{action}.yaml")
+
+    @property
+    def classmap(self) -> str:
+        return posixpath.join(self.root, "specs", "classmap.txt")
+
+    @property
+    def classmap_deploy(self) -> str:
+        return posixpath.join(self.root, "specs", "classmap_deploy.txt")
+
+    def action_dir(self, results_subdir: str) -> str:
+        """TAO's own output folder for an action (results_dir/<subdir>)."""
+        return posixpath.join(self.root, results_subdir)
+
+    def model(self, source_action: str) -> str:
+        """Stable path of the selected checkpoint of train (or distill)."""
+        return posixpath.join(self.root, source_action, "model.pth")
+
+    @property
+    def onnx(self) -> str:
+        return posixpath.join(self.root, "export", "model.onnx")
+
+    def engine(self, precision: str, bmin: int, bopt: int, bmax: int) -> str:
+        return posixpath.join(self.root, "gen_trt_engine",
+                              f"model.{precision.lower()}.b{bmin}-{bopt}-{bmax}.engine")
+
+    def calibration_cache(self, batches: int, batch_size: int) -> str:
+        return posixpath.join(self.root, "gen_trt_engine", f"cal.{batches}x{batch_size}.bin")
+
+    def quantized(self, backend: str) -> str:
+        return posixpath.join(self.root, "quantize", f"quantized_model_{backend}.pth")
+
+
+def staged_dir(results: str, uri: str) -> str:
+    """Folder where a remote or archived source is materialised (by the staging rules)."""
+    return posixpath.join(results, "_data", source_key(uri))
+
+
+def staged_images(results: str, uri: str) -> str:
+    return posixpath.join(staged_dir(results, uri), "images")
+
+
+def staged_annotations(results: str, uri: str) -> str:
+    return posixpath.join(staged_dir(results, uri), "annotations.json")

@@ -1,0 +1,230 @@
+"""project.yaml -> validated `Project` per experiment, with errors at file:line:col."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import Location, Problem, ProjectError
+from .model import Project
+from .yamlsource import KeyPath, SourceMap, dotted, load_yaml, load_yaml_text
+
+BASE_EXPERIMENT = "base"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One variant of the project: the base with its dotted overrides applied."""
+
+    name: str
+    project: Project
+    smap: SourceMap  # positions; overridden keys point at the experiment's lines
+
+
+@dataclass(frozen=True)
+class LoadedProject:
+    path: Path  # project.yaml as given
+    root: Path  # folder holding project.yaml: every relative path is relative to it
+    text: str
+    base: Project
+    smap: SourceMap
+    experiments: dict[str, Experiment]
+
+    @cached_property
+    def results_root(self) -> str:
+        return self.base.results
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last element of `loc`."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] / list[X] / dict[K, X] -> X (the model we descend into)."""
+    while get_origin(tp) is not None:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return models[0]
+        if not args:
+            return tp
+        tp = args[-1]
+    return tp
+
+
+# pydantic adds union-branch tags to locations ("constrained-int", "literal['a','b']", "str")
+_BRANCH_TAG = re.compile(r"^(constrained-\w+|function-\w+.*|\w+\[.*\]|int|str|float|bool|"
+                         r"dict|list|none)$")
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(p for p in loc if isinstance(p, int) or not _BRANCH_TAG.match(str(p)))
+
+
+def _hint(err: dict[str, Any]) -> str:
+    """How to fix a pydantic error, in project.yaml terms."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "literal_error":
+        return f"use one of: {ctx.get('expected', '')}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = next(iter(ctx.values()), "")
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+              "less_than": "<"}[kind]
+        return f"use a value {op} {bound}"
+    if kind.startswith("int_"):
+        return "write a whole number, e.g. 4"
+    if kind.startswith("float_"):
+        return "write a number, e.g. 0.5"
+    if kind.startswith("bool_"):
+        return "write true or false"
+    if kind.startswith(("string_", "str_")):
+        return "write a string" if kind == "string_type" else "change the text as described"
+    if kind in ("too_short", "too_long"):
+        return "change the number of items as described"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "write a mapping (key: value lines)"
+    if kind == "list_type":
+        return "write a list (`- item` lines or [a, b])"
+    return ""
+
+
+def problems_from_validation(exc: ValidationError, smap: SourceMap,
+                             prefix: KeyPath = ()) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(err["loc"]))
+        if loc in seen:
+            continue  # one message per key even when several union branches failed
+        seen.add(loc)
+        path = (*prefix, *loc)
+        kind = err["type"]
+        given = err.get("input")
+        if kind == "extra_forbidden":
+            owner = _model_at(Project, loc[:-1])
+            valid = sorted(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.5)
+            hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+                    else "remove it")
+            if valid:
+                hint += f" Valid keys here: {', '.join(valid)}."
+            problems.append(Problem(smap.locate(path), f"unknown key {str(loc[-1])!r}", hint))
+        elif kind == "missing":
+            problems.append(Problem(smap.locate(path), "required key is missing",
+                                    f"add `{dotted(path)}` (see README: project.yaml reference)"))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+            problems.append(Problem(smap.locate(path), f"{msg}{shown}", _hint(err)))
+    return problems
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> KeyPath:
+    """Apply `model.hidden_dim: 128` to nested plain data; returns the key path."""
+    parts: list[str | int] = []
+    for piece in key.split("."):
+        # allow `train[0].images` for list items
+        name, _, rest = piece.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            idx, _, rest = rest.partition("]")
+            parts.append(int(idx))
+            rest = rest.removeprefix("[")
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(part, int):
+            node = node[part]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise KeyError(part)
+    node[parts[-1]] = value
+    return tuple(parts)
+
+
+def _experiment_data(raw: dict[str, Any], name: str, overrides: dict[str, Any],
+                     smap: SourceMap) -> tuple[dict[str, Any], SourceMap]:
+    data = copy.deepcopy({k: v for k, v in raw.items() if k != "experiments"})
+    esmap = SourceMap(smap.file, dict(smap.keys), dict(smap.values))
+    problems: list[Problem] = []
+    for key, value in (overrides or {}).items():
+        here = smap.locate(("experiments", name, key), key=f"experiments.{name}.{key}")
+        if not isinstance(key, str) or key.startswith(("experiments", "name")):
+            problems.append(Problem(here, f"an experiment cannot override {key!r}",
+                                    "override dataset/model/train/... keys only"))
+            continue
+        try:
+            path = _set_dotted(data, key, copy.deepcopy(value))
+        except (KeyError, IndexError, ValueError, TypeError):
+            problems.append(Problem(here, f"cannot apply override {key!r}: the path does not "
+                                    "exist in the base project", "check the dotted key"))
+            continue
+        esmap.override(path, (here.line or 1, here.col or 1))
+    if problems:
+        raise ProjectError(problems, context=f"experiment {name!r}")
+    return data, esmap
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _validate(data: Any, smap: SourceMap, context: str = "") -> Project:
+    if not isinstance(data, dict):
+        raise ProjectError([Problem(Location(smap.file, 1, 1), "the project must be a mapping "
+                                    "of keys (name, dataset, ...)", "see README")])
+    try:
+        return Project.model_validate(data)
+    except ValidationError as exc:
+        raise ProjectError(problems_from_validation(exc, smap), context=context) from None
+
+
+def load_project_text(text: str, file: str) -> LoadedProject:
+    raw, smap = load_yaml_text(text, file)
+    return _build(raw, smap, Path(file), text)
+
+
+def load_project(path: str | Path) -> LoadedProject:
+    path = Path(path)
+    raw, smap = load_yaml(path)
+    return _build(raw, smap, path, path.read_text(encoding="utf-8"))
+
+
+def _build(raw: Any, smap: SourceMap, path: Path, text: str) -> LoadedProject:
+    base = _validate(raw, smap)
+    experiments: dict[str, Experiment] = {}
+    if base.experiments is None:
+        experiments[BASE_EXPERIMENT] = Experiment(BASE_EXPERIMENT,
+                                                  base.model_copy(update={"experiments": None}),
+                                                  smap)
+    else:
+        for name, overrides in base.experiments.items():
+            data, esmap = _experiment_data(raw, name, overrides, smap)
+            project = _validate(data, esmap, context=f"experiment {name!r}")
+            experiments[name] = Experiment(name, project, esmap)
+    return LoadedProject(path=path, root=path.resolve().parent, text=text, base=base,
+                         smap=smap, experiments=experiments)

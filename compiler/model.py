@@ -1,0 +1,374 @@
+"""The typed project model: what a user writes in project.yaml.
+
+Every model forbids unknown keys (typos are errors with a "did you mean").  Field descriptions
+are the reference documentation: README's project.yaml reference is generated from them.
+Values that users get wrong are *derived* (num_classes, feat_channels, export size, classmaps,
+gpu ids inside the job) instead of asked for; see `compiler.compile`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+PosInt = Annotated[int, Field(ge=1)]
+Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+Size2 = Annotated[list[Annotated[int, Field(ge=32)]], Field(min_length=2, max_length=2)]
+
+
+# --------------------------------------------------------------------------- tao
+
+
+class Tao(Strict):
+    """Which TAO release runs the jobs. Changing it makes every artifact stale."""
+
+    version: str = Field("6.26.3", description="TAO Toolkit release; picks the default images.")
+    pytorch_image: str | None = Field(
+        None, description="Image for train/evaluate/inference/export/distill/quantize. "
+        "Default: nvcr.io/nvidia/tao/tao-toolkit:<version>-pyt.")
+    deploy_image: str | None = Field(
+        None, description="Image for gen_trt_engine and TensorRT evaluate/inference. "
+        "Default: nvcr.io/nvidia/tao/tao-toolkit:<version>-deploy.")
+
+    @property
+    def pytorch_image_ref(self) -> str:
+        return self.pytorch_image or f"nvcr.io/nvidia/tao/tao-toolkit:{self.version}-pyt"
+
+    @property
+    def deploy_image_ref(self) -> str:
+        return self.deploy_image or f"nvcr.io/nvidia/tao/tao-toolkit:{self.version}-deploy"
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class Split(Strict):
+    """An annotated split: images plus a COCO annotations file."""
+
+    images: str = Field(description="Image folder or images.tar.gz/.tar/.zip; local path "
+                        "(relative to project.yaml) or s3:// URI.")
+    annotations: str = Field(description="COCO detection annotations.json; local or s3://.")
+
+
+class ImageSource(Strict):
+    """Images only (inference, calibration)."""
+
+    images: str = Field(description="Image folder or archive; local path or s3:// URI.")
+
+
+class Augmentation(Strict):
+    train_size: Size2 = Field([640, 640], description="[height, width] of training "
+                              "images (multiple of 32).")
+    eval_size: Size2 = Field([640, 640], description="[height, width] for evaluation, "
+                             "inference and export (multiple of 32); the ONNX/engine input size.")
+    multi_scales: list[Annotated[int, Field(ge=32)]] | None = Field(
+        None, description="Square sizes for multi-scale training. Default: TAO's 480..800 list "
+        "for 640 training, else [train height].")
+    distortion_prob: Prob = Field(0.8, description="Photometric distortion probability.")
+    iou_crop_prob: Prob = Field(0.8, description="IoU random crop probability.")
+    preserve_aspect_ratio: bool = Field(False, description="Letterbox instead of stretching.")
+
+
+class Dataset(Strict):
+    classes: dict[int, str] = Field(
+        description="Class id -> name, as in your annotations (ids >= 1, gaps allowed). "
+        "TAO's num_classes is derived as max(id) + 1.")
+    train: list[Split] = Field(min_length=1, description="One or more training splits.")
+    val: Split = Field(description="Validation split (validated every validation_interval).")
+    test: Split | None = Field(None, description="Test split for evaluate; none: no evaluate.")
+    inference: ImageSource | None = Field(
+        None, description="Images to run inference on; none: no inference.")
+    calibration: ImageSource | None = Field(
+        None, description="Calibration images for INT8 engines and static quantization.")
+    batch_size: PosInt = Field(4, description="Images per batch per GPU (all actions).")
+    workers: PosInt = Field(8, description="Data loader workers per GPU.")
+    loader: Literal["serialized", "default"] = Field(
+        "serialized", description="TAO dataset_type; serialized keeps annotations in shared "
+        "memory (needs hardware.shm_size).")
+    pin_memory: bool = True
+    augmentation: Augmentation = Augmentation()
+
+
+# --------------------------------------------------------------------------- hardware
+
+
+class LocalRunner(Strict):
+    venv: str | None = Field(
+        None, description="Python venv with nvidia-tao-pytorch (`rtdetr` on its PATH). "
+        "Default: the one `taomake setup tao-cpu` creates ($TAOMAKE_TAO_VENV overrides).")
+
+
+class DockerRunner(Strict):
+    pull: bool = Field(False, description="Pull a missing image instead of failing.")
+    ipc_host: bool = Field(False, description="Use --ipc=host instead of a sized /dev/shm.")
+    ulimits: dict[str, int] = Field(
+        default_factory=lambda: {"memlock": -1, "stack": 67108864},
+        description="ulimit name -> value (soft = hard).")
+    allow_root: bool = Field(False, description="Allow running as uid 0 with writable mounts.")
+    stop_timeout: PosInt = Field(10, description="Seconds between SIGTERM and SIGKILL on stop.")
+
+
+class ApptainerRunner(Strict):
+    image_dir: str = Field("images", description="Where converted .sif images are kept.")
+
+
+class PyxisRunner(Strict):
+    image_dir: str = Field("images", description="Where converted .sqsh images are kept.")
+
+
+class Runner(Strict):
+    kind: Literal["local", "docker", "apptainer", "pyxis"] = Field(
+        "local", description="How TAO is started. Never changes a spec or reruns a job.")
+    env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list, description="Names of environment variables passed to TAO "
+        "(values are never written anywhere), e.g. WANDB_API_KEY.")
+    local: LocalRunner = LocalRunner()
+    docker: DockerRunner = DockerRunner()
+    apptainer: ApptainerRunner = ApptainerRunner()
+    pyxis: PyxisRunner = PyxisRunner()
+
+
+class Slurm(Strict):
+    partition: str | None = Field(None, description="Partition for training jobs.")
+    account: str | None = Field(None, description="Account to charge.")
+    constraint: str | None = Field(None, description="Node feature constraint.")
+    time_minutes: PosInt = Field(720, description="Wall time of a training job.")
+    eval_time_minutes: PosInt = Field(60, description="Wall time of other jobs.")
+    cpus_per_gpu: PosInt = Field(8, description="CPUs per GPU (or per job on CPU).")
+    mem_mb_per_gpu: PosInt = Field(32000, description="Memory per GPU (or per job on CPU).")
+    requeue: bool = Field(True, description="Let SLURM requeue preempted jobs.")
+
+
+class Hardware(Strict):
+    gpus_per_node: Annotated[int, Field(ge=0)] = Field(
+        0, description="GPUs per node; 0 runs on CPU (and leaves TensorRT actions out).")
+    gpu_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="Physical GPU ids to use (docker --gpus device=...). Default 0..n-1. "
+        "Inside the job TAO always sees 0..n-1.")
+    nodes: PosInt = Field(1, description="Nodes for training.")
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Training precision.")
+    shm_size: str = Field("16g", pattern=r"^[0-9]+[kmgKMG]?$",
+                          description="Shared memory for the job (serialized datasets live there).")
+    runner: Runner = Runner()
+    slurm: Slurm = Slurm()
+
+
+# --------------------------------------------------------------------------- model
+
+
+class Model(Strict):
+    backbone: str = Field("resnet_50", description="Backbone name from TAO's registry "
+                          "(resnet_18/34/50/101, convnextv2_*, edgenext_*, fan_*_p4_hybrid...).")
+    pretrained_backbone: str | None = Field(None, description="Backbone weights (.pth).")
+    train_backbone: bool = True
+    num_queries: PosInt = 300
+    num_select: PosInt = Field(300, description="Top-k detections kept; <= num_queries * "
+                               "num_classes.")
+    num_feature_levels: Annotated[int, Field(ge=1, le=4)] = 3
+    return_interm_indices: list[Annotated[int, Field(ge=0, le=3)]] = [1, 2, 3]
+    feat_strides: list[PosInt] = [8, 16, 32]
+    feat_channels: list[PosInt] | None = Field(
+        None, description="Default: hidden_dim for every level (TAO requires that).")
+    hidden_dim: PosInt = 256
+    nheads: PosInt = 8
+    enc_layers: PosInt = 1
+    dec_layers: PosInt = 6
+    dim_feedforward: PosInt = 1024
+    dn_number: Annotated[int, Field(ge=0)] = 100
+    use_encoder_idx: list[Annotated[int, Field(ge=0)]] = [2]
+    dropout: Prob = 0.0
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class Schedule(Strict):
+    kind: Literal["MultiStep", "StepLR"] = "MultiStep"
+    steps: list[PosInt] = Field([1000], description="MultiStep: epochs at which lr decays.")
+    step_size: PosInt = Field(1000, description="StepLR: epochs between decays.")
+    decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+
+
+class Ema(Strict):
+    enabled: bool = False
+    decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.999
+
+
+class Train(Strict):
+    epochs: PosInt = 10
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
+    lr_backbone: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-5
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-4
+    schedule: Schedule = Schedule()
+    checkpoint_interval: PosInt = Field(1, description="Save a checkpoint every N epochs.")
+    validation_interval: PosInt = Field(1, description="Validate every N epochs.")
+    ema: Ema = Ema()
+    freeze: list[str] = Field(default_factory=list, description="Module names to freeze.")
+    pretrained: str | None = Field(None, description="Start from these weights (.pth).")
+    seed: int = 1234
+    clip_grad_norm: Annotated[float, Field(gt=0.0)] = 0.1
+    activation_checkpoint: bool = True
+    use_checkpoint: Literal["best", "last"] | Annotated[int, Field(ge=0)] = Field(
+        "best", description="Checkpoint handed to evaluate/export/inference: best validation "
+        "metric, last epoch, or an explicit 0-based epoch.")
+    best_metric: Literal["val_mAP", "val_mAP50"] = "val_mAP"
+
+
+class Evaluate(Strict):
+    conf_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
+
+class Inference(Strict):
+    conf_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    colors: dict[str, str] | None = Field(
+        None, description="Class name -> box color. Default: a distinct color per class "
+        "(TAO's own default only knows COCO names and would draw no boxes).")
+
+
+class Export(Strict):
+    opset: Annotated[int, Field(ge=16, le=21)] = 17
+    batch_size: Annotated[int, Field(ge=-1)] = Field(
+        -1, description="-1: dynamic batch axis (needed for engine batch profiles).")
+    size: Size2 | None = Field(None, description="[height, width]; must equal "
+                               "dataset.augmentation.eval_size (the default).")
+    serialize_nvdsinfer: bool = Field(False, description="Also write DeepStream labels.txt "
+                                      "and nvdsinfer_config.yaml.")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("batch_size 0 is not valid: use -1 (dynamic) or >= 1")
+        return v
+
+
+class BatchProfile(Strict):
+    min: PosInt = 1
+    opt: PosInt = 1
+    max: PosInt = 4
+
+
+class Calibration(Strict):
+    batches: PosInt = Field(10, description="Calibration batches.")
+    batch_size: PosInt = 1
+
+
+class Engine(Strict):
+    precision: Literal["FP32", "FP16", "INT8"] = "FP16"
+    batch: BatchProfile = BatchProfile()
+    workspace_mb: PosInt = Field(4096, description="TensorRT workspace, MB (multiple of 1024).")
+    calibration: Calibration | None = Field(
+        None, description="INT8 only; images come from dataset.calibration.")
+    layers_precision: list[str] = Field(default_factory=list, description='"layer:precision"')
+
+
+class Teacher(Strict):
+    checkpoint: str = Field(description="Teacher weights: a .pth path, or `experiment:<name>` "
+                            "to use that experiment's selected checkpoint (builds it first).")
+    model: dict[str, Any] = Field(default_factory=dict, description="Teacher architecture: "
+                                  "model keys that differ from the student's.")
+
+
+class Binding(Strict):
+    student: str = Field(description="Student module name (srcs/dsrcs for IOU).")
+    teacher: str
+    criterion: Literal["L1", "L2", "KL", "IOU"]
+    weight: Annotated[float, Field(ge=0.0)] = 1.0
+
+
+class Distill(Strict):
+    teacher: Teacher
+    bindings: list[Binding] = Field(default_factory=list)
+    loss_coef: Annotated[float, Field(ge=0.0)] = 1.0
+    load_teacher_enc_dec: bool = False
+
+
+QuantDtype = Literal["int8", "fp8_e4m3fn", "fp8_e5m2", "native"]
+
+
+class QuantLayer(Strict):
+    module: str = Field(description="fnmatch pattern on the qualified module name or class.")
+    weights: QuantDtype | None = None
+    activations: QuantDtype | None = None
+
+
+class Quantize(Strict):
+    backend: Literal["torchao", "modelopt.pytorch", "modelopt.onnx"] = "torchao"
+    mode: Literal["weight_only_ptq", "static_ptq"] = "weight_only_ptq"
+    algorithm: Literal["minmax", "max", "entropy", "awq_clip", "awq_lite", "awq_full",
+                       "rtn_dq"] = "minmax"
+    layers: list[QuantLayer] = Field(
+        default_factory=lambda: [QuantLayer(module="Linear", weights="int8")])
+    skip: list[str] = Field(default_factory=list, description="Module patterns left as is.")
+    device: Literal["cuda", "cpu", "trt"] = "cuda"
+
+
+class Wandb(Strict):
+    enable: bool = Field(False, description="Log to Weights & Biases (key from WANDB_API_KEY "
+                         "passed via hardware.runner.env; never from this file).")
+    project: str = "taomake"
+    tags: list[str] = Field(default_factory=list)
+
+
+TaoOverrides = dict[str, Any]
+
+
+class Overrides(Strict):
+    """Dotted TAO keys per action (`all`: every action whose spec has that section)."""
+
+    all: TaoOverrides = Field(default_factory=dict)
+    train: TaoOverrides = Field(default_factory=dict)
+    distill: TaoOverrides = Field(default_factory=dict)
+    evaluate: TaoOverrides = Field(default_factory=dict)
+    inference: TaoOverrides = Field(default_factory=dict)
+    export: TaoOverrides = Field(default_factory=dict)
+    quantize: TaoOverrides = Field(default_factory=dict)
+    gen_trt_engine: TaoOverrides = Field(default_factory=dict)
+    trt_evaluate: TaoOverrides = Field(default_factory=dict)
+    trt_inference: TaoOverrides = Field(default_factory=dict)
+
+
+class Project(Strict):
+    """project.yaml: one dataset, one hardware setup, one model, its actions and variants."""
+
+    name: str = Field(pattern=NAME_RE, description="Project name (letters, digits, _ . -).")
+    results: str = Field("results", description="Output folder (relative to project.yaml).")
+    tao: Tao = Tao()
+    dataset: Dataset
+    hardware: Hardware = Hardware()
+    model: Model = Model()
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+    inference: Inference = Inference()
+    export: Export = Export()
+    engine: Engine = Engine()
+    distill: Distill | None = Field(None, description="Distill a student instead of training.")
+    quantize: Quantize | None = Field(None, description="Quantize the selected checkpoint.")
+    wandb: Wandb = Wandb()
+    overrides: Overrides = Field(
+        Overrides(), description="Escape hatch: action (or `all`) -> {dotted TAO key: "
+        "value}, applied last and checked against TAO's schema.")
+    experiments: dict[str, dict[str, Any]] | None = Field(
+        None, description="Named variants: name -> {dotted project key: value}. Each is "
+        "compiled and built on its own. Default: one experiment, `base`.")
+
+    @field_validator("experiments")
+    @classmethod
+    def _experiments(cls, v: dict[str, dict[str, Any]] | None):
+        if v is not None:
+            if not v:
+                raise ValueError("experiments is empty: list at least one, e.g. `base: {}`")
+            for name in v:
+                if not re.match(NAME_RE, str(name)):
+                    raise ValueError(f"experiment name {name!r}: use letters, digits, _ . -")
+        return v

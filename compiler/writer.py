@@ -1,0 +1,106 @@
+"""Write compiled specs atomically, and only when their content changed.
+
+An unchanged spec keeps its mtime, so Snakemake sees nothing new: that is what makes an
+edit to a comment, or to one action's settings, rebuild nothing (or only that action).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from .compile import CompiledExperiment
+
+
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write via a temp file in the same folder + rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_if_changed(path: Path, content: str) -> bool:
+    try:
+        if path.read_text(encoding="utf-8") == content:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    atomic_write(path, content)
+    return True
+
+
+def outputs(compiled: CompiledExperiment) -> dict[str, str]:
+    """Every generated file of an experiment: relative path -> content."""
+    files = {spec.path: spec.text for spec in compiled.specs.values()}
+    files.update(compiled.files)
+    return files
+
+
+def write_experiment(root: Path, compiled: CompiledExperiment) -> list[str]:
+    """Write an experiment's specs and classmaps; returns the paths that changed."""
+    return [rel for rel, content in outputs(compiled).items()
+            if write_if_changed(root / rel, content)]
+
+
+# --------------------------------------------------------------------------- diff
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    path: str
+    status: str  # "new", "changed", "unchanged"
+    keys: tuple[str, ...] = ()  # dotted keys whose value differs (specs only)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    return {prefix: node}
+
+
+def changed_keys(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, ...]:
+    a, b = _flatten(old or {}), _flatten(new)
+    return tuple(sorted(k for k in a.keys() | b.keys() if a.get(k, ...) != b.get(k, ...)))
+
+
+def diff_experiment(root: Path, compiled: CompiledExperiment) -> list[FileDiff]:
+    out: list[FileDiff] = []
+    data_of = {spec.path: spec.data for spec in compiled.specs.values()}
+    for rel, content in outputs(compiled).items():
+        path = root / rel
+        if not path.exists():
+            out.append(FileDiff(rel, "new"))
+            continue
+        old_text = path.read_text(encoding="utf-8", errors="replace")
+        if old_text == content:
+            out.append(FileDiff(rel, "unchanged"))
+            continue
+        keys: tuple[str, ...] = ()
+        if rel in data_of:
+            try:
+                old = YAML(typ="safe", pure=True).load(old_text)
+            except Exception:  # a hand-mangled spec: report it changed, without keys
+                old = None
+            keys = changed_keys(old if isinstance(old, dict) else None, data_of[rel])
+            if not keys:
+                keys = ("(header: tao image)",)
+        out.append(FileDiff(rel, "changed", keys))
+    return out

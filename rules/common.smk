@@ -1,0 +1,120 @@
+# Shared helpers: load + compile project.yaml once per snakemake run, write the specs
+# (only those whose content changed, so mtimes tell the truth), and derive every rule's
+# inputs from the compiled specs.
+import os
+import re
+import sys
+from pathlib import Path
+
+from compiler import compile_project, load_project, write_experiment
+from compiler.errors import TaomakeError
+from compiler.layout import Layout
+
+
+def _load(project_file):
+    try:
+        lp = load_project(project_file)
+        return lp, compile_project(lp)
+    except TaomakeError as exc:  # a user error: message, exit 2, no traceback
+        sys.stderr.write(f"error: {exc.render()}\n")
+        sys.exit(exc.exit_code)
+
+
+LP, COMPILED = _load(Path(config.get("project", "project.yaml")).resolve())
+
+
+workdir: str(LP.root)
+
+
+for _compiled in COMPILED.values():
+    write_experiment(LP.root, _compiled)
+if all("gen_trt_engine" in c.skipped for c in COMPILED.values()):
+    sys.stderr.write("taomake: TensorRT targets left out: hardware.gpus_per_node is 0\n")
+
+R = LP.base.results
+PROJECT = LP.path.name  # jobs run in the project folder
+envvars:
+    "PATH",
+
+
+# Jobs call the `taomake` installed next to this Python, whatever PATH the caller had.
+os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+
+
+wildcard_constraints:
+    exp="|".join(re.escape(name) for name in COMPILED),
+    source="train|distill",
+
+
+def layout(exp):
+    return COMPILED[exp].layout
+
+
+def spec_of(action):
+    return lambda w: COMPILED[w.exp].specs[action].path
+
+
+def model_of(exp):
+    """The selected checkpoint evaluate/export/inference consume."""
+    return layout(exp).model(COMPILED[exp].source_action)
+
+
+def data_inputs(action):
+    """Annotation files and image folders the action's spec reads (local ones)."""
+
+    def inputs(w):
+        dataset = COMPILED[w.exp].specs[action].data.get("dataset", {})
+        paths = []
+        for key, value in dataset.items():
+            if not key.endswith("_data_sources"):
+                continue
+            for source in value if isinstance(value, list) else [value]:
+                for field in ("image_dir", "json_file"):
+                    entry = source.get(field)
+                    for path in entry if isinstance(entry, list) else [entry]:
+                        if path and not os.path.isabs(path):
+                            paths.append(path)
+        return sorted(set(paths))
+
+    return inputs
+
+
+def engine_of(w):
+    return COMPILED[w.exp].specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]
+
+
+def teacher_inputs(w):
+    ref = COMPILED[w.exp].specs["distill"].data["distill"]["pretrained_teacher_model_path"]
+    return [ref] if ref else []
+
+
+def outputs_of(exp):
+    """Every artifact an experiment builds: the default target."""
+    c = COMPILED[exp]
+    lay = c.layout
+    targets = {
+        "train": [f"{lay.root}/train/model.pth", f"{lay.root}/train/curve.csv"],
+        "distill": [f"{lay.root}/distill/model.pth", f"{lay.root}/distill/curve.csv"],
+        "evaluate": [f"{lay.root}/evaluate/metrics.json"],
+        "inference": [f"{lay.root}/inference/summary.json"],
+        "export": [lay.onnx],
+        "quantize": [lay.quantized(c.specs["quantize"].data["quantize"]["backend"])]
+        if "quantize" in c.specs
+        else [],
+        "gen_trt_engine": [c.specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]]
+        if "gen_trt_engine" in c.specs
+        else [],
+        "trt_evaluate": [f"{lay.root}/trt_evaluate/metrics.json"],
+        "trt_inference": [f"{lay.root}/trt_inference/summary.json"],
+    }
+    return [path for action in c.specs for path in targets[action]]
+
+
+def all_targets():
+    return [path for exp in COMPILED for path in outputs_of(exp)]
+
+
+onstart:
+    from taomake.snakemake_support import forward_sigterm_to_jobs
+
+    forward_sigterm_to_jobs()

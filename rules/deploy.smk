@@ -1,0 +1,59 @@
+# TensorRT: engine build, evaluation and inference in the deploy image (GPU projects only;
+# on CPU-only hardware the compiler leaves these actions out and nothing here is requested).
+
+
+rule gen_trt_engine:
+    input:
+        spec=spec_of("gen_trt_engine"),
+        onnx=f"{R}/{{exp}}/export/model.onnx",
+    output:
+        engine=f"{R}/{{exp}}/gen_trt_engine/model.{{precision}}.b{{profile}}.engine",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/gen_trt_engine.{{precision}}.b{{profile}}.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/gen_trt_engine.{{precision}}.b{{profile}}.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake run gen_trt_engine -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+
+
+rule trt_evaluate:
+    input:
+        spec=spec_of("trt_evaluate"),
+        engine=engine_of,
+        data=data_inputs("trt_evaluate"),
+    output:
+        metrics=f"{R}/{{exp}}/trt_evaluate/metrics.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/trt_evaluate.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/trt_evaluate.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake run trt_evaluate -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+
+
+rule trt_inference:
+    input:
+        spec=spec_of("trt_inference"),
+        engine=engine_of,
+        classmap=lambda w: layout(w.exp).classmap_deploy,
+        data=data_inputs("trt_inference"),
+    output:
+        summary=f"{R}/{{exp}}/trt_inference/summary.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/trt_inference.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/trt_inference.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake run trt_inference -p {params.project:q} -e {wildcards.exp} --log {log:q}"

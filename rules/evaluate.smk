@@ -1,0 +1,20 @@
+# COCO evaluation of the selected checkpoint on the test split.
+
+
+rule evaluate:
+    input:
+        spec=spec_of("evaluate"),
+        model=lambda w: model_of(w.exp),
+        data=data_inputs("evaluate"),
+    output:
+        metrics=f"{R}/{{exp}}/evaluate/metrics.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/evaluate.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/evaluate.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake run evaluate -p {params.project:q} -e {wildcards.exp} --log {log:q}"

@@ -1,0 +1,20 @@
+# Post-training quantization of the selected checkpoint (project.yaml `quantize:`).
+
+
+rule quantize:
+    input:
+        spec=spec_of("quantize"),
+        model=lambda w: model_of(w.exp),
+        data=data_inputs("quantize"),
+    output:
+        model=f"{R}/{{exp}}/quantize/quantized_model_{{backend}}.pth",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/quantize_{{backend}}.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/quantize_{{backend}}.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake run quantize -p {params.project:q} -e {wildcards.exp} --log {log:q}"

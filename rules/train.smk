@@ -1,0 +1,61 @@
+# Training (or distillation) and the checkpoint handoff.
+
+
+rule train:
+    input:
+        spec=spec_of("train"),
+        data=data_inputs("train"),
+    output:
+        curve=f"{R}/{{exp}}/train/curve.csv",
+        run=f"{R}/{{exp}}/train/run.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/train.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/train.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake run train -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+
+
+rule distill:
+    input:
+        spec=spec_of("distill"),
+        data=data_inputs("distill"),
+        teacher=teacher_inputs,
+    output:
+        curve=f"{R}/{{exp}}/distill/curve.csv",
+        run=f"{R}/{{exp}}/distill/run.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/distill.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/distill.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake run distill -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+
+
+rule select_checkpoint:
+    input:
+        run=f"{R}/{{exp}}/{{source}}/run.json",
+    output:
+        model=f"{R}/{{exp}}/{{source}}/model.pth",
+        selection=f"{R}/{{exp}}/{{source}}/selection.json",
+    params:
+        project=PROJECT,
+        # a change of policy re-selects; it never retrains
+        policy=lambda w: str(LP.experiments[w.exp].project.train.use_checkpoint),
+        metric=lambda w: LP.experiments[w.exp].project.train.best_metric,
+    log:
+        f"{R}/{{exp}}/logs/select_{{source}}.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/select_{{source}}.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake select -p {params.project:q} -e {wildcards.exp} 2> {log:q}"

@@ -1,0 +1,206 @@
+"""`taomake` command line.  Exit codes: 0 ok, 1 a job/check failed, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from compiler import compile_project, diff_experiment, load_project, write_experiment
+from compiler.actions import ACTIONS
+from compiler.errors import TaomakeError, UsageError
+
+from . import __version__
+
+DEFAULT_PROJECT = "project.yaml"
+
+
+def _experiments(lp, wanted: Sequence[str] | None) -> list[str] | None:
+    for name in wanted or ():
+        if name not in lp.experiments:
+            raise UsageError(f"unknown experiment {name!r}; the project has: "
+                             + ", ".join(lp.experiments))
+    return list(wanted) if wanted else None
+
+
+def _print_warnings(compiled) -> None:
+    for c in compiled.values():
+        for w in c.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    lp = load_project(args.project)
+    compiled = compile_project(lp, _experiments(lp, args.experiment))
+    _print_warnings(compiled)
+    n = sum(len(c.specs) for c in compiled.values())
+    print(f"{args.project}: valid ({len(compiled)} experiment(s), {n} specs)")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    lp = load_project(args.project)
+    compiled = compile_project(lp, _experiments(lp, args.experiment))
+    _print_warnings(compiled)
+    for name, c in compiled.items():
+        changed = write_experiment(lp.root, c)
+        total = len(c.specs) + len(c.files)
+        print(f"{name}: {len(changed)} of {total} files written "
+              f"({total - len(changed)} unchanged) under {c.layout.root}/specs")
+        for rel in changed:
+            print(f"  wrote {rel}")
+        for action, why in c.skipped.items():
+            if args.verbose:
+                print(f"  not built: {action} ({why})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    lp = load_project(args.project)
+    exp = args.experiment or next(iter(lp.experiments))
+    compiled = compile_project(lp, _experiments(lp, [exp]))[exp]
+    if args.action not in compiled.specs:
+        why = compiled.skipped.get(args.action, "unknown action")
+        raise UsageError(f"experiment {exp!r} has no {args.action} spec: {why}")
+    sys.stdout.write(compiled.specs[args.action].text)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    lp = load_project(args.project)
+    compiled = compile_project(lp, _experiments(lp, args.experiment))
+    changes = 0
+    for c in compiled.values():
+        for fd in diff_experiment(lp.root, c):
+            if fd.status == "unchanged":
+                continue
+            changes += 1
+            print(f"{fd.status:9} {fd.path}")
+            for key in fd.keys:
+                print(f"            {key}")
+    if not changes:
+        print("no spec would change")
+    return 1 if (changes and args.exit_code) else 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from .schemas import main as schemas_main
+
+    return schemas_main(args.rest)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .init import init_project
+
+    out = init_project(Path(args.annotations), Path(args.images) if args.images else None,
+                       Path(args.output), force=args.force)
+    print(f"wrote {out}; check it with `taomake validate -p {out}`")
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    if args.what != "tao-cpu":
+        raise UsageError(f"unknown setup target {args.what!r}; available: tao-cpu")
+    from .tao_cpu.setup import main as setup_main
+
+    return setup_main(args.rest)
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from .sample_data import main as sample_main
+
+    return sample_main(args.rest)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .jobs import run_action
+    from .process import Interrupted
+
+    try:
+        run_action(Path(args.project), args.experiment, args.action, Path(args.log))
+    except Interrupted as exc:
+        print(f"taomake: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from .jobs import select_checkpoint
+
+    select_checkpoint(Path(args.project), args.experiment)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taomake", description="Compile project.yaml into TAO RT-DETR specs and build "
+        "them with Snakemake.")
+    parser.add_argument("--version", action="version", version=f"taomake {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
+            project: bool = True, experiments: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if project:
+            p.add_argument("-p", "--project", default=DEFAULT_PROJECT,
+                           help="project file (default: %(default)s)")
+        if experiments:
+            p.add_argument("-e", "--experiment", action="append",
+                           help="only this experiment (repeatable; default: all)")
+        p.set_defaults(func=func)
+        return p
+
+    add("validate", cmd_validate, "check project.yaml and every spec it compiles to",
+        experiments=True)
+    p = add("compile", cmd_compile, "write the specs (only files whose content changed)",
+            experiments=True)
+    p.add_argument("-v", "--verbose", action="store_true", help="also list skipped actions")
+    p = add("show", cmd_show, "print one compiled spec")
+    p.add_argument("action", choices=list(ACTIONS), help="which spec")
+    p.add_argument("-e", "--experiment", help="experiment (default: the first)")
+    p = add("diff", cmd_diff, "list specs that would change, with the differing keys",
+            experiments=True)
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when something changes")
+    p = add("run", cmd_run, "run one TAO action of one experiment and judge its outputs "
+            "(what the build rules call)")
+    p.add_argument("action", choices=list(ACTIONS))
+    p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
+    p.add_argument("--log", required=True, help="file TAO's output is appended to")
+    p = add("select", cmd_select, "publish the chosen checkpoint as <train>/model.pth "
+            "(train.use_checkpoint)")
+    p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
+    p = add("schemas", cmd_schemas, "regenerate schemas/ from TAO's config dataclasses",
+            project=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the generator (--help)")
+    p = add("init", cmd_init, "write a starter project.yaml from a COCO annotations file",
+            project=False)
+    p.add_argument("annotations", help="COCO annotations.json")
+    p.add_argument("images", nargs="?", help="image folder (default: images/ beside it)")
+    p.add_argument("-o", "--output", default=DEFAULT_PROJECT, help="default: %(default)s")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p = add("setup", cmd_setup, "install a runtime: `taomake setup tao-cpu` makes the CPU "
+            "TAO venv", project=False)
+    p.add_argument("what", help="tao-cpu")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options (--help)")
+    p = add("sample-data", cmd_sample_data, "generate the synthetic shapes dataset",
+            project=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options (--help)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TaomakeError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

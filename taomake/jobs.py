@@ -1,0 +1,299 @@
+"""One build job: run a TAO action on its compiled spec and judge the result.
+
+Called by the Snakemake rules (`taomake run <action> -e <experiment>`).  TAO's exit code is
+not trusted alone (it exits 0 after an interruption and after some failures, TAO-FACTS §0):
+a job succeeded only if the exit code is 0, the status.json records *written by this run* end
+with the action's "finished successfully" message, and the expected files exist, non-empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from compiler import compile_project, load_project
+from compiler.actions import ACTIONS, Action
+from compiler.compile import CompiledExperiment
+from compiler.errors import RunError, UsageError
+from compiler.writer import atomic_write, changed_keys
+
+from .process import Interrupted
+from .runners import TaoJob
+from .status import EpochRow, evaluation_metrics, error_lines, outcome, read_status, \
+    training_curve
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# train-spec keys whose change still allows continuing from the saved checkpoints
+RESUMABLE_CHANGES = {"train.num_epochs"}
+
+
+def _say(msg: str) -> None:
+    print(f"taomake: {msg}", file=sys.stderr, flush=True)
+
+
+def _load_yaml(path: Path) -> Any:
+    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+
+
+def make_runner(project, root: Path):
+    kind = project.hardware.runner.kind
+    if kind == "local":
+        from .runners.local import LocalRunner
+
+        return LocalRunner.from_settings(project.hardware.runner.local.venv, root)
+    raise UsageError(f"runner {kind!r} is not available in this version of taomake; "
+                     "use hardware.runner.kind: local")
+
+
+# --------------------------------------------------------------------------- resume guard
+
+
+def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter) -> None:
+    """Keep checkpoints only if they were made by a compatible spec; else move them aside."""
+    record = out_dir / ".taomake" / "checkpoints-spec.yaml"
+    saved = sorted(out_dir.glob("*.pth"))
+    if saved:
+        old = _load_yaml(record) if record.exists() else None
+        diff = changed_keys(old, spec) if isinstance(old, dict) else ("(no record)",)
+        last = max((int(p.stem.split("_")[-1]) for p in out_dir.glob("model_epoch_*.pth")
+                    if p.stem.split("_")[-1].isdigit()), default=-1)
+        resumable = set(diff) <= RESUMABLE_CHANGES and (
+            "train.num_epochs" not in diff or spec["train"]["num_epochs"] > last)
+        if resumable:
+            _note(log, f"resuming: checkpoints up to epoch {last} match this spec; TAO "
+                       "continues from *_latest.pth")
+        else:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            dest = out_dir / ".stale" / stamp
+            dest.mkdir(parents=True)
+            for entry in out_dir.iterdir():
+                if entry.name not in (".stale",):
+                    shutil.move(str(entry), dest / entry.name)
+            (dest / "WHY.txt").write_text(
+                "These checkpoints were made with a different train spec; moved aside by "
+                "taomake instead of being resumed with the new one.\nChanged keys:\n"
+                + "".join(f"  {k}\n" for k in diff))
+            _note(log, f"spec changed ({', '.join(diff[:8])}); previous checkpoints moved to "
+                       f"{dest}; training starts from scratch")
+    atomic_write(record, _dump(spec))
+
+
+def _dump(data: Any) -> str:
+    buf = io.StringIO()
+    YAML(typ="safe", pure=True).dump(data, buf)
+    return buf.getvalue()
+
+
+def _note(log: io.BufferedWriter, msg: str) -> None:
+    log.write(f"[taomake] {msg}\n".encode())
+    log.flush()
+    _say(msg)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+        if folder.is_dir() else []
+
+
+def write_curve(rows: list[EpochRow], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(EpochRow.FIELDS)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in (getattr(row, f) for f in
+                                                          EpochRow.FIELDS)])
+    atomic_write(path, buf.getvalue())
+
+
+def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
+                   records: list[dict[str, Any]], spec: dict[str, Any]) -> list[str]:
+    """Check the action's expected files and write taomake's own result files.
+
+    Returns the problems (empty when everything expected is there)."""
+    lay = compiled.layout
+    out_dir = root / lay.action_dir(action.results_subdir)
+    name = action.name
+    if name in ("train", "distill"):
+        saved = sorted(out_dir.glob("model_epoch_*.pth"))
+        if not saved or not all(_nonempty(p) for p in saved):
+            return [f"no non-empty model_epoch_*.pth in {out_dir}"]
+        curve = training_curve(records)
+        write_curve(curve, out_dir / "curve.csv")
+        atomic_write(out_dir / "run.json", json.dumps({
+            "epochs": spec["train"]["num_epochs"],
+            "checkpoints": {p.name: p.stat().st_size for p in saved},
+            "curve_rows": len(curve),
+        }, indent=2, sort_keys=True) + "\n")
+    elif name in ("evaluate", "trt_evaluate"):
+        if name == "evaluate":
+            metrics = evaluation_metrics(records)
+        else:
+            results = out_dir / "results.json"
+            metrics = json.loads(results.read_text()) if _nonempty(results) else {}
+            metrics = {"test_mAP": metrics.get("AP"), "test_mAP50": metrics.get("AP50"),
+                       **{k: v for k, v in metrics.items()}} if metrics else {}
+        if "test_mAP" not in metrics or metrics["test_mAP"] is None:
+            return ["no test_mAP in the evaluation results"]
+        atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True)
+                     + "\n")
+    elif name == "export":
+        if not _nonempty(root / lay.onnx):
+            return [f"{lay.onnx} is missing or empty"]
+    elif name == "quantize":
+        backend = spec["quantize"]["backend"]
+        produced = (out_dir / "quantized_model.onnx" if backend == "modelopt.onnx"
+                    else out_dir / f"quantized_model_{backend}.pth")
+        if not _nonempty(produced):
+            return [f"{produced} is missing or empty"]
+    elif name == "gen_trt_engine":
+        engine = root / spec["gen_trt_engine"]["trt_engine"]
+        if not _nonempty(engine):
+            return [f"{engine} is missing or empty"]
+    elif name in ("inference", "trt_inference"):
+        dirs = spec["dataset"]["infer_data_sources"]["image_dir"]
+        images = [p for d in dirs for p in _images_in(root / d)]
+        labels = out_dir / "labels"
+        missing = [p.name for p in images if not (labels / f"{p.stem}.txt").is_file()]
+        if not images or missing:
+            return [f"no label file for {len(missing)} of {len(images)} images in {labels}"]
+        per_class: dict[str, int] = {}
+        for p in images:
+            for line in (labels / f"{p.stem}.txt").read_text().splitlines():
+                if line.strip():
+                    cls = line.split(" ")[0]
+                    per_class[cls] = per_class.get(cls, 0) + 1
+        atomic_write(out_dir / "summary.json", json.dumps(
+            {"images": len(images), "detections": sum(per_class.values()),
+             "detections_per_class": per_class}, indent=2, sort_keys=True) + "\n")
+    return []
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+class _Progress:
+    """Print a line per finished epoch (train/distill) while TAO runs."""
+
+    def __init__(self, status: Path, skip: int, label: str):
+        self.status, self.skip, self.label = status, skip, label
+        self.next_check, self.seen = 0.0, -1
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + 2.0
+        rows = training_curve(read_status(self.status)[self.skip:])
+        for row in rows:
+            if row.epoch > self.seen and row.train_loss is not None:
+                self.seen = row.epoch
+                extra = f", val_mAP {row.val_mAP:.4f}" if row.val_mAP is not None else ""
+                _say(f"{self.label}: epoch {row.epoch} done, train_loss "
+                     f"{row.train_loss:.4f}{extra}")
+
+
+def run_action(project: Path, experiment: str, action_name: str, log_path: Path) -> None:
+    lp = load_project(project)
+    if experiment not in lp.experiments:
+        raise UsageError(f"unknown experiment {experiment!r}")
+    compiled = compile_project(lp, [experiment])[experiment]
+    if action_name not in compiled.specs:
+        raise UsageError(f"experiment {experiment!r} has no {action_name} action: "
+                         f"{compiled.skipped.get(action_name, 'unknown action')}")
+    spec = compiled.specs[action_name]
+    action = ACTIONS[action_name]
+    root = lp.root
+    on_disk = root / spec.path
+    if not on_disk.exists() or on_disk.read_text(encoding="utf-8") != spec.text:
+        raise RunError(f"{spec.path} does not match project.yaml (edited while building?); "
+                       "run snakemake again so the specs are recompiled")
+    p = lp.experiments[experiment].project
+    out_dir = root / compiled.layout.action_dir(action.results_subdir)
+    meta = out_dir / ".taomake"
+    meta.mkdir(parents=True, exist_ok=True)
+    job_spec = meta / f"job-{action.name}.yaml"  # TAO may rewrite its spec: give it a copy
+    atomic_write(job_spec, spec.text)
+    runner = make_runner(p, root)
+    job = TaoJob(action=action, spec=job_spec.resolve(), results_dir=compiled.layout.root,
+                 workdir=root, image=(p.tao.deploy_image_ref if action.flavor == "deploy"
+                                      else p.tao.pytorch_image_ref),
+                 env_names=tuple(p.hardware.runner.env), gpus=p.hardware.gpus_per_node,
+                 gpu_ids=tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node)),
+                 nodes=p.hardware.nodes if action.name in ("train", "distill") else 1,
+                 shm_size=p.hardware.shm_size)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    status = out_dir / "status.json"
+    label = f"{action.name} ({experiment})"
+    with open(log_path, "ab") as log:
+        if action.name in ("train", "distill"):
+            guard_resume(out_dir, spec.data, log)
+        if action.name == "export":
+            (root / compiled.layout.onnx).unlink(missing_ok=True)  # TAO asserts it is absent
+        before = len(read_status(status))
+        _note(log, f"{label}: {' '.join(job.tao_argv())} via the {runner.name} runner "
+                   f"(cwd {root})")
+        started = time.monotonic()
+        try:
+            rc = runner.run(job, log, on_tick=_Progress(status, before, label)
+                            if action.name in ("train", "distill") else None)
+        except Interrupted as exc:
+            _note(log, f"{label}: {exc}; TAO stopped, no process left behind")
+            raise
+        records = read_status(status)[before:]
+        verdict = outcome(records, action.final_message)
+        problems = [] if rc == 0 else [f"TAO exited with code {rc}"]
+        if not verdict.finished:
+            problems.append(verdict.reason)
+        if not problems:
+            problems = finish_outputs(action, root, compiled, records, spec.data)
+        elapsed = time.monotonic() - started
+        if problems:
+            tail = error_lines(records)
+            log.flush()
+            log_tail = _tail(log_path, 15)
+            _note(log, f"{label}: FAILED after {elapsed:.0f} s: " + "; ".join(problems))
+            raise RunError(f"{label} failed: " + "; ".join(problems)
+                           + ("\n  status.json errors:\n    " + "\n    ".join(tail) if tail
+                              else "")
+                           + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
+        _note(log, f"{label}: finished in {elapsed:.0f} s")
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    return [line[:300] for line in lines if line.strip()][-n:]
+
+
+def select_checkpoint(project: Path, experiment: str) -> None:
+    from .handoff import publish, select
+
+    lp = load_project(project)
+    compiled = compile_project(lp, [experiment])[experiment]
+    p = lp.experiments[experiment].project
+    src_dir = lp.root / compiled.layout.action_dir(compiled.source_action)
+    curve = training_curve(read_status(src_dir / "status.json"))
+    sel = select(src_dir, p.train.use_checkpoint, p.train.best_metric, curve)
+    how = publish(src_dir, sel, lp.root / compiled.layout.model(compiled.source_action),
+                  src_dir / "selection.json")
+    _say(f"{compiled.source_action} ({experiment}): selected epoch {sel.epoch} "
+         f"({sel.policy}{f', {sel.metric} {sel.value}' if sel.value is not None else ''}) "
+         f"-> {compiled.layout.model(compiled.source_action)} [{how}]")

@@ -1,0 +1,43 @@
+"""Runners start one TAO action somewhere (host venv, docker, apptainer, pyxis).
+
+A runner only decides *where and how* `rtdetr <action> -e <spec> results_dir=<dir>` runs.  It
+never changes the spec, so switching runner never rebuilds anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+from typing import IO, Protocol
+
+from compiler.actions import Action
+
+@dataclass(frozen=True)
+class TaoJob:
+    """Everything a runner needs to start one TAO action."""
+
+    action: Action
+    spec: Path  # absolute path of this job's own spec copy (ends in .yaml)
+    results_dir: str  # relative to workdir, e.g. results/base
+    workdir: Path  # the project folder; TAO runs with it as working directory
+    image: str  # TAO image for this action's flavor
+    env_names: tuple[str, ...] = ()  # passed through by name only
+    gpus: int = 0  # GPUs per node (0 = CPU)
+    gpu_ids: tuple[int, ...] = ()  # physical ids on the host
+    nodes: int = 1
+    shm_size: str = "16g"
+    extra_env: dict[str, str] = field(default_factory=dict)  # non-secret values we set
+
+    def tao_argv(self) -> list[str]:
+        return ["rtdetr", self.action.subcommand, "-e", str(self.spec),
+                f"results_dir={self.results_dir}"]
+
+
+class Runner(Protocol):
+    name: str
+
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+        """Run the job to completion, output appended to `log`; return its exit code.
+        Raise `taomake.process.Interrupted` after cleaning up when asked to stop."""
+        ...

@@ -1,0 +1,67 @@
+"""Run TAO from a Python environment on this host (the CPU venv by default)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable
+from typing import IO
+
+from compiler.errors import UsageError
+
+from ..process import run_tree
+from . import TaoJob
+
+# Host variables a Python program needs to behave; everything else must be asked for by name.
+BASE_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+def default_venv() -> Path:
+    from ..tao_cpu.setup import default_venv_path
+
+    return default_venv_path()
+
+
+@dataclass
+class LocalRunner:
+    """`rtdetr` from a venv's bin/, with that bin/ first on PATH (torchrun must be found)."""
+
+    venv: Path
+    name: str = "local"
+
+    @classmethod
+    def from_settings(cls, venv: str | None, project_root: Path) -> LocalRunner:
+        if venv:
+            path = Path(os.path.expanduser(venv))
+            return cls(path if path.is_absolute() else project_root / path)
+        return cls(default_venv())
+
+    def argv(self, job: TaoJob) -> list[str]:
+        argv = job.tao_argv()
+        return [str(self.venv / "bin" / argv[0]), *argv[1:]]
+
+    def env(self, job: TaoJob) -> dict[str, str]:
+        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+        env["PATH"] = os.pathsep.join([str(self.venv / "bin"), os.environ.get("PATH", "")])
+        env["VIRTUAL_ENV"] = str(self.venv)
+        env["PYTHONUNBUFFERED"] = "1"  # TAO's progress reaches the log as it happens
+        for name in job.env_names:
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env.update(job.extra_env)
+        if job.gpus:
+            # TAO sets CUDA_VISIBLE_DEVICES itself from gpu_ids 0..n-1 (TAO-FACTS §2.2)
+            env.pop("CUDA_VISIBLE_DEVICES", None)
+        return env
+
+    def check(self) -> None:
+        if not (self.venv / "bin" / "rtdetr").exists():
+            raise UsageError(f"no TAO installation at {self.venv} (bin/rtdetr missing); "
+                             "create it with `taomake setup tao-cpu`, or set "
+                             "hardware.runner.local.venv to a venv with nvidia-tao-pytorch")
+
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+        self.check()
+        return run_tree(self.argv(job), cwd=job.workdir, env=self.env(job), log=log,
+                        on_tick=on_tick)

@@ -1,0 +1,1 @@
+"""Stand-in for eff.utils (see the `eff` package docstring)."""

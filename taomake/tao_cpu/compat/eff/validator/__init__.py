@@ -1,0 +1,1 @@
+"""Stand-in for eff.validator (see the `eff` package docstring)."""

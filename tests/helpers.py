@@ -1,0 +1,24 @@
+"""Shared test helpers (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def make_project(folder: Path, text: str | None = None, *, copy_data: bool = False) -> Path:
+    """A project folder with the demo project.yaml (or `text`) and the bundled data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    project = folder / "project.yaml"
+    project.write_text(text if text is not None else (REPO / "project.yaml").read_text())
+    data = folder / "data"
+    if not data.exists():
+        if copy_data:
+            shutil.copytree(REPO / "data", data)
+        else:
+            data.symlink_to(REPO / "data")
+    return project

@@ -1,0 +1,166 @@
+"""A corpus of broken project files: each must exit 2 with file:line, the key, no traceback,
+and nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from tests.helpers import REPO, make_project
+
+
+@dataclass
+class Case:
+    name: str
+    edits: list[tuple[str, str]]  # (old, new) text replacements on the demo project.yaml
+    marker: str  # a unique substring of the line the message must point at
+    key: str  # must appear in the message
+    also: str = ""  # another substring the message must contain
+
+
+GPU = ("  gpus_per_node: 0             # CPU: TAO runs in the venv made by `taomake setup "
+       "tao-cpu`", "  gpus_per_node: 1")
+DISTILL = ("train:\n  epochs: 2", "distill:\n  teacher:\n    checkpoint: teacher.pth\n"
+           "  bindings:\n    - {student: model.encoder, teacher: model.encoder, criterion: IOU}\n"
+           "train:\n  epochs: 2")
+
+CASES = [
+    Case("wrong type", [("  batch_size: 4", "  batch_size: four")], "batch_size: four",
+         "dataset.batch_size", "whole number"),
+    Case("typo in model key", [("  hidden_dim: 64", "  hiden_dim: 64")], "hiden_dim",
+         "model.hiden_dim", "did you mean 'hidden_dim'"),
+    Case("typo in section", [("\ninference:\n", "\ninferense:\n")], "inferense:", "inferense",
+         "did you mean 'inference'"),
+    Case("duplicate class id", [("    3: triangle", "    3: triangle\n    3: square2")],
+         "3: square2", "3", "duplicate key"),
+    Case("class id 0", [("    1: circle", "    0: circle")], "0: circle", "dataset.classes.0",
+         "ids start at 1"),
+    Case("empty class name", [("    3: triangle", '    3: ""')], '3: ""',
+         "dataset.classes.3", "empty name"),
+    Case("duplicate class name", [("    4: square", "    4: circle")], "4: circle",
+         "dataset.classes.4", "unique"),
+    Case("name missing", [("name: shapes-demo\n", "")], "# taomake demo project", "name",
+         "required"),
+    Case("bad project name", [("name: shapes-demo", "name: shapes demo!")], "name: shapes",
+         "name", "pattern"),
+    Case("zero epochs", [("  epochs: 2", "  epochs: 0")], "epochs: 0", "train.epochs", ">= 1"),
+    Case("lr out of range", [("  lr: 0.0002", "  lr: 3.0")], "lr: 3.0", "train.lr", "<= 1"),
+    Case("probability out of range", [("    multi_scales: [128]",
+                                       "    multi_scales: [128]\n    distortion_prob: 1.5")],
+         "distortion_prob", "dataset.augmentation.distortion_prob"),
+    Case("inconsistent feature levels", [("  hidden_dim: 64", "  hidden_dim: 64\n"
+                                          "  feat_strides: [8, 16]")], "feat_strides",
+         "model.feat_strides", "same length"),
+    Case("feat_channels vs hidden_dim", [("  hidden_dim: 64", "  hidden_dim: 64\n"
+                                          "  feat_channels: [256, 256, 256]")],
+         "feat_channels", "model.feat_channels", "hidden_dim"),
+    Case("num_select too large", [("  num_select: 30", "  num_select: 200")],
+         "num_select: 200", "model.num_select", "num_queries x num_classes"),
+    Case("960x544 export", [("  opset: 17", "  opset: 17\n  size: [544, 960]")], "size: [544",
+         "export.size", "eval_size"),
+    Case("eval size not multiple of 32", [("    eval_size: [128, 128]",
+                                           "    eval_size: [100, 100]")], "eval_size: [100",
+         "dataset.augmentation.eval_size", "multiple of 32"),
+    Case("INT8 without calibration", [GPU, ("  opset: 17", "  opset: 17\nengine:\n"
+                                            "  precision: INT8\n  batch: {max: 4}")],
+         "precision: INT8", "engine.precision", "calibration"),
+    Case("bad IOU binding", [DISTILL], "criterion: IOU", "distill.bindings[0].student",
+         "srcs or dsrcs"),
+    Case("bad quantize dtype", [("  opset: 17", "  opset: 17\nquantize:\n  layers:\n"
+                                 "    - {module: Linear, weights: int4}")], "weights: int4",
+         "quantize.layers[0].weights", "int8"),
+    Case("torchao activations", [("  opset: 17", "  opset: 17\nquantize:\n  layers:\n"
+                                  "    - {module: Linear, weights: int8, activations: int8}")],
+         "activations: int8", "quantize.layers[0].activations", "torchao"),
+    Case("missing annotations file", [("data/shapes/val/annotations.json",
+                                       "data/shapes/val/missing.json")], "missing.json",
+         "dataset.val.annotations", "does not exist"),
+    Case("missing image folder", [("data/shapes/train/images", "data/shapes/trian/images")],
+         "trian/images", "dataset.train[0].images", "does not exist"),
+    Case("undeclared category", [("    4: square\n", "")],
+         "annotations: data/shapes/train/annotations.json", "dataset.train[0].annotations",
+         "not in dataset.classes"),
+    Case("checkpoint interval > epochs", [("  lr: 0.0002", "  lr: 0.0002\n"
+                                           "  checkpoint_interval: 5")],
+         "checkpoint_interval: 5", "train.checkpoint_interval", "epochs"),
+    Case("gpu ids vs gpus", [("  shm_size: 2g", "  shm_size: 2g\n  gpu_ids: [0, 1]")],
+         "gpu_ids: [0, 1]", "hardware.gpu_ids", "gpus_per_node"),
+    Case("unknown runner", [("    kind: local", "    kind: kubernetes")], "kind: kubernetes",
+         "hardware.runner.kind", "docker"),
+    Case("backbone typo", [("  backbone: resnet_18", "  backbone: resnet18")],
+         "backbone: resnet18", "model.backbone", "resnet_18"),
+    Case("override unknown TAO key", [("  opset: 17", "  opset: 17\noverrides:\n  train:\n"
+                                       "    train.optim.momentom: 0.8")], "momentom",
+         "overrides.train.train.optim.momentom", "momentum"),
+    Case("override wrong type", [("  opset: 17", "  opset: 17\noverrides:\n  train:\n"
+                                  "    train.num_epochs: abc")], "num_epochs: abc",
+         "train.num_epochs", "integer"),
+    Case("override SGD", [("  opset: 17", "  opset: 17\noverrides:\n  train:\n"
+                           "    train.optim.optimizer: SGD")], "optimizer: SGD",
+         "train.optim.optimizer", "AdamW"),
+    Case("override section the action lacks", [("  opset: 17", "  opset: 17\noverrides:\n"
+                                                "  export:\n    train.num_epochs: 3")],
+         "train.num_epochs: 3", "overrides.export.train.num_epochs", "no section"),
+    Case("experiment breaks hidden_dim", [("  opset: 17", "  opset: 17\nexperiments:\n"
+                                           "  base: {}\n  odd:\n    model.hidden_dim: 60")],
+         "model.hidden_dim: 60", "model.hidden_dim", "divisible"),
+    Case("experiment typo section", [("  opset: 17", "  opset: 17\nexperiments:\n"
+                                      "  x:\n    modle.hidden_dim: 128")],
+         "modle.hidden_dim", "modle", "did you mean 'model'"),
+    Case("bad experiment name", [("  opset: 17", "  opset: 17\nexperiments:\n"
+                                  "  'bad name!': {}")], "experiments:", "experiments",
+         "bad name"),
+    Case("yaml syntax", [("  batch_size: 4", "  batch_size: [4")], "workers: 2", "",
+         "not valid YAML"),
+    Case("color for unknown class", [("  conf_threshold: 0.1", "  conf_threshold: 0.1\n"
+                                      "  colors: {hexagon: red}")], "colors:",
+         "inference.colors.hexagon", "not a class name"),
+    Case("checkpoint epoch out of range", [("  use_checkpoint: best ", "  use_checkpoint: 7 ")],
+         "use_checkpoint: 7", "train.use_checkpoint", "does not exist"),
+    Case("teacher experiment unknown", [("  opset: 17", "  opset: 17\ndistill:\n  teacher:\n"
+                                         "    checkpoint: 'experiment:big'")],
+         "experiment:big", "distill.teacher.checkpoint", "no experiment"),
+    Case("engine batch order", [GPU, ("  opset: 17", "  opset: 17\nengine:\n"
+                                      "  batch: {min: 4, opt: 2, max: 8}")],
+         "batch: {min: 4", "engine.batch", "min"),
+    Case("engine max below batch size", [GPU, ("  opset: 17", "  opset: 17\nengine:\n"
+                                               "  batch: {min: 1, opt: 1, max: 2}")],
+         "batch: {min: 1", "engine.batch.max", "dataset.batch_size"),
+    Case("fp16 on cpu", [("  shm_size: 2g", "  shm_size: 2g\n  precision: fp16")],
+         "precision: fp16", "hardware.precision", "CPU"),
+    Case("unknown overrides action", [("  opset: 17", "  opset: 17\noverrides:\n  trainn: {}")],
+         "trainn", "overrides.trainn", "did you mean 'train'"),
+    Case("batch larger than dataset", [("  batch_size: 4", "  batch_size: 64")],
+         "batch_size: 64", "dataset.batch_size", "training images"),
+]
+
+
+def _line_of(text: str, marker: str) -> int:
+    hits = [i for i, line in enumerate(text.splitlines(), 1) if marker in line]
+    assert len(hits) == 1, f"marker {marker!r} must match one line, matched {hits}"
+    return hits[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_broken_project(case: Case, tmp_path):
+    text = (REPO / "project.yaml").read_text()
+    for old, new in case.edits:
+        assert text.count(old) == 1, f"edit anchor {old!r} not unique in project.yaml"
+        text = text.replace(old, new)
+    project = make_project(tmp_path, text)
+    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "compile", "-p", str(project)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    err = proc.stderr
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    assert f"{project}:{_line_of(text, case.marker)}:" in err, err
+    assert case.key in err, err
+    assert case.also.lower() in err.lower(), err
+    assert not (tmp_path / "results").exists(), "nothing may be written on error"
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 30
