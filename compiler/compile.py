@@ -301,13 +301,19 @@ def _apply_overrides(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
             ctx.overridden[(action, str(key))] = where
 
 
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _validate_schema(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
     validator = jsonschema.Draft202012Validator(action_schema(action))
     for err in sorted(validator.iter_errors(spec), key=lambda e: list(map(str, e.path))):
+        if err.context:  # anyOf (Optional): report the branch that came closest
+            err = jsonschema.exceptions.best_match(err.context)
         tao_path = ".".join(str(x) for x in err.absolute_path)
         ctx.problems.append(Problem(
             checks.locate(ctx, action, tao_path),
-            f"TAO's {action} schema rejects {tao_path or 'the spec'}: {err.message}",
+            f"TAO's {action} schema rejects {tao_path or 'the spec'}: {_short(err.message)}",
             "change the project value (or the override) that sets it", check="tao_schema"))
 
 

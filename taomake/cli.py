@@ -189,9 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASS_THROUGH = {"schemas", "setup", "sample-data"}  # their options belong to the sub-tool
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH and not {"-h", "--help"} & set(argv[1:2]):
+        args, rest = parser.parse_known_args(argv[:2] if argv[0] == "setup" else argv[:1])
+        args.rest = argv[2:] if argv[0] == "setup" else argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except TaomakeError as exc:

@@ -225,10 +225,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
                        "run snakemake again so the specs are recompiled")
     p = lp.experiments[experiment].project
     out_dir = root / compiled.layout.action_dir(action.results_subdir)
-    meta = out_dir / ".taomake"
-    meta.mkdir(parents=True, exist_ok=True)
-    job_spec = meta / f"job-{action.name}.yaml"  # TAO may rewrite its spec: give it a copy
-    atomic_write(job_spec, spec.text)
+    # TAO may rewrite its spec in place (multi-node): every job gets its own copy
+    job_spec = out_dir / ".taomake" / f"job-{action.name}.yaml"
     runner = make_runner(p, root)
     job = TaoJob(action=action, spec=job_spec.resolve(), results_dir=compiled.layout.root,
                  workdir=root, image=(p.tao.deploy_image_ref if action.flavor == "deploy"
@@ -243,6 +241,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
     with open(log_path, "ab") as log:
         if action.name in ("train", "distill"):
             guard_resume(out_dir, spec.data, log)
+        atomic_write(job_spec, spec.text)
         if action.name == "export":
             (root / compiled.layout.onnx).unlink(missing_ok=True)  # TAO asserts it is absent
         before = len(read_status(status))

@@ -16,8 +16,7 @@ import yaml
 
 from compiler.actions import ACTIONS
 from taomake import schemas as schemas_mod
-from taomake.tao_wheels import ensure_tao_wheels
-from tests.helpers import IN_CI, REPO
+from tests.helpers import REPO
 
 SCHEMAS = REPO / "schemas"
 SCHEMA_FILES = sorted(SCHEMAS.glob("*.schema.json"))
@@ -39,16 +38,6 @@ def prop(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
     for part in dotted.split("."):
         node = obj(node)["properties"][part]
     return node
-
-
-@pytest.fixture(scope="session")
-def tao_roots() -> dict[str, Path]:
-    try:
-        return ensure_tao_wheels()
-    except Exception as ex:  # network, index, disk
-        if IN_CI:
-            raise
-        pytest.skip(f"TAO wheels could not be downloaded, so TAO itself cannot be asked: {ex}")
 
 
 # --------------------------------------------------------------------------- (a) drift

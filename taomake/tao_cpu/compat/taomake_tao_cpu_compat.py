@@ -1,0 +1,189 @@
+"""taomake's CPU compatibility hook for NVIDIA TAO PyTorch (installed only in the TAO CPU venv).
+
+Loaded at interpreter start by `taomake_tao_cpu_compat.pth`.  At start it only puts a small
+finder on `sys.meta_path` (stdlib `sys`/`os` only: nothing heavy is imported).  The finder
+patches two modules right after they are first imported, and each patch acts only when no
+CUDA device is present (checked when it matters, not at start):
+
+* `pytorch_lightning.trainer.trainer` (and `lightning.pytorch.trainer.trainer`): the
+  `Trainer` constructor turns `accelerator="gpu"`/`"cuda"` into `accelerator="cpu",
+  devices=1`.  TAO hard-codes the GPU accelerator for train/evaluate/inference
+  (TAO-FACTS.md §4, §9); nothing else is changed.
+* `torch`: `torch.ops.load_library` tolerates a failed load of TAO's CUDA-only
+  `MultiScaleDeformableAttention*.so` (that file name only).  TAO's CPU forward pass uses
+  the pure-PyTorch path and never calls the op (TAO-FACTS.md §4, §9).  Any other library
+  error, and any error while CUDA is present, is raised as before.
+
+With a CUDA device nothing changes.  Set TAOMAKE_TAO_CPU_COMPAT=0 to switch the hook off.
+No installed NVIDIA file is edited.
+"""
+
+import os
+import sys
+
+_ENV_SWITCH = "TAOMAKE_TAO_CPU_COMPAT"
+_MSDA_PREFIX = "MultiScaleDeformableAttention"
+_TAG = "[taomake tao-cpu compat]"
+
+# What was patched, for diagnostics and tests (`taomake_tao_cpu_compat.STATE`).
+STATE = {"installed": False, "patched": [], "trainer_rewrites": 0, "msda_load_skipped": 0}
+_notified = set()
+
+
+def _notice(key, text):
+    """Print a one-line notice to stderr once per process."""
+    if key in _notified:
+        return
+    _notified.add(key)
+    try:
+        print(f"{_TAG} {text}", file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001 - never break the program for a notice
+        pass
+
+
+def cuda_present():
+    """True when torch sees at least one usable CUDA device."""
+    try:
+        import torch
+        return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
+    except Exception:  # noqa: BLE001 - no torch or a broken CUDA setup: treat as no CUDA
+        return False
+
+
+# --- patches --------------------------------------------------------------------------------
+
+def _patch_trainer(module):
+    trainer_cls = getattr(module, "Trainer", None)
+    if trainer_cls is None or getattr(trainer_cls.__init__, "_taomake_cpu_compat", False):
+        return
+    original = trainer_cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        accelerator = kwargs.get("accelerator")
+        if (isinstance(accelerator, str) and accelerator.lower() in ("gpu", "cuda")
+                and not cuda_present()):
+            devices = kwargs.get("devices")
+            kwargs["accelerator"] = "cpu"
+            kwargs["devices"] = 1
+            STATE["trainer_rewrites"] += 1
+            _notice("trainer", f"no CUDA device: Lightning Trainer accelerator={accelerator!r} "
+                               f"devices={devices!r} -> accelerator='cpu' devices=1")
+        return original(self, *args, **kwargs)
+
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(__init__, attr, getattr(original, attr))
+        except (AttributeError, TypeError):
+            pass
+    __init__.__wrapped__ = original  # inspect.signature() still shows Lightning's signature
+    __init__._taomake_cpu_compat = True
+    trainer_cls.__init__ = __init__
+    STATE["patched"].append(f"{module.__name__}.Trainer.__init__")
+
+
+def _patch_torch(module):
+    ops_cls = type(getattr(module, "ops", None))
+    original = getattr(ops_cls, "load_library", None)
+    if original is None or getattr(original, "_taomake_cpu_compat", False):
+        return
+
+    def load_library(self, path):
+        try:
+            return original(self, path)
+        except OSError as exc:
+            name = os.path.basename(str(path))
+            if not (name.startswith(_MSDA_PREFIX) and name.endswith(".so")) or cuda_present():
+                raise
+            STATE["msda_load_skipped"] += 1
+            _notice("msda", f"no CUDA device: skipped loading the CUDA-only {name} "
+                            f"({type(exc).__name__}); the pure-PyTorch deformable "
+                            f"attention is used on CPU")
+            return None
+
+    load_library.__doc__ = original.__doc__
+    load_library.__wrapped__ = original
+    load_library._taomake_cpu_compat = True
+    ops_cls.load_library = load_library
+    STATE["patched"].append("torch.ops.load_library")
+
+
+_PATCHES = {
+    "torch": _patch_torch,
+    "pytorch_lightning.trainer.trainer": _patch_trainer,
+    "lightning.pytorch.trainer.trainer": _patch_trainer,
+}
+
+
+# --- import machinery -----------------------------------------------------------------------
+
+def _run_patch(name, module):
+    try:
+        _PATCHES[name](module)
+    except Exception as exc:  # noqa: BLE001 - a failed patch must not break the import
+        _notice(f"fail:{name}", f"could not patch {name}: {exc!r}")
+
+
+def _wrap_loader(name, loader):
+    """The same loader, of a subclass of its own class whose exec_module patches afterwards.
+
+    A subclass (not a proxy) keeps isinstance checks and every other loader method intact.
+    """
+    base = type(loader)
+
+    class _PatchingLoader(base):
+        def exec_module(self, module):
+            base.exec_module(self, module)
+            _run_patch(name, module)
+
+    _PatchingLoader.__name__ = _PatchingLoader.__qualname__ = base.__name__
+    _PatchingLoader.__module__ = base.__module__
+    try:
+        wrapped = object.__new__(_PatchingLoader)
+        wrapped.__dict__.update(loader.__dict__)
+    except TypeError:
+        return None
+    return wrapped
+
+
+class _Finder:
+    """Meta path finder: for the modules in _PATCHES, delegates to the other finders and
+    wraps the found loader; for every other name it answers None at once."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in _PATCHES:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        wrapped = _wrap_loader(fullname, loader)
+        if wrapped is not None:
+            spec.loader = wrapped
+        return spec
+
+    def invalidate_caches(self):
+        pass
+
+
+def install():
+    """Put the finder first on sys.meta_path (once); patch modules imported already."""
+    if os.environ.get(_ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if any(isinstance(f, _Finder) for f in sys.meta_path):
+        return True
+    sys.meta_path.insert(0, _Finder())
+    STATE["installed"] = True
+    for name in _PATCHES:
+        if name in sys.modules:
+            _run_patch(name, sys.modules[name])
+    return True
+
+
+install()

@@ -1,0 +1,260 @@
+"""The build: which jobs run after which edit, failure detection, interruption and resume.
+
+These drive real Snakemake on the real Snakefile with a fast test double of `rtdetr`
+(tests/fake_tao); the same properties are checked with real TAO in test_e2e_tao.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, make_project
+
+FAKE_VENV = REPO / "tests" / "fake_tao"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+ALL = {"train", "evaluate", "export", "inference"}
+
+
+def fake_project_text(extra_env: str = "") -> str:
+    text = (REPO / "project.yaml").read_text()
+    return text.replace(
+        "    kind: local",
+        f"    kind: local\n    local: {{venv: {FAKE_VENV}}}\n"
+        f"    env: [FAKE_TAO_CALLS, FAKE_TAO_FAIL, FAKE_TAO_EPOCH_SECONDS{extra_env}]")
+
+
+def snakemake(folder: Path, *args: str, env: dict[str, str] | None = None,
+              check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "FAKE_TAO_CALLS": str(folder / "calls.txt"), **(env or {})}
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=folder, env=full_env, capture_output=True,
+                          text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def calls(folder: Path) -> list[tuple[str, str]]:
+    path = folder / "calls.txt"
+    if not path.exists():
+        return []
+    out = [tuple(line.split()) for line in path.read_text().splitlines()]
+    path.unlink()
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The demo project, fully built once with the test double."""
+    folder = tmp_path_factory.mktemp("built") / "proj"
+    make_project(folder, fake_project_text(), copy_data=True)
+    snakemake(folder)
+    assert {c[0] for c in calls(folder)} == ALL
+    return folder
+
+
+@pytest.fixture
+def copy(built, tmp_path) -> Path:
+    dest = tmp_path / "proj"
+    shutil.copytree(built, dest, symlinks=True)  # copy2 keeps mtimes
+    return dest
+
+
+def edit(folder: Path, old: str, new: str) -> None:
+    project = folder / "project.yaml"
+    text = project.read_text()
+    assert text.count(old) == 1, old
+    project.write_text(text.replace(old, new))
+
+
+MATRIX = [
+    ("comment and whitespace", "# taomake demo project", "#   taomake demo project  ", set()),
+    ("inference threshold", "  conf_threshold: 0.1", "  conf_threshold: 0.3", {"inference"}),
+    ("export opset", "  opset: 17", "  opset: 18", {"export"}),
+    ("test split", "data/shapes/test/annotations.json", "data/shapes/val/annotations.json",
+     {"evaluate"}),
+    ("train epochs", "  epochs: 2", "  epochs: 3", ALL),
+    ("learning rate", "  lr: 0.0002", "  lr: 0.0003", ALL),
+    ("class names only", "    3: triangle", "    3: tri", {"inference"}),
+    ("TAO image tag", 'version: "6.26.3"', 'version: "6.27.0"', ALL),
+    ("runner, partition, log settings", "  shm_size: 2g",
+     "  shm_size: 2g\n  slurm: {partition: gpu, account: lab}", set()),
+    ("runner kind", "    kind: local", "    kind: docker", set()),
+]
+
+
+@pytest.mark.parametrize("name,old,new,expected", MATRIX, ids=[m[0] for m in MATRIX])
+def test_rebuild_matrix(copy, name, old, new, expected):
+    edit(copy, old, new)
+    snakemake(copy)
+    assert {c[0] for c in calls(copy)} == expected
+
+
+def test_touching_project_yaml_rebuilds_nothing(copy):
+    os.utime(copy / "project.yaml")
+    snakemake(copy)
+    assert calls(copy) == []
+
+
+def test_new_experiment_runs_only_its_jobs(copy):
+    (copy / "project.yaml").write_text((copy / "project.yaml").read_text()
+                                       + "experiments:\n  base: {}\n  wide:\n"
+                                         "    model.hidden_dim: 128\n")
+    snakemake(copy)
+    ran = calls(copy)
+    assert {c[0] for c in ran} == ALL
+    assert {c[1] for c in ran} == {"results/wide"}
+
+
+def test_moving_the_project_rebuilds_nothing(built, tmp_path):
+    dest = tmp_path / "moved" / "elsewhere"
+    shutil.copytree(built, dest, symlinks=True)
+    snakemake(dest)
+    assert calls(dest) == []
+
+
+def test_deleting_the_onnx_reruns_export_only(copy):
+    (copy / "results/base/export/model.onnx").unlink()
+    snakemake(copy)
+    assert {c[0] for c in calls(copy)} == {"export"}
+
+
+def test_second_run_does_nothing(copy):
+    proc = snakemake(copy)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert calls(copy) == []
+
+
+def test_one_artifact_target(tmp_path):
+    make_project(tmp_path, fake_project_text())
+    snakemake(tmp_path, "results/base/export/model.onnx")
+    assert {c[0] for c in calls(tmp_path)} == {"train", "export"}
+    assert not (tmp_path / "results/base/evaluate/metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_handoff_and_metrics_files(built):
+    import json
+
+    sel = json.loads((built / "results/base/train/selection.json").read_text())
+    # the double reports val_mAP 0.1 at epoch 0 and 0.05 at epoch 1: best is epoch 0
+    assert sel["epoch"] == 0 and sel["policy"] == "best" and sel["value"] == 0.1
+    model = built / "results/base/train/model.pth"
+    assert model.stat().st_ino == (built / "results/base/train/model_epoch_000.pth").stat().st_ino
+    metrics = json.loads((built / "results/base/evaluate/metrics.json").read_text())
+    assert metrics == {"test_mAP": 0.25, "test_mAP50": 0.5}
+    curve = (built / "results/base/train/curve.csv").read_text().splitlines()
+    assert curve[0] == "epoch,train_loss,val_loss,val_mAP,val_mAP50"
+    assert len(curve) == 3
+
+
+def test_use_checkpoint_last_reselects_without_training(copy):
+    edit(copy, "  use_checkpoint: best ", "  use_checkpoint: last ")
+    snakemake(copy)
+    assert {c[0] for c in calls(copy)} == {"evaluate", "export", "inference"}
+    assert (copy / "results/base/train/model.pth").stat().st_ino == \
+        (copy / "results/base/train/model_epoch_001.pth").stat().st_ino
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("fail,expect", [
+    ("evaluate:failure_exit0", "TAO reported FAILURE: File system error"),
+    ("export:no_outputs", "model.onnx is missing or empty"),
+    ("inference:exit1", "TAO exited with code 1"),
+])
+def test_failures_are_detected(copy, fail, expect):
+    target = {"evaluate": "results/base/evaluate/metrics.json",
+              "export": "results/base/export/model.onnx",
+              "inference": "results/base/inference/summary.json"}[fail.split(":")[0]]
+    (copy / target).unlink()
+    proc = snakemake(copy, env={"FAKE_TAO_FAIL": fail}, check=False)
+    assert proc.returncode != 0
+    assert expect in proc.stderr
+    assert not (copy / target).exists()
+    # and the failure is not remembered as a success: the next run retries the job
+    proc = snakemake(copy, "-n", check=False)
+    assert fail.split(":")[0] in proc.stdout
+
+
+# --------------------------------------------------------------------------- interruption
+
+
+def _descendants_alive(marker: str) -> list[str]:
+    alive = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmd and state != "Z":
+            alive.append(f"{pid}: {cmd}")
+    return alive
+
+
+def _start(folder: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([*SNAKEMAKE, "results/base/train/model.pth"], cwd=folder,
+                            env={**os.environ, "FAKE_TAO_CALLS": str(folder / "calls.txt"),
+                                 **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def test_sigterm_stops_training_and_rerun_resumes(tmp_path):
+    folder = tmp_path / "proj"
+    make_project(folder, fake_project_text().replace("  epochs: 2", "  epochs: 4"))
+    env = {"FAKE_TAO_EPOCH_SECONDS": "1.5"}
+    proc = _start(folder, env)
+    _wait_for(folder / "results/base/train/model_epoch_000.pth")
+    os.kill(proc.pid, signal.SIGTERM)  # snakemake only, as a scheduler or `kill` would
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out
+    time.sleep(0.5)
+    assert _descendants_alive(str(folder)) == []
+    assert not (folder / "results/base/train/run.json").exists()
+    saved = sorted(p.name for p in (folder / "results/base/train").glob("model_epoch_*.pth"))
+    assert saved and "model_epoch_003.pth" not in saved
+
+    snakemake(folder, "results/base/train/model.pth", env=env)
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "resuming: checkpoints up to epoch" in log
+    assert "Resuming training from checkpoint" in log
+    assert (folder / "results/base/train/model_epoch_003.pth").exists()
+    # the rerun's log (Snakemake starts a fresh one) trains only the missing epochs
+    assert "epoch 0 done" not in log and "epoch 3 done" in log
+
+
+def test_changed_spec_does_not_resume(tmp_path):
+    folder = tmp_path / "proj"
+    make_project(folder, fake_project_text().replace("  epochs: 2", "  epochs: 4"))
+    env = {"FAKE_TAO_EPOCH_SECONDS": "1.5"}
+    proc = _start(folder, env)
+    _wait_for(folder / "results/base/train/model_epoch_000.pth")
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    edit(folder, "  lr: 0.0002", "  lr: 0.0005")
+    snakemake(folder, "results/base/train/model.pth", env={"FAKE_TAO_EPOCH_SECONDS": "0"})
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "previous checkpoints moved to" in log and "train.optim.lr" in log
+    stale = list((folder / "results/base/train/.stale").glob("*/model_epoch_000.pth"))
+    assert stale, "old checkpoints must be kept aside, not deleted"
+    assert "Resuming training" not in log.split("previous checkpoints moved to")[1]
