@@ -112,6 +112,18 @@ def locate(ctx: _Ctx, action: str, tao_path: str) -> Location:
     return smap.locate((), key=tao_path)
 
 
+def project_location(lp, experiment: str, action: str, tao_path: str) -> Location:
+    """Which project.yaml line sets a TAO spec key (for `taomake explain`)."""
+    from .compile import _Ctx
+
+    exp = lp.experiments[experiment]
+    ctx = _Ctx(lp, exp)
+    for scope in ("all", action):
+        for key in getattr(exp.project.overrides, scope):
+            ctx.overridden[(action, str(key))] = ("overrides", scope, key)
+    return locate(ctx, action, tao_path)
+
+
 def _at(ctx: _Ctx, project_key: str) -> Location:
     return ctx.exp.smap.locate(_path(project_key), key=project_key)
 

@@ -150,7 +150,8 @@ def _load(path: Path) -> tuple[Any, str | None]:
 
 def _missing_lists(doc: Any) -> str | None:
     if not isinstance(doc, dict):
-        return f"top level is a JSON {type(doc).__name__}, not an object with {', '.join(REQUIRED_LISTS)}"
+        return (f"top level is a JSON {type(doc).__name__}, not an object with "
+                f"{', '.join(REQUIRED_LISTS)}")
     bad = [k for k in REQUIRED_LISTS if not isinstance(doc.get(k), list)]
     if bad:
         return "has no " + ", ".join(f"'{k}' list" for k in bad) + " (a COCO file needs all of " \
@@ -477,7 +478,7 @@ def _check_image_files(image_dir: Path, files: list[tuple[str, str, int | None, 
             with Image.open(p) as im:
                 actual = im.size
                 im.verify()  # decodes enough to catch truncated/corrupt files, cheaply
-        except Exception as e:  # noqa: BLE001  (Pillow raises OSError, SyntaxError, ValueError...)
+        except Exception as e:
             err(rec, f"image file {p} cannot be read by Pillow: {e}", "replace the file",
                 "image-unreadable")
             continue

@@ -7,9 +7,9 @@ returns data.  Writing is `compiler.writer`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -17,7 +17,6 @@ from typing import Any
 import jinja2
 import jsonschema
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from . import checks
 from .actions import ACTIONS
@@ -60,7 +59,8 @@ class CompiledExperiment:
 
 def _source_paths(results: str, images: str, annotations: str | None) -> dict[str, str]:
     """Where TAO finds a split: in place when local and plain, else where staging puts it."""
-    image_dir = staged_images(results, images) if needs_staging(images) else posixpath.normpath(images)
+    image_dir = (staged_images(results, images) if needs_staging(images)
+                 else posixpath.normpath(images))
     out = {"image_dir": image_dir}
     if annotations is not None:
         out["json_file"] = (staged_annotations(results, annotations)
@@ -189,36 +189,73 @@ def _jinja() -> jinja2.Environment:
     return env
 
 
+@cache
+def _parser() -> YAML:
+    return YAML(typ="safe")  # uses ruamel's C parser when ruamel.yaml.clib is installed
+
+
 def render(action: str, project, derived: dict[str, Any]) -> dict[str, Any]:
     text = _jinja().get_template(f"spec_template_{action}.yaml.j2").render(p=project, d=derived)
-    data = YAML(typ="safe", pure=True).load(text)
+    data = _parser().load(text)
     return data or {}
 
 
-def _flow(node: Any) -> Any:
-    """Canonical YAML shape: mappings in block style, lists of scalars inline."""
-    if isinstance(node, dict):
-        out = CommentedMap()
-        for k, v in node.items():
-            out[k] = _flow(v)
-        return out
-    if isinstance(node, list):
-        seq = CommentedSeq(_flow(v) for v in node)
-        if all(not isinstance(v, (dict, list)) for v in node):
-            seq.fa.set_flow_style()
-        return seq
-    return node
+_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*$")
+_RESERVED = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"non-finite number {value} in a spec")
+        return repr(value)
+    text = str(value)
+    if _PLAIN.match(text) and text.lower() not in _RESERVED:
+        return text
+    return json.dumps(text, ensure_ascii=False)  # JSON strings are valid YAML
+
+
+def _emit(node: Any, indent: int, out: list[str]) -> None:
+    pad = " " * indent
+    for key, value in node.items():
+        head = f"{pad}{_scalar(key)}:"
+        if isinstance(value, dict) and value:
+            out.append(head)
+            _emit(value, indent + 2, out)
+        elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            out.append(head)
+            for item in value:
+                if isinstance(item, dict) and item:
+                    sub: list[str] = []
+                    _emit(item, indent + 4, sub)
+                    out.append(f"{pad}  - {sub[0].lstrip()}")
+                    out.extend(sub[1:])
+                else:
+                    out.append(f"{pad}  - {_flow_value(item)}")
+        else:
+            out.append(f"{head} {_flow_value(value)}")
+
+
+def _flow_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_scalar(k)}: {_flow_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow_value(v) for v in value) + "]"
+    return _scalar(value)
 
 
 def dump_yaml(data: dict[str, Any]) -> str:
-    yaml = YAML(typ="rt")
-    yaml.width = 4096  # never fold long paths
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.representer.add_representer(  # `key: null`, not a bare `key:`
-        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    buf = io.StringIO()
-    yaml.dump(_flow(data), buf)
-    return buf.getvalue()
+    """Canonical, deterministic YAML: block mappings, lists of scalars inline, strings quoted
+    only when they must be."""
+    out: list[str] = []
+    _emit(data, 0, out)
+    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- overrides + schema
@@ -321,7 +358,8 @@ def _validate_schema(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
 
 
 def spec_header(p, exp: str, action: str, body_sha: str) -> str:
-    image = p.tao.deploy_image_ref if ACTIONS[action].flavor == "deploy" else p.tao.pytorch_image_ref
+    deploy = ACTIONS[action].flavor == "deploy"
+    image = p.tao.deploy_image_ref if deploy else p.tao.pytorch_image_ref
     # Only what determines the job goes here: the image (a new TAO reruns everything) and
     # the body hash. No taomake version, no project hash: comments/whitespace must not rebuild.
     return (f"# TAO RT-DETR {action} spec for experiment {exp!r} of project {p.name!r}.\n"

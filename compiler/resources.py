@@ -19,6 +19,13 @@ def _find(name: str) -> Path:
     raise FileNotFoundError(f"taomake installation is incomplete: no {name}/ folder found")
 
 
+def snakefile() -> Path:
+    for candidate in (REPO_ROOT / "Snakefile", _PKG / "_data" / "Snakefile"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("taomake installation is incomplete: no Snakefile found")
+
+
 def references_dir() -> Path:
     return _find("references")
 

@@ -132,6 +132,20 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .overview import print_status
+
+    print_status(Path(args.project))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .overview import explain
+
+    print("\n".join(explain(Path(args.project), args.target)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taomake", description="Compile project.yaml into TAO RT-DETR specs and build "
@@ -170,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("select", cmd_select, "publish the chosen checkpoint as <train>/model.pth "
             "(train.use_checkpoint)")
     p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
+    add("status", cmd_status, "per experiment: each artifact, up to date or not, key metric")
+    p = add("explain", cmd_explain, "why a target is stale, down to the project.yaml keys")
+    p.add_argument("target", help="a file under results/, e.g. results/base/export/model.onnx")
     p = add("schemas", cmd_schemas, "regenerate schemas/ from TAO's config dataclasses",
             project=False)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the generator (--help)")

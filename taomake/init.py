@@ -60,7 +60,7 @@ def init_project(annotations: Path, images: Path | None, output: Path, *,
                         "(renumber the categories, e.g. add 1 to every id)")
     images = images or annotations.parent / "images"
     base = output.resolve().parent
-    rel = lambda p: Path(os.path.relpath(p.resolve(), base)).as_posix()  # noqa: E731
+    rel = lambda p: Path(os.path.relpath(p.resolve(), base)).as_posix()
     classes = "\n".join(f"    {cid}: {_yaml_str(name)}"
                         for cid, name in sorted(summary.categories.items()))
     name = "".join(c if c.isalnum() or c in "_-" else "-" for c in base.name) or "project"

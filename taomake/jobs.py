@@ -28,8 +28,7 @@ from compiler.writer import atomic_write, changed_keys
 
 from .process import Interrupted
 from .runners import TaoJob
-from .status import EpochRow, evaluation_metrics, error_lines, outcome, read_status, \
-    training_curve
+from .status import EpochRow, error_lines, evaluation_metrics, outcome, read_status, training_curve
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # train-spec keys whose change still allows continuing from the saved checkpoints
@@ -271,6 +270,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
                            + ("\n  status.json errors:\n    " + "\n    ".join(tail) if tail
                               else "")
                            + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
+        # what this artifact was built from, for `taomake explain`
+        atomic_write(out_dir / ".taomake" / f"built-{action.name}.yaml", spec.text)
         _note(log, f"{label}: finished in {elapsed:.0f} s")
 
 

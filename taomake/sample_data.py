@@ -53,7 +53,7 @@ def _expected_background(top: Colour, bottom: Colour, y: float, size: int) -> Co
     random draws (and so the annotations) do not depend on Pillow's blur/resize arithmetic."""
     t = y / max(1, size - 1)
     r, g, b = (round((1 - NOISE) * (lo + (hi - lo) * t) + NOISE * 128)
-               for lo, hi in zip(top, bottom))
+               for lo, hi in zip(top, bottom, strict=False))
     return r, g, b
 
 
@@ -61,7 +61,7 @@ def _colour(rng: random.Random, avoid: Colour) -> Colour:
     """A random colour far enough from the local background to be visible."""
     for _ in range(100):
         c = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        if sum(abs(a - b) for a, b in zip(c, avoid)) > 200:
+        if sum(abs(a - b) for a, b in zip(c, avoid, strict=False)) > 200:
             return c
     return (255 - avoid[0], 255 - avoid[1], 255 - avoid[2])
 
@@ -114,7 +114,7 @@ def _split_classes(rng: random.Random, n_images: int, class_ids: list[int],
     slots = [rng.choice(class_ids) for _ in range(sum(counts))]
     if annotated:  # guarantee coverage: a random permutation of all classes in random slots
         for slot, cid in zip(rng.sample(range(len(slots)), len(class_ids)),
-                             rng.sample(class_ids, len(class_ids))):
+                             rng.sample(class_ids, len(class_ids)), strict=False):
             slots[slot] = cid
     out, pos = [], 0
     for c in counts:
@@ -184,7 +184,8 @@ Generated with the command below (same seed and Pillow build => byte-identical f
 committed `data/shapes/` is `<out_dir>` = `data/shapes`, add `--overwrite` to regenerate it):
 
     taomake sample-data <out_dir> --seed {seed} --size {size} --train {splits['train']['images']} \\
-        --val {splits['val']['images']} --test {splits['test']['images']} --infer {splits['infer']['images']}
+        --val {splits['val']['images']} --test {splits['test']['images']} \\
+        --infer {splits['infer']['images']}
 
 Layout: `{{train,val,test}}/images/*.jpg` with `{{train,val,test}}/annotations.json`
 (COCO: images, annotations with `area` and `iscrowd: 0`, categories), and `infer/images/*.jpg`

@@ -11,7 +11,8 @@ config, in-process on the tool's Python.
 What is not TAO's: `HYDRA_FULL_ERROR=1` during the call, so a rejection raises the original
 exception instead of Hydra's print + `sys.exit(1)`; and the process-global state Hydra and the
 runner touch (sys.argv, Hydra's version base, the ConfigStore entry, logging, warnings) is
-reset before and restored after each call, so calls are independent (~0.25 s each, nearly all of it Hydra composing twice).
+reset before and restored after each call, so calls are independent (~0.25 s each, nearly
+all of it Hydra composing twice).
 """
 
 from __future__ import annotations

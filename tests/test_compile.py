@@ -238,3 +238,15 @@ def test_every_command_has_help(capsys):
             cli([cmd, "--help"])
         assert exc.value.code == 0
         assert "usage: taomake" in capsys.readouterr().out
+
+
+def test_emitter_round_trips_every_spec(tmp_path):
+    from ruamel.yaml import YAML
+
+    from compiler.compile import dump_yaml
+
+    for spec in compiled(GPU, tmp_path).specs.values():
+        assert YAML(typ="safe", pure=True).load(dump_yaml(spec.data)) == spec.data
+    tricky = {"a": ["yes", "no", "1e-05", "null", "x: y", " pad", "#c", "", "ü"],
+              "b": {"on": 1.5e-07, "k": [{"x": None, "y": [True, -1]}]}, "c": {}, "d": []}
+    assert YAML(typ="safe", pure=True).load(dump_yaml(tricky)) == tricky

@@ -6,12 +6,13 @@ never changes the spec, so switching runner never rebuilds anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import IO, Protocol
 
 from compiler.actions import Action
+
 
 @dataclass(frozen=True)
 class TaoJob:

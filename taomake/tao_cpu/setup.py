@@ -163,7 +163,7 @@ def _run(steps: _Steps, argv: Sequence[str], *, env: dict[str, str], what: str,
     argv = [str(a) for a in argv]
     steps.write_log("$ " + " ".join(argv))
     try:
-        proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+        proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, check=False,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -189,7 +189,7 @@ _PROBE = "import sys, venv, ensurepip; print(sys.version_info[0], sys.version_in
 def _probe_python(candidate: str) -> tuple[tuple[int, int] | None, str, str]:
     """(version, real executable, problem) of a candidate interpreter."""
     try:
-        proc = subprocess.run([candidate, "-c", _PROBE], stdin=subprocess.DEVNULL,
+        proc = subprocess.run([candidate, "-c", _PROBE], stdin=subprocess.DEVNULL, check=False,
                               capture_output=True, text=True, timeout=60,
                               env=_clean_env())
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -306,32 +306,70 @@ def install_compat(venv: Path, steps: _Steps) -> list[str]:
 
 
 def self_check(venv: Path, steps: _Steps | None = None, progress: Progress = print) -> None:
-    """Import the rtdetr entry module and run `rtdetr --help` in the venv; SetupError if not."""
+    """Import the rtdetr entry module and run `rtdetr --help` in the venv; SetupError if not.
+
+    Both run at once (each takes several seconds, mostly importing torch)."""
     steps = steps or _Steps(progress, venv / LOG)
     env = _clean_env(venv)
     py = venv_python(venv)
-    if not py.exists():
-        raise SetupError(f"{venv} is not a TAO CPU venv ({py} missing); "
-                         f"run `taomake setup tao-cpu`")
-    with steps.step(f"self-check: import {ENTRY_MODULE}"):
-        code = ("import importlib, json, sys; importlib.import_module(sys.argv[1]); "
-                "import torch, pytorch_lightning, eff, taomake_tao_cpu_compat as c; "
-                "print(json.dumps({'python': sys.version.split()[0], 'torch': torch.__version__,"
-                " 'lightning': pytorch_lightning.__version__, 'eff_stub': eff.IS_TAOMAKE_STUB,"
-                " 'compat_hook': c.STATE['installed'], 'cuda': torch.cuda.is_available()}))")
-        out = _run(steps, [py, "-c", code, ENTRY_MODULE], env=env, timeout=600,
-                   what=f"self-check (import {ENTRY_MODULE})")
-        info = json.loads(out.strip().splitlines()[-1])
-        steps.say("  " + ", ".join(f"{k}={v}" for k, v in info.items()))
     rtdetr = venv / "bin" / "rtdetr"
+    if not py.exists() or not rtdetr.exists():
+        raise SetupError(f"{venv} is not a complete TAO CPU venv ({py.name} or bin/rtdetr "
+                         f"missing); run `taomake setup tao-cpu`")
     torchrun = shutil.which("torchrun", path=env["PATH"])
     if not torchrun or Path(torchrun).parent != venv / "bin":
         raise SetupError(f"self-check: torchrun not found in {venv / 'bin'} (found: {torchrun})")
-    with steps.step("self-check: rtdetr --help"):
-        out = _run(steps, [rtdetr, "--help"], env=env, timeout=600,
-                   what="self-check (rtdetr --help)")
-        if "train" not in out or "export" not in out:
-            raise SetupError(f"self-check: `rtdetr --help` does not list train/export:\n{out}")
+    code = ("import importlib, json, sys; importlib.import_module(sys.argv[1]); "
+            "import torch, pytorch_lightning, eff, taomake_tao_cpu_compat as c; "
+            "print(json.dumps({'python': sys.version.split()[0], 'torch': torch.__version__,"
+            " 'lightning': pytorch_lightning.__version__, 'eff_stub': eff.IS_TAOMAKE_STUB,"
+            " 'compat_hook': c.STATE['installed'], 'cuda': torch.cuda.is_available()}))")
+    checks = {
+        f"import {ENTRY_MODULE}": [py, "-c", code, ENTRY_MODULE],
+        "rtdetr --help": [rtdetr, "--help"],
+    }
+    with steps.step("self-check: " + " and ".join(checks)):
+        outs = _run_parallel(steps, checks, env=env, timeout=600)
+    info = json.loads(outs[f"import {ENTRY_MODULE}"].strip().splitlines()[-1])
+    steps.say("  " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    if info.get("eff_stub") is not True or info.get("compat_hook") is not True:
+        raise SetupError(f"self-check: the compat layer is not active in {venv}: {info}")
+    help_text = outs["rtdetr --help"]
+    if "train" not in help_text or "export" not in help_text:
+        raise SetupError(f"self-check: `rtdetr --help` does not list train/export:\n{help_text}")
+
+
+def _run_parallel(steps: _Steps, commands: dict[str, Sequence], *, env: dict[str, str],
+                  timeout: float) -> dict[str, str]:
+    """Run several argv lists at once; their outputs by name; SetupError if any fails."""
+    procs = {}
+    for name, argv in commands.items():
+        argv = [str(a) for a in argv]
+        steps.write_log("$ " + " ".join(argv))
+        try:
+            procs[name] = (argv, subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True))
+        except OSError as exc:
+            raise SetupError(f"self-check ({name}): cannot run {argv[0]}: {exc}") from None
+    outs, failures = {}, []
+    deadline = time.monotonic() + timeout
+    for name, (argv, proc) in procs.items():
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            failures.append(f"self-check ({name}) timed out after {timeout:.0f}s")
+        steps.write_log(out)
+        outs[name] = out
+        if proc.returncode:
+            tail = "\n".join(out.strip().splitlines()[-25:])
+            failures.append(f"self-check ({name}) failed (exit {proc.returncode}): "
+                            f"{' '.join(argv)}\n{tail}")
+    if failures:
+        raise SetupError("\n".join(failures))
+    return outs
 
 
 def _safe_to_replace(venv: Path) -> bool:

@@ -37,8 +37,8 @@ def _notice(key, text):
     _notified.add(key)
     try:
         print(f"{_TAG} {text}", file=sys.stderr, flush=True)
-    except Exception:  # noqa: BLE001 - never break the program for a notice
-        pass
+    except (OSError, ValueError):  # closed or broken stderr: never fail for a notice
+        return
 
 
 def cuda_present():
@@ -46,7 +46,7 @@ def cuda_present():
     try:
         import torch
         return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
-    except Exception:  # noqa: BLE001 - no torch or a broken CUDA setup: treat as no CUDA
+    except Exception:
         return False
 
 
@@ -119,7 +119,7 @@ _PATCHES = {
 def _run_patch(name, module):
     try:
         _PATCHES[name](module)
-    except Exception as exc:  # noqa: BLE001 - a failed patch must not break the import
+    except Exception as exc:
         _notice(f"fail:{name}", f"could not patch {name}: {exc!r}")
 
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job: set up, then build the demo project (train 2 epochs -> evaluate -> export ->
+# inference on the bundled shapes data, real TAO on CPU) and print where results are.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+bash "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+printf '\n== building the demo pipeline (snakemake --cores all)\n'
+"$ROOT/.venv/bin/snakemake" --cores all "$@"
+printf '\n== results\n'
+"$ROOT/.venv/bin/taomake" status

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up: the tool's own venv (.venv, Python >= 3.11, taomake + snakemake)
+# and the CPU TAO venv that the demo project runs on (`taomake setup tao-cpu`).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV="$ROOT/.venv"
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  echo "error: taomake needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  return 2
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV"
+  "$(find_python)" -m venv "$VENV"
+fi
+stamp="$VENV/.taomake-installed"
+want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  step "installing taomake and its tools into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]"
+  echo "$want" > "$stamp"
+fi
+step "TAO RT-DETR CPU venv"
+"$VENV/bin/taomake" setup tao-cpu

@@ -1,0 +1,181 @@
+"""`taomake status` and `taomake explain`: what is built, what is stale, and why.
+
+Staleness comes from Snakemake itself (`--summary`, dry-run reasons), so it can never disagree
+with what `snakemake` would do; taomake adds the metrics and, for a changed spec, the
+project.yaml lines whose edit changed it (against the spec the artifact was last built from).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from compiler import compile_project, load_project
+from compiler.actions import ACTIONS
+from compiler.checks import project_location
+from compiler.errors import UsageError
+from compiler.resources import snakefile
+from compiler.writer import changed_keys
+
+
+def _snakemake(lp, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(snakefile()), "--config",
+         f"project={lp.path.resolve()}", *args], cwd=lp.root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UsageError("snakemake could not plan the build:\n" + proc.stderr[-2000:])
+    return proc.stdout
+
+
+@dataclass
+class Row:
+    experiment: str
+    artifact: str
+    state: str
+    detail: str
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _detail(root: Path, path: str) -> str:
+    p = root / path
+    if not p.exists():
+        return ""
+    if path.endswith("model.pth"):
+        sel = _json(p.parent / "selection.json")
+        value = f" {sel.get('metric')}={sel['value']:.4f}" if sel.get("value") is not None else ""
+        return f"epoch {sel.get('epoch')} ({sel.get('policy')}){value}"
+    if path.endswith("metrics.json"):
+        m = _json(p)
+        return ", ".join(f"{k}={m[k]:.4f}" for k in ("test_mAP", "test_mAP50") if k in m)
+    if path.endswith("summary.json"):
+        s = _json(p)
+        return f"{s.get('detections', 0)} detections on {s.get('images', 0)} images"
+    if path.endswith((".onnx", ".engine", ".pth")):
+        return f"{p.stat().st_size / 1e6:.1f} MB"
+    return ""
+
+
+def status_rows(project: Path) -> list[Row]:
+    lp = load_project(project)
+    compiled = compile_project(lp)
+    summary = _snakemake(lp, "--summary")
+    plan: dict[str, tuple[str, str]] = {}
+    for line in summary.splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) >= 6:
+            plan[cols[0]] = (cols[4], cols[5])
+    rows = []
+    for name, c in compiled.items():
+        for path in _main_outputs(c):
+            status, todo = plan.get(path, ("missing", "update pending"))
+            state = "up to date" if todo == "no update" else (
+                "missing" if status == "missing" else f"stale ({status})")
+            rows.append(Row(name, path, state, _detail(lp.root, path)))
+    return rows
+
+
+def _main_outputs(c) -> list[str]:
+    lay = c.layout
+    out = {
+        "train": f"{lay.root}/train/model.pth", "distill": f"{lay.root}/distill/model.pth",
+        "evaluate": f"{lay.root}/evaluate/metrics.json", "export": lay.onnx,
+        "inference": f"{lay.root}/inference/summary.json",
+        "trt_evaluate": f"{lay.root}/trt_evaluate/metrics.json",
+        "trt_inference": f"{lay.root}/trt_inference/summary.json",
+    }
+    if "quantize" in c.specs:
+        out["quantize"] = lay.quantized(c.specs["quantize"].data["quantize"]["backend"])
+    if "gen_trt_engine" in c.specs:
+        out["gen_trt_engine"] = c.specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]
+    return [out[a] for a in c.specs]
+
+
+def print_status(project: Path) -> None:
+    rows = status_rows(project)
+    lp = load_project(project)
+    width = max(len(r.artifact) for r in rows)
+    print(f"project {lp.base.name} ({lp.path}); results under {lp.root / lp.base.results}")
+    for exp in dict.fromkeys(r.experiment for r in rows):
+        print(f"\nexperiment {exp}")
+        for r in (r for r in rows if r.experiment == exp):
+            print(f"  {r.artifact:{width}}  {r.state:12}  {r.detail}")
+
+
+# --------------------------------------------------------------------------- explain
+
+
+_JOB = re.compile(r"^rule (\w+):$")
+
+
+def _dry_run_jobs(lp, target: str) -> list[dict[str, str]]:
+    out = _snakemake(lp, "-n", target)
+    jobs: list[dict[str, str]] = []
+    for line in out.splitlines():
+        m = _JOB.match(line.strip())
+        if m:
+            jobs.append({"rule": m.group(1)})
+        elif jobs and ":" in line and line.startswith("    "):
+            key, _, value = line.strip().partition(": ")
+            jobs[-1][key] = value
+    return [j for j in jobs if j["rule"] != "all"]
+
+
+def explain(project: Path, target: str) -> list[str]:
+    lp = load_project(project)
+    compiled = compile_project(lp)
+    jobs = _dry_run_jobs(lp, target)
+    if not jobs:
+        return [f"{target} is up to date: nothing would run"]
+    lines = [f"{target} is stale; snakemake would run {len(jobs)} job(s):"]
+    for job in jobs:
+        rule = job["rule"]
+        exp = (re.search(r"exp=([^,\s]+)", job.get("wildcards", "")) or [None, None])[1]
+        lines.append(f"  {rule}" + (f" ({exp})" if exp else "") + f": {job.get('reason', '')}")
+        if rule in ACTIONS and exp in compiled and rule in compiled[exp].specs:
+            lines += [f"      {d}" for d in _spec_changes(lp, compiled[exp], rule)]
+    return lines
+
+
+def _spec_changes(lp, c, action: str) -> list[str]:
+    spec = c.specs[action]
+    built = lp.root / c.layout.action_dir(ACTIONS[action].results_subdir) / ".taomake" / \
+        f"built-{action}.yaml"
+    if not built.exists():
+        return ["never built successfully with taomake"]
+    old_text = built.read_text()
+    if old_text == spec.text:
+        return ["its spec is unchanged since the last build (an input it consumes changed)"]
+    old = YAML(typ="safe", pure=True).load(old_text)
+    out = []
+    old_image = next((ln for ln in old_text.splitlines() if ln.startswith("# tao image:")), "")
+    new_image = next((ln for ln in spec.text.splitlines() if ln.startswith("# tao image:")), "")
+    if old_image != new_image:
+        loc = lp.smap.locate(("tao",), key="tao")
+        out.append(f"TAO image {old_image[13:]} -> {new_image[13:]}  <- {loc}")
+    flat_old, flat_new = _flat(old), _flat(spec.data)
+    for key in changed_keys(old, spec.data):
+        loc = project_location(lp, c.name, action, key)
+        out.append(f"{key}: {flat_old.get(key, '(absent)')!r} -> "
+                   f"{flat_new.get(key, '(absent)')!r}  <- {loc}")
+    return out
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: node}
