@@ -94,8 +94,8 @@ class Dataset(Strict):
     loader: Literal["serialized", "default"] = Field(
         "serialized", description="TAO dataset_type; serialized keeps annotations in shared "
         "memory (needs hardware.shm_size).")
-    pin_memory: bool = True
-    augmentation: Augmentation = Augmentation()
+    pin_memory: bool = Field(True, description="Pin host memory in data loaders.")
+    augmentation: Augmentation = Field(Augmentation(), description="Image sizes and augmentation.")
 
 
 # --------------------------------------------------------------------------- hardware
@@ -131,10 +131,11 @@ class Runner(Strict):
     env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
         default_factory=list, description="Names of environment variables passed to TAO "
         "(values are never written anywhere), e.g. WANDB_API_KEY.")
-    local: LocalRunner = LocalRunner()
-    docker: DockerRunner = DockerRunner()
-    apptainer: ApptainerRunner = ApptainerRunner()
-    pyxis: PyxisRunner = PyxisRunner()
+    local: LocalRunner = Field(LocalRunner(), description="Settings of the local runner.")
+    docker: DockerRunner = Field(DockerRunner(), description="Settings of the docker runner.")
+    apptainer: ApptainerRunner = Field(ApptainerRunner(),
+                                       description="Settings of the apptainer runner.")
+    pyxis: PyxisRunner = Field(PyxisRunner(), description="Settings of the pyxis runner.")
 
 
 class Slurm(Strict):
@@ -155,12 +156,12 @@ class Hardware(Strict):
         None, description="Physical GPU ids to use (docker --gpus device=...). Default 0..n-1. "
         "Inside the job TAO always sees 0..n-1.")
     nodes: PosInt = Field(1, description="Nodes for training.")
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Multi-GPU strategy.")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Training precision.")
     shm_size: str = Field("16g", pattern=r"^[0-9]+[kmgKMG]?$",
                           description="Shared memory for the job (serialized datasets live there).")
-    runner: Runner = Runner()
-    slurm: Slurm = Slurm()
+    runner: Runner = Field(Runner(), description="How TAO is started.")
+    slurm: Slurm = Field(Slurm(), description="SLURM resources (with `--profile profiles/slurm`).")
 
 
 # --------------------------------------------------------------------------- model
@@ -170,73 +171,83 @@ class Model(Strict):
     backbone: str = Field("resnet_50", description="Backbone name from TAO's registry "
                           "(resnet_18/34/50/101, convnextv2_*, edgenext_*, fan_*_p4_hybrid...).")
     pretrained_backbone: str | None = Field(None, description="Backbone weights (.pth).")
-    train_backbone: bool = True
-    num_queries: PosInt = 300
+    train_backbone: bool = Field(True, description="Update backbone weights while training.")
+    num_queries: PosInt = Field(300, description="Object queries of the decoder.")
     num_select: PosInt = Field(300, description="Top-k detections kept; <= num_queries * "
                                "num_classes.")
-    num_feature_levels: Annotated[int, Field(ge=1, le=4)] = 3
-    return_interm_indices: list[Annotated[int, Field(ge=0, le=3)]] = [1, 2, 3]
-    feat_strides: list[PosInt] = [8, 16, 32]
+    num_feature_levels: Annotated[int, Field(ge=1, le=4)] = Field(
+        3, description="Feature levels the decoder attends to (>= number of feature maps).")
+    return_interm_indices: list[Annotated[int, Field(ge=0, le=3)]] = Field(
+        [1, 2, 3], description="Backbone stages used as feature maps.")
+    feat_strides: list[PosInt] = Field([8, 16, 32], description="Stride of each feature map.")
     feat_channels: list[PosInt] | None = Field(
         None, description="Default: hidden_dim for every level (TAO requires that).")
-    hidden_dim: PosInt = 256
-    nheads: PosInt = 8
-    enc_layers: PosInt = 1
-    dec_layers: PosInt = 6
-    dim_feedforward: PosInt = 1024
-    dn_number: Annotated[int, Field(ge=0)] = 100
-    use_encoder_idx: list[Annotated[int, Field(ge=0)]] = [2]
-    dropout: Prob = 0.0
+    hidden_dim: PosInt = Field(256, description="Transformer width (divisible by nheads and 4).")
+    nheads: PosInt = Field(8, description="Attention heads.")
+    enc_layers: PosInt = Field(1, description="Encoder layers.")
+    dec_layers: PosInt = Field(6, description="Decoder layers.")
+    dim_feedforward: PosInt = Field(1024, description="Feed-forward width.")
+    dn_number: Annotated[int, Field(ge=0)] = Field(100, description="Denoising queries.")
+    use_encoder_idx: list[Annotated[int, Field(ge=0)]] = Field(
+        [2], description="Feature maps that go through the encoder (indexes into them).")
+    dropout: Prob = Field(0.0, description="Transformer dropout.")
 
 
 # --------------------------------------------------------------------------- actions
 
 
 class Schedule(Strict):
-    kind: Literal["MultiStep", "StepLR"] = "MultiStep"
+    kind: Literal["MultiStep", "StepLR"] = Field("MultiStep", description="LR schedule.")
     steps: list[PosInt] = Field([1000], description="MultiStep: epochs at which lr decays.")
     step_size: PosInt = Field(1000, description="StepLR: epochs between decays.")
-    decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    decay: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1, description="Factor applied to lr at each step.")
 
 
 class Ema(Strict):
-    enabled: bool = False
-    decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.999
+    enabled: bool = Field(False, description="Keep an exponential moving average of weights.")
+    decay: Annotated[float, Field(gt=0.0, le=1.0)] = Field(0.999, description="EMA decay.")
 
 
 class Train(Strict):
-    epochs: PosInt = 10
-    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
-    lr_backbone: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-5
-    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-4
-    schedule: Schedule = Schedule()
+    epochs: PosInt = Field(10, description="Training epochs.")
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = Field(1e-4, description="AdamW learning rate.")
+    lr_backbone: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        1e-5, description="Learning rate of the backbone.")
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        1e-4, description="AdamW weight decay.")
+    schedule: Schedule = Field(Schedule(), description="Learning-rate schedule (steps in epochs).")
     checkpoint_interval: PosInt = Field(1, description="Save a checkpoint every N epochs.")
     validation_interval: PosInt = Field(1, description="Validate every N epochs.")
-    ema: Ema = Ema()
+    ema: Ema = Field(Ema(), description="Exponential moving average of weights.")
     freeze: list[str] = Field(default_factory=list, description="Module names to freeze.")
     pretrained: str | None = Field(None, description="Start from these weights (.pth).")
-    seed: int = 1234
-    clip_grad_norm: Annotated[float, Field(gt=0.0)] = 0.1
-    activation_checkpoint: bool = True
+    seed: int = Field(1234, description="Random seed.")
+    clip_grad_norm: Annotated[float, Field(gt=0.0)] = Field(
+        0.1, description="Gradient clipping norm.")
+    activation_checkpoint: bool = Field(True, description="Recompute activations to save memory.")
     use_checkpoint: Literal["best", "last"] | Annotated[int, Field(ge=0)] = Field(
         "best", description="Checkpoint handed to evaluate/export/inference: best validation "
         "metric, last epoch, or an explicit 0-based epoch.")
-    best_metric: Literal["val_mAP", "val_mAP50"] = "val_mAP"
+    best_metric: Literal["val_mAP", "val_mAP50"] = Field(
+        "val_mAP", description="Metric for use_checkpoint: best (maximized).")
 
 
 class Evaluate(Strict):
-    conf_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    conf_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="Score threshold for evaluation (0 keeps all detections).")
 
 
 class Inference(Strict):
-    conf_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    conf_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="Minimum score of a written detection.")
     colors: dict[str, str] | None = Field(
         None, description="Class name -> box color. Default: a distinct color per class "
         "(TAO's own default only knows COCO names and would draw no boxes).")
 
 
 class Export(Strict):
-    opset: Annotated[int, Field(ge=16, le=21)] = 17
+    opset: Annotated[int, Field(ge=16, le=21)] = Field(17, description="ONNX opset.")
     batch_size: Annotated[int, Field(ge=-1)] = Field(
         -1, description="-1: dynamic batch axis (needed for engine batch profiles).")
     size: Size2 | None = Field(None, description="[height, width]; must equal "
@@ -253,19 +264,19 @@ class Export(Strict):
 
 
 class BatchProfile(Strict):
-    min: PosInt = 1
-    opt: PosInt = 1
-    max: PosInt = 4
+    min: PosInt = Field(1, description="Smallest batch the engine accepts.")
+    opt: PosInt = Field(1, description="Batch the engine is tuned for.")
+    max: PosInt = Field(4, description="Largest batch (>= dataset.batch_size).")
 
 
 class Calibration(Strict):
     batches: PosInt = Field(10, description="Calibration batches.")
-    batch_size: PosInt = 1
+    batch_size: PosInt = Field(1, description="Calibration batch size.")
 
 
 class Engine(Strict):
-    precision: Literal["FP32", "FP16", "INT8"] = "FP16"
-    batch: BatchProfile = BatchProfile()
+    precision: Literal["FP32", "FP16", "INT8"] = Field("FP16", description="Engine precision.")
+    batch: BatchProfile = Field(BatchProfile(), description="Optimization profile.")
     workspace_mb: PosInt = Field(4096, description="TensorRT workspace, MB (multiple of 1024).")
     calibration: Calibration | None = Field(
         None, description="INT8 only; images come from dataset.calibration.")
@@ -281,16 +292,17 @@ class Teacher(Strict):
 
 class Binding(Strict):
     student: str = Field(description="Student module name (srcs/dsrcs for IOU).")
-    teacher: str
-    criterion: Literal["L1", "L2", "KL", "IOU"]
-    weight: Annotated[float, Field(ge=0.0)] = 1.0
+    teacher: str = Field(description="Teacher module name.")
+    criterion: Literal["L1", "L2", "KL", "IOU"] = Field(description="Distillation loss.")
+    weight: Annotated[float, Field(ge=0.0)] = Field(1.0, description="Weight of this binding.")
 
 
 class Distill(Strict):
-    teacher: Teacher
-    bindings: list[Binding] = Field(default_factory=list)
-    loss_coef: Annotated[float, Field(ge=0.0)] = 1.0
-    load_teacher_enc_dec: bool = False
+    teacher: Teacher = Field(description="Teacher weights and architecture.")
+    bindings: list[Binding] = Field(default_factory=list, description="Feature bindings.")
+    loss_coef: Annotated[float, Field(ge=0.0)] = Field(1.0, description="Distillation loss weight.")
+    load_teacher_enc_dec: bool = Field(
+        False, description="Start the student from the teacher's encoder/decoder (same shapes).")
 
 
 QuantDtype = Literal["int8", "fp8_e4m3fn", "fp8_e5m2", "native"]
@@ -298,29 +310,34 @@ QuantDtype = Literal["int8", "fp8_e4m3fn", "fp8_e5m2", "native"]
 
 class QuantLayer(Strict):
     module: str = Field(description="fnmatch pattern on the qualified module name or class.")
-    weights: QuantDtype | None = None
-    activations: QuantDtype | None = None
+    weights: QuantDtype | None = Field(None, description="Weight dtype.")
+    activations: QuantDtype | None = Field(None, description="Activation dtype (static PTQ).")
 
 
 class Quantize(Strict):
-    backend: Literal["torchao", "modelopt.pytorch", "modelopt.onnx"] = "torchao"
-    mode: Literal["weight_only_ptq", "static_ptq"] = "weight_only_ptq"
+    backend: Literal["torchao", "modelopt.pytorch", "modelopt.onnx"] = Field(
+        "torchao", description="Quantization library.")
+    mode: Literal["weight_only_ptq", "static_ptq"] = Field(
+        "weight_only_ptq", description="static_ptq calibrates on dataset.calibration.")
     algorithm: Literal["minmax", "max", "entropy", "awq_clip", "awq_lite", "awq_full",
-                       "rtn_dq"] = "minmax"
+                       "rtn_dq"] = Field("minmax", description="Calibration algorithm "
+                                         "(modelopt backends; torchao ignores it).")
     layers: list[QuantLayer] = Field(
-        default_factory=lambda: [QuantLayer(module="Linear", weights="int8")])
+        default_factory=lambda: [QuantLayer(module="Linear", weights="int8")],
+        description="Which modules to quantize, and to what.")
     skip: list[str] = Field(default_factory=list, description="Module patterns left as is.")
-    device: Literal["cuda", "cpu", "trt"] = "cuda"
+    device: Literal["cuda", "cpu", "trt"] = Field(
+        "cuda", description="Where to quantize; cuda becomes cpu on CPU-only hardware.")
 
 
 class Wandb(Strict):
     enable: bool = Field(False, description="Log to Weights & Biases (key from WANDB_API_KEY "
                          "passed via hardware.runner.env; never from this file).")
-    project: str = "taomake"
-    tags: list[str] = Field(default_factory=list)
+    project: str = Field("taomake", description="W&B project.")
+    tags: list[str] = Field(default_factory=list, description="W&B tags.")
 
 
-TaoOverrides = dict[str, Any]
+TaoOverrides = Annotated[dict[str, Any], Field(description="Dotted TAO key -> value.")]
 
 
 class Overrides(Strict):
@@ -343,18 +360,18 @@ class Project(Strict):
 
     name: str = Field(pattern=NAME_RE, description="Project name (letters, digits, _ . -).")
     results: str = Field("results", description="Output folder (relative to project.yaml).")
-    tao: Tao = Tao()
-    dataset: Dataset
-    hardware: Hardware = Hardware()
-    model: Model = Model()
-    train: Train = Train()
-    evaluate: Evaluate = Evaluate()
-    inference: Inference = Inference()
-    export: Export = Export()
-    engine: Engine = Engine()
+    tao: Tao = Field(Tao(), description="Which TAO release (and images) runs the jobs.")
+    dataset: Dataset = Field(description="Classes, splits and data loading.")
+    hardware: Hardware = Field(Hardware(), description="GPUs, nodes, runner and cluster settings.")
+    model: Model = Field(Model(), description="RT-DETR architecture (shared by every action).")
+    train: Train = Field(Train(), description="Training loop and checkpoint handoff.")
+    evaluate: Evaluate = Field(Evaluate(), description="PyTorch (and TensorRT) evaluation.")
+    inference: Inference = Field(Inference(), description="Inference on dataset.inference.")
+    export: Export = Field(Export(), description="ONNX export.")
+    engine: Engine = Field(Engine(), description="TensorRT engine (GPU hardware only).")
     distill: Distill | None = Field(None, description="Distill a student instead of training.")
     quantize: Quantize | None = Field(None, description="Quantize the selected checkpoint.")
-    wandb: Wandb = Wandb()
+    wandb: Wandb = Field(Wandb(), description="Weights & Biases logging.")
     overrides: Overrides = Field(
         Overrides(), description="Escape hatch: action (or `all`) -> {dotted TAO key: "
         "value}, applied last and checked against TAO's schema.")

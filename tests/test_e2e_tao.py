@@ -1,0 +1,160 @@
+"""End to end with the real TAO RT-DETR (nvidia-tao-pytorch 7.3.0) on CPU: the demo pipeline,
+no-op rebuilds, minimal rebuilds, interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, make_project
+
+pytestmark = [pytest.mark.tao, pytest.mark.slow]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+
+
+def project_text(venv: Path, epochs: int = 2) -> str:
+    text = (REPO / "project.yaml").read_text()
+    text = text.replace("    kind: local", f"    kind: local\n    local: {{venv: {venv}}}")
+    return text.replace("  epochs: 2", f"  epochs: {epochs}")
+
+
+def snakemake(folder: Path, *args: str, check: bool = True) -> tuple[str, dict[str, int]]:
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=folder, capture_output=True, text=True,
+                          timeout=1800)
+    out = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, out[-4000:]
+    return out, job_counts(out)
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """The rules snakemake ran, from its 'Job stats' table."""
+    if "Job stats:" not in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    counts = {m.group(1): int(m.group(2))
+              for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    counts.pop("all", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def demo(tao_venv, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("e2e") / "demo"
+    make_project(folder, project_text(tao_venv), copy_data=True)
+    out, counts = snakemake(folder)
+    assert counts == {"train": 1, "select_checkpoint": 1, "evaluate": 1, "export": 1,
+                      "inference": 1}, out[-3000:]
+    return folder
+
+
+def test_demo_artifacts(demo):
+    base = demo / "results/base"
+    model = base / "train/model.pth"
+    assert model.stat().st_size > 1_000_000
+    selection = json.loads((base / "train/selection.json").read_text())
+    assert (base / "train" / selection["source"]).stat().st_ino == model.stat().st_ino
+    curve = (base / "train/curve.csv").read_text().splitlines()
+    assert curve[0] == "epoch,train_loss,val_loss,val_mAP,val_mAP50" and len(curve) == 3
+    assert all(row.split(",")[1] for row in curve[1:]), "train_loss per epoch"
+    metrics = json.loads((base / "evaluate/metrics.json").read_text())
+    assert isinstance(metrics["test_mAP"], float) and isinstance(metrics["test_mAP50"], float)
+    labels = sorted((base / "inference/labels").glob("*.txt"))
+    assert [p.stem for p in labels] == sorted(p.stem for p in (demo / "data/shapes/infer/images")
+                                               .glob("*.jpg"))
+    for action, message in (("train", "Train finished successfully."),
+                            ("evaluate", "Evaluate finished successfully."),
+                            ("export", "Export finished successfully."),
+                            ("inference", "Inference finished successfully.")):
+        last = (base / action / "status.json").read_text().strip().splitlines()[-1]
+        assert json.loads(last)["message"] == message
+
+
+def test_onnx_runs_in_onnxruntime(demo):
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(demo / "results/base/export/model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["inputs"]
+    assert {o.name for o in session.get_outputs()} == {"pred_logits", "pred_boxes"}
+    logits, boxes = session.run(["pred_logits", "pred_boxes"],
+                                {"inputs": np.zeros((2, 3, 128, 128), np.float32)})
+    assert logits.shape == (2, 30, 5) and boxes.shape == (2, 30, 4)
+
+
+def test_second_run_executes_nothing(demo):
+    out, counts = snakemake(demo)
+    assert counts == {} and "Nothing to be done" in out
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("# taomake demo project", "#  taomake demo project (edited comment)", {}),
+    ("  conf_threshold: 0.1", "  conf_threshold: 0.05", {"inference": 1}),
+])
+def test_minimal_rebuilds_with_real_tao(demo, old, new, expected):
+    project = demo / "project.yaml"
+    text = project.read_text()
+    project.write_text(text.replace(old, new))
+    try:
+        _, counts = snakemake(demo)
+        assert counts == expected
+    finally:
+        project.write_text(text)
+    _, counts = snakemake(demo)  # back to the original value: that artifact is rebuilt only
+    assert counts == expected
+
+
+def test_deleting_onnx_rebuilds_export_only(demo):
+    (demo / "results/base/export/model.onnx").unlink()
+    _, counts = snakemake(demo)
+    assert counts == {"export": 1}
+
+
+def _alive_with(marker: str) -> list[str]:
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmd and state != "Z":
+            alive.append(f"{pid}: {cmd[:200]}")
+    return alive
+
+
+def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
+    folder = tmp_path / "interrupt"
+    make_project(folder, project_text(tao_venv, epochs=6), copy_data=True)
+    proc = subprocess.Popen([*SNAKEMAKE, "results/base/train/model.pth"], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = folder / "results/base/train/model_epoch_000.pth"
+    deadline = time.monotonic() + 600
+    while not (first.exists() and first.stat().st_size > 0):
+        assert proc.poll() is None and time.monotonic() < deadline, "training never saved"
+        time.sleep(0.5)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    time.sleep(1.0)
+    assert _alive_with(str(tao_venv)) == [] and _alive_with(str(folder)) == []
+    saved = sorted((folder / "results/base/train").glob("model_epoch_*.pth"))
+    assert saved and len(saved) < 6
+
+    out, counts = snakemake(folder, "results/base/train/model.pth")
+    assert counts.get("train") == 1
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "resuming: checkpoints up to epoch" in log
+    assert (folder / "results/base/train/model_epoch_005.pth").exists()
+    shutil.rmtree(folder / "results", ignore_errors=True)
