@@ -5,15 +5,24 @@ containers or network; reads the project's files and writes specs.
     compiled = compile_project(lp)          # {experiment: CompiledExperiment}
     for c in compiled.values():
         write_experiment(lp.root, c)        # only files whose content changed
+
+Names are imported lazily so that light modules (`compiler.plan`, `compiler.layout`) do not
+pay for pydantic/jinja/jsonschema: Snakemake imports them on every invocation.
 """
 
-from .compile import CompiledExperiment, CompiledSpec, compile_experiment, compile_project
-from .errors import ProjectError, TaomakeError
-from .load import LoadedProject, load_project, load_project_text
-from .writer import diff_experiment, write_experiment
+from importlib import import_module
 
-__all__ = [
-    "CompiledExperiment", "CompiledSpec", "LoadedProject", "ProjectError", "TaomakeError",
-    "compile_experiment", "compile_project", "diff_experiment", "load_project",
-    "load_project_text", "write_experiment",
-]
+_EXPORTS = {
+    "CompiledExperiment": "compile", "CompiledSpec": "compile",
+    "compile_experiment": "compile", "compile_project": "compile",
+    "ProjectError": "errors", "TaomakeError": "errors",
+    "LoadedProject": "load", "load_project": "load", "load_project_text": "load",
+    "diff_experiment": "writer", "write_experiment": "writer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'compiler' has no attribute {name!r}")

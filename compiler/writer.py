@@ -6,8 +6,6 @@ edit to a comment, or to one action's settings, rebuild nothing (or only that ac
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,33 +13,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from .compile import CompiledExperiment
-
-
-def atomic_write(path: Path, content: str | bytes) -> None:
-    """Write via a temp file in the same folder + rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode() if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_if_changed(path: Path, content: str) -> bool:
-    try:
-        if path.read_text(encoding="utf-8") == content:
-            return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    atomic_write(path, content)
-    return True
+from .files import atomic_write, write_if_changed
 
 
 def outputs(compiled: CompiledExperiment) -> dict[str, str]:

@@ -1,38 +1,38 @@
-# Shared helpers: load + compile project.yaml once per snakemake run, write the specs
-# (only those whose content changed, so mtimes tell the truth), and derive every rule's
-# inputs from the compiled specs.
+# Shared helpers.  The build plan (compiled specs, paths, per-experiment settings) comes from
+# compiler.plan: compiled and validated when project.yaml or anything it reads changed, read
+# from a small cache otherwise.  Specs are written only when their content changes, so file
+# mtimes tell Snakemake the truth.
 import os
 import re
 import sys
 from pathlib import Path
 
-from compiler import compile_project, load_project, write_experiment
 from compiler.errors import TaomakeError
-from compiler.layout import Layout
+from compiler.plan import load_plan
 
 
 def _load(project_file):
     try:
-        lp = load_project(project_file)
-        return lp, compile_project(lp)
+        return load_plan(project_file)
     except TaomakeError as exc:  # a user error: message, exit 2, no traceback
         sys.stderr.write(f"error: {exc.render()}\n")
         sys.exit(exc.exit_code)
 
 
-LP, COMPILED = _load(Path(config.get("project", "project.yaml")).resolve())
+PLAN = _load(Path(config.get("project", "project.yaml")).resolve())
+EXPS = PLAN.experiments
 
 
-workdir: str(LP.root)
+workdir: PLAN.root
 
 
-for _compiled in COMPILED.values():
-    write_experiment(LP.root, _compiled)
-if all("gen_trt_engine" in c.skipped for c in COMPILED.values()):
+if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
     sys.stderr.write("taomake: TensorRT targets left out: hardware.gpus_per_node is 0\n")
 
-R = LP.base.results
-PROJECT = LP.path.name  # jobs run in the project folder
+R = PLAN.results
+PROJECT = PLAN.project_file  # jobs run in the project folder
+
+
 envvars:
     "PATH",
 
@@ -42,28 +42,28 @@ os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.envi
 
 
 wildcard_constraints:
-    exp="|".join(re.escape(name) for name in COMPILED),
+    exp="|".join(re.escape(name) for name in EXPS),
     source="train|distill",
 
 
 def layout(exp):
-    return COMPILED[exp].layout
+    return EXPS[exp].layout
 
 
 def spec_of(action):
-    return lambda w: COMPILED[w.exp].specs[action].path
+    return lambda w: EXPS[w.exp].specs[action].path
 
 
 def model_of(exp):
     """The selected checkpoint evaluate/export/inference consume."""
-    return layout(exp).model(COMPILED[exp].source_action)
+    return layout(exp).model(EXPS[exp].source_action)
 
 
 def data_inputs(action):
     """Annotation files and image folders the action's spec reads (local ones)."""
 
     def inputs(w):
-        dataset = COMPILED[w.exp].specs[action].data.get("dataset", {})
+        dataset = EXPS[w.exp].specs[action].data.get("dataset", {})
         paths = []
         for key, value in dataset.items():
             if not key.endswith("_data_sources"):
@@ -80,17 +80,17 @@ def data_inputs(action):
 
 
 def engine_of(w):
-    return COMPILED[w.exp].specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]
+    return EXPS[w.exp].specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]
 
 
 def teacher_inputs(w):
-    ref = COMPILED[w.exp].specs["distill"].data["distill"]["pretrained_teacher_model_path"]
+    ref = EXPS[w.exp].specs["distill"].data["distill"]["pretrained_teacher_model_path"]
     return [ref] if ref else []
 
 
 def outputs_of(exp):
     """Every artifact an experiment builds: the default target."""
-    c = COMPILED[exp]
+    c = EXPS[exp]
     lay = c.layout
     targets = {
         "train": [f"{lay.root}/train/model.pth", f"{lay.root}/train/curve.csv"],
@@ -111,7 +111,7 @@ def outputs_of(exp):
 
 
 def all_targets():
-    return [path for exp in COMPILED for path in outputs_of(exp)]
+    return [path for exp in EXPS for path in outputs_of(exp)]
 
 
 onstart:

@@ -49,8 +49,8 @@ rule select_checkpoint:
     params:
         project=PROJECT,
         # a change of policy re-selects; it never retrains
-        policy=lambda w: str(LP.experiments[w.exp].project.train.use_checkpoint),
-        metric=lambda w: LP.experiments[w.exp].project.train.best_metric,
+        policy=lambda w: EXPS[w.exp].use_checkpoint,
+        metric=lambda w: EXPS[w.exp].best_metric,
     log:
         f"{R}/{{exp}}/logs/select_{{source}}.log",
     benchmark:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compiler.errors import RunError
-from compiler.writer import atomic_write
+from compiler.files import atomic_write
 
 from .status import EpochRow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from compiler.coco import read_coco_summary
 from compiler.errors import DataError, UsageError
-from compiler.writer import atomic_write
+from compiler.files import atomic_write
 
 TEMPLATE = """\
 # Starter project written by `taomake init` from {annotations}.

@@ -24,7 +24,8 @@ from compiler import compile_project, load_project
 from compiler.actions import ACTIONS, Action
 from compiler.compile import CompiledExperiment
 from compiler.errors import RunError, UsageError
-from compiler.writer import atomic_write, changed_keys
+from compiler.files import atomic_write
+from compiler.writer import changed_keys
 
 from .process import Interrupted
 from .runners import TaoJob
@@ -270,8 +271,11 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
                            + ("\n  status.json errors:\n    " + "\n    ".join(tail) if tail
                               else "")
                            + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
-        # what this artifact was built from, for `taomake explain`
+        # what this artifact was built from (`taomake explain`), and how long TAO took
         atomic_write(out_dir / ".taomake" / f"built-{action.name}.yaml", spec.text)
+        atomic_write(out_dir / ".taomake" / f"run-{action.name}.json", json.dumps(
+            {"runner": runner.name, "tao_seconds": round(elapsed, 3),
+             "argv": job.tao_argv()}, indent=2) + "\n")
         _note(log, f"{label}: finished in {elapsed:.0f} s")
 
 

@@ -197,7 +197,8 @@ def _probe_python(candidate: str) -> tuple[tuple[int, int] | None, str, str]:
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip().splitlines()
         if err and "ensurepip" in err[-1]:
-            return None, "", "it has no venv/ensurepip module (Debian: apt-get install python3.12-venv)"
+            return None, "", ("it has no venv/ensurepip module "
+                              "(Debian: apt-get install python3.12-venv)")
         return None, "", err[-1] if err else f"exit {proc.returncode}"
     lines = proc.stdout.split()
     try:

@@ -1,0 +1,156 @@
+"""The build plan Snakemake needs, cached between invocations.
+
+Snakemake parses the Snakefile on every call (and in every cluster job), so the plan it needs
+(paths, spec data, per-experiment settings) is cached as JSON under the results folder and
+reused while nothing it was computed from changed.  "Changed" is answered by cheap predicates:
+the project file's bytes, then the size+mtime of every other file the compile read (templates,
+schemas, compiler sources, annotation files, data folders).  A hit imports no pydantic, Jinja or
+jsonschema; a miss compiles for real (with full validation) and rewrites the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_write, write_if_changed
+from .layout import Layout
+
+PLAN_FORMAT = 1
+CACHE_NAME = ".taomake-plan.json"
+
+
+@dataclass
+class SpecEntry:
+    path: str
+    text: str
+    data: dict[str, Any]
+
+
+@dataclass
+class ExperimentPlan:
+    name: str
+    results: str
+    source_action: str  # train or distill
+    use_checkpoint: str  # "best", "last" or an epoch number as text
+    best_metric: str
+    specs: dict[str, SpecEntry]
+    files: dict[str, str]  # classmaps
+    skipped: dict[str, str]
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.results, self.name)
+
+
+@dataclass
+class BuildPlan:
+    root: str
+    project_file: str  # name relative to root
+    results: str
+    experiments: dict[str, ExperimentPlan]
+    deps: list[str] = field(default_factory=list)  # files the compile read, for the cache key
+
+
+def _stat_key(path: Path) -> list[Any]:
+    try:
+        st = path.stat()
+        return [str(path), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [str(path), None, None]
+
+
+def fingerprint(project: Path, deps: list[str]) -> str:
+    h = hashlib.sha256(f"{PLAN_FORMAT}".encode())
+    h.update(project.read_bytes())
+    h.update(json.dumps([_stat_key(Path(d)) for d in deps]).encode())
+    return h.hexdigest()
+
+
+def _code_deps() -> list[str]:
+    from .resources import references_dir, schemas_dir
+
+    here = Path(__file__).resolve().parent
+    files = sorted(here.glob("*.py")) + sorted(references_dir().glob("*.j2")) \
+        + sorted(schemas_dir().glob("*.json"))
+    return [str(f) for f in files]
+
+
+def _data_deps(lp, compiled) -> list[str]:
+    from .checks import _local_paths
+
+    out = set()
+    for exp in lp.experiments.values():
+        ctx = type("C", (), {"exp": exp, "lp": lp})()
+        for _key, path, _kind in _local_paths(ctx):
+            if not path.startswith("s3://"):
+                out.add(str(lp.root / path))
+    return sorted(out)
+
+
+def plan_from(lp, compiled) -> BuildPlan:
+    experiments = {}
+    for name, c in compiled.items():
+        p = lp.experiments[name].project
+        experiments[name] = ExperimentPlan(
+            name=name, results=p.results, source_action=c.source_action,
+            use_checkpoint=str(p.train.use_checkpoint), best_metric=p.train.best_metric,
+            specs={a: SpecEntry(s.path, s.text, s.data) for a, s in c.specs.items()},
+            files=dict(c.files), skipped=dict(c.skipped))
+    return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
+                     experiments=experiments, deps=_code_deps() + _data_deps(lp, compiled))
+
+
+def _from_json(raw: dict[str, Any]) -> BuildPlan:
+    exps = {}
+    for name, e in raw["experiments"].items():
+        e = dict(e)
+        e["specs"] = {a: SpecEntry(**s) for a, s in e["specs"].items()}
+        exps[name] = ExperimentPlan(**e)
+    return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"])
+
+
+def _cache_path(project: Path) -> Path:
+    return project.parent / ".snakemake" / CACHE_NAME
+
+
+def load_plan(project: Path) -> BuildPlan:
+    """The build plan for `project`, written specs included; compiles only when needed.
+
+    Raises the compiler's ProjectError (exit 2) for an invalid project."""
+    project = project.resolve()
+    cache = _cache_path(project)
+    plan: BuildPlan | None = None
+    try:
+        raw = json.loads(cache.read_text())
+        if raw.get("format") == PLAN_FORMAT and raw.get("root") == str(project.parent) and \
+                raw.get("key") == fingerprint(project, raw["deps"]):
+            plan = _from_json(raw)
+    except (OSError, ValueError, KeyError, TypeError):
+        plan = None
+    if plan is None:
+        from .compile import compile_project
+        from .load import load_project
+
+        lp = load_project(project)
+        plan = plan_from(lp, compile_project(lp))
+        record = {"format": PLAN_FORMAT, "key": fingerprint(project, plan.deps), **asdict(plan)}
+        atomic_write(cache, json.dumps(record, sort_keys=True) + "\n")
+    root = Path(plan.root)
+    for e in plan.experiments.values():
+        for spec in e.specs.values():
+            write_if_changed(root / spec.path, spec.text)
+        for rel, content in e.files.items():
+            write_if_changed(root / rel, content)
+    return plan
+
+
+if __name__ == "__main__":  # `python -m compiler.plan project.yaml`: print the plan summary
+    p = load_plan(Path(sys.argv[1] if len(sys.argv) > 1 else "project.yaml"))
+    for e in p.experiments.values():
+        print(e.name, sorted(e.specs), os.path.join(p.root, e.layout.root))

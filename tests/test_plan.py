@@ -1,0 +1,54 @@
+"""The cached build plan: reused only while nothing the compile read has changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from compiler.errors import ProjectError
+from compiler.plan import load_plan
+from tests.helpers import make_project
+
+
+def test_plan_cache_hit_imports_no_heavy_modules(tmp_path):
+    project = make_project(tmp_path)
+    load_plan(project)  # fills the cache
+    code = ("import sys; from pathlib import Path; from compiler.plan import load_plan; "
+            f"p = load_plan(Path({str(project)!r})); "
+            "print(sorted(m for m in ('pydantic', 'jinja2', 'jsonschema') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_plan_follows_project_and_data_changes(tmp_path):
+    project = make_project(tmp_path, copy_data=True)
+    plan = load_plan(project)
+    assert plan.experiments["base"].specs["export"].data["export"]["opset_version"] == 17
+    project.write_text(project.read_text().replace("  opset: 17", "  opset: 18"))
+    plan = load_plan(project)
+    assert plan.experiments["base"].specs["export"].data["export"]["opset_version"] == 18
+    spec = tmp_path / "results/base/specs/export.yaml"
+    assert "opset_version: 18" in spec.read_text()
+    # a data file the checks read changes: the cache must not hide the new problem
+    ann = tmp_path / "data/shapes/val/annotations.json"
+    doc = json.loads(ann.read_text())
+    doc["annotations"][0]["category_id"] = 9
+    ann.write_text(json.dumps(doc))
+    os.utime(ann, ns=(1, 1))
+    with pytest.raises(ProjectError, match="category ids not in dataset.classes"):
+        load_plan(project)
+
+
+def test_deleted_spec_is_rewritten_from_the_cache(tmp_path):
+    project = make_project(tmp_path)
+    load_plan(project)
+    spec = tmp_path / "results/base/specs/train.yaml"
+    text = spec.read_text()
+    spec.unlink()
+    load_plan(project)
+    assert spec.read_text() == text
