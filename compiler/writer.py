@@ -13,7 +13,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from .compile import CompiledExperiment
-from .files import atomic_write, write_if_changed
+from .files import write_if_changed
 
 
 def outputs(compiled: CompiledExperiment) -> dict[str, str]:
