@@ -258,3 +258,28 @@ def test_changed_spec_does_not_resume(tmp_path):
     stale = list((folder / "results/base/train/.stale").glob("*/model_epoch_000.pth"))
     assert stale, "old checkpoints must be kept aside, not deleted"
     assert "Resuming training" not in log.split("previous checkpoints moved to")[1]
+
+
+# --------------------------------------------------------------------------- status / explain
+
+
+def test_status_and_explain(copy):
+    def taomake(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "taomake.cli", *args], cwd=copy,
+                              capture_output=True, text=True, check=True).stdout
+
+    out = taomake("status")
+    assert "results/base/export/model.onnx" in out and "up to date" in out
+    assert "test_mAP=0.2500" in out and "epoch 0 (best)" in out
+    assert taomake("explain", "results/base/export/model.onnx").startswith(
+        "results/base/export/model.onnx is up to date")
+    edit(copy, "  opset: 17", "  opset: 18")
+    edit(copy, "  hidden_dim: 64", "  hidden_dim: 96")
+    assert "stale" in taomake("status")
+    out = taomake("explain", "results/base/export/model.onnx")
+    lines = (copy / "project.yaml").read_text().splitlines()
+    opset_line = next(i for i, x in enumerate(lines, 1) if "opset: 18" in x)
+    hidden_line = next(i for i, x in enumerate(lines, 1) if "hidden_dim: 96" in x)
+    assert f"export.opset_version: 17 -> 18  <- project.yaml:{opset_line}" in out
+    assert f"model.hidden_dim: 64 -> 96  <- project.yaml:{hidden_line}" in out
+    assert "train (base)" in out  # the upstream retraining is part of the answer

@@ -155,6 +155,7 @@ def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     out, counts = snakemake(folder, "results/base/train/model.pth")
     assert counts.get("train") == 1
     log = (folder / "results/base/logs/train.log").read_text()
-    assert "resuming: checkpoints up to epoch" in log
+    assert "resuming: checkpoints up to epoch" in log  # taomake kept the checkpoints
+    assert "Setting resume checkpoint to" in log  # and TAO itself resumed from them
     assert (folder / "results/base/train/model_epoch_005.pth").exists()
     shutil.rmtree(folder / "results", ignore_errors=True)
