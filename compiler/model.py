@@ -131,6 +131,8 @@ class Runner(Strict):
     env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
         default_factory=list, description="Names of environment variables passed to TAO "
         "(values are never written anywhere), e.g. WANDB_API_KEY.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="TAO's log level (TAO_LOGGING_LEVEL); never reruns anything.")
     local: LocalRunner = Field(LocalRunner(), description="Settings of the local runner.")
     docker: DockerRunner = Field(DockerRunner(), description="Settings of the docker runner.")
     apptainer: ApptainerRunner = Field(ApptainerRunner(),

@@ -6,6 +6,6 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 printf '\n== building the demo pipeline (snakemake --cores all)\n'
-"$ROOT/.venv/bin/snakemake" --cores all "$@"
+"$ROOT/.venv/bin/snakemake" --cores all --quiet rules "$@"
 printf '\n== results\n'
 "$ROOT/.venv/bin/taomake" status

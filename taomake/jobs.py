@@ -234,7 +234,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
                  env_names=tuple(p.hardware.runner.env), gpus=p.hardware.gpus_per_node,
                  gpu_ids=tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node)),
                  nodes=p.hardware.nodes if action.name in ("train", "distill") else 1,
-                 shm_size=p.hardware.shm_size)
+                 shm_size=p.hardware.shm_size,
+                 extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     status = out_dir / "status.json"
     label = f"{action.name} ({experiment})"

@@ -87,6 +87,7 @@ MATRIX = [
     ("runner, partition, log settings", "  shm_size: 2g",
      "  shm_size: 2g\n  slurm: {partition: gpu, account: lab}", set()),
     ("runner kind", "    kind: local", "    kind: docker", set()),
+    ("log level", "    kind: local", "    log_level: DEBUG\n    kind: local", set()),
 ]
 
 
