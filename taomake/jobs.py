@@ -29,6 +29,7 @@ from compiler.writer import changed_keys
 
 from .process import Interrupted
 from .runners import TaoJob
+from .runners.mounts import job_mounts
 from .status import EpochRow, error_lines, evaluation_metrics, outcome, read_status, training_curve
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -235,7 +236,9 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
                  gpu_ids=tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node)),
                  nodes=p.hardware.nodes if action.name in ("train", "distill") else 1,
                  shm_size=p.hardware.shm_size,
-                 extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level})
+                 extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level},
+                 mounts=tuple(job_mounts(spec.data, root, compiled.layout.root, job_spec)),
+                 label=f"{p.name}/{experiment}/{action.name}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     status = out_dir / "status.json"
     label = f"{action.name} ({experiment})"

@@ -13,6 +13,8 @@ from typing import IO, Protocol
 
 from compiler.actions import Action
 
+from .mounts import Mount
+
 
 @dataclass(frozen=True)
 class TaoJob:
@@ -29,6 +31,8 @@ class TaoJob:
     nodes: int = 1
     shm_size: str = "16g"
     extra_env: dict[str, str] = field(default_factory=dict)  # non-secret values we set
+    mounts: tuple[Mount, ...] = ()  # what a container must see (see runners.mounts)
+    label: str = ""  # "<project>/<experiment>/<action>", for container labels and job names
 
     def tao_argv(self) -> list[str]:
         return ["rtdetr", self.action.subcommand, "-e", str(self.spec),
