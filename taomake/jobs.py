@@ -29,6 +29,7 @@ from compiler.writer import changed_keys
 
 from .process import Interrupted
 from .runners import TaoJob
+from .runners.registry import make_runner
 from .runners.mounts import job_mounts
 from .status import EpochRow, error_lines, evaluation_metrics, outcome, read_status, training_curve
 
@@ -43,16 +44,6 @@ def _say(msg: str) -> None:
 
 def _load_yaml(path: Path) -> Any:
     return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
-
-
-def make_runner(project, root: Path):
-    kind = project.hardware.runner.kind
-    if kind == "local":
-        from .runners.local import LocalRunner
-
-        return LocalRunner.from_settings(project.hardware.runner.local.venv, root)
-    raise UsageError(f"runner {kind!r} is not available in this version of taomake; "
-                     "use hardware.runner.kind: local")
 
 
 # --------------------------------------------------------------------------- resume guard

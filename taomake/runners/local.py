@@ -65,3 +65,7 @@ class LocalRunner:
         self.check()
         return run_tree(self.argv(job), cwd=job.workdir, env=self.env(job), log=log,
                         on_tick=on_tick)
+
+
+def from_project(project, root: Path) -> LocalRunner:
+    return LocalRunner.from_settings(project.hardware.runner.local.venv, root)

@@ -1,0 +1,20 @@
+"""Pick the runner project.yaml asks for.  Each runner module has `from_project(project, root)`."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+from compiler.errors import UsageError
+
+MODULES = {"local": "local", "docker": "docker", "apptainer": "apptainer", "pyxis": "pyxis"}
+
+
+def make_runner(project, root: Path):
+    kind = project.hardware.runner.kind
+    try:
+        module = import_module(f"taomake.runners.{MODULES[kind]}")
+    except ModuleNotFoundError:
+        raise UsageError(f"runner {kind!r} is not available in this taomake installation; "
+                         "use hardware.runner.kind: local") from None
+    return module.from_project(project, root)
