@@ -29,8 +29,8 @@ from compiler.writer import changed_keys
 
 from .process import Interrupted
 from .runners import TaoJob
-from .runners.registry import make_runner
 from .runners.mounts import job_mounts
+from .runners.registry import make_runner
 from .status import EpochRow, error_lines, evaluation_metrics, outcome, read_status, training_curve
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
