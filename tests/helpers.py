@@ -22,3 +22,17 @@ def make_project(folder: Path, text: str | None = None, *, copy_data: bool = Fal
         else:
             data.symlink_to(REPO / "data")
     return project
+
+
+def processes_matching(marker: str) -> list[str]:
+    """Live (non-zombie) processes whose command line contains `marker`."""
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmd and state != "Z":
+            alive.append(f"{pid}: {cmd[:200]}")
+    return alive

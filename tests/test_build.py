@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, make_project, processes_matching
 
 FAKE_VENV = REPO / "tests" / "fake_tao"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
@@ -191,21 +191,6 @@ def test_failures_are_detected(copy, fail, expect):
 # --------------------------------------------------------------------------- interruption
 
 
-def _descendants_alive(marker: str) -> list[str]:
-    alive = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
-        except (OSError, IndexError):
-            continue
-        if marker in cmd and state != "Z":
-            alive.append(f"{pid}: {cmd}")
-    return alive
-
-
 def _start(folder: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([*SNAKEMAKE, "results/base/train/model.pth"], cwd=folder,
                             env={**os.environ, "FAKE_TAO_CALLS": str(folder / "calls.txt"),
@@ -213,24 +198,27 @@ def _start(folder: Path, env: dict[str, str]) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
-
-
-def test_sigterm_stops_training_and_rerun_resumes(tmp_path):
+def interrupted_training(tmp_path: Path, env: dict[str, str]) -> Path:
+    """A 4-epoch training stopped by SIGTERM to snakemake after its first checkpoint."""
     folder = tmp_path / "proj"
     make_project(folder, fake_project_text().replace("  epochs: 2", "  epochs: 4"))
-    env = {"FAKE_TAO_EPOCH_SECONDS": "1.5"}
     proc = _start(folder, env)
-    _wait_for(folder / "results/base/train/model_epoch_000.pth")
+    first = folder / "results/base/train/model_epoch_000.pth"
+    deadline = time.monotonic() + 60
+    while not first.exists():
+        assert time.monotonic() < deadline, f"{first} never appeared"
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGTERM)  # snakemake only, as a scheduler or `kill` would
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, out
+    return folder
+
+
+def test_sigterm_stops_training_and_rerun_resumes(tmp_path):
+    env = {"FAKE_TAO_EPOCH_SECONDS": "1.5"}
+    folder = interrupted_training(tmp_path, env)
     time.sleep(0.5)
-    assert _descendants_alive(str(folder)) == []
+    assert processes_matching(str(folder)) == []
     assert not (folder / "results/base/train/run.json").exists()
     saved = sorted(p.name for p in (folder / "results/base/train").glob("model_epoch_*.pth"))
     assert saved and "model_epoch_003.pth" not in saved
@@ -245,13 +233,7 @@ def test_sigterm_stops_training_and_rerun_resumes(tmp_path):
 
 
 def test_changed_spec_does_not_resume(tmp_path):
-    folder = tmp_path / "proj"
-    make_project(folder, fake_project_text().replace("  epochs: 2", "  epochs: 4"))
-    env = {"FAKE_TAO_EPOCH_SECONDS": "1.5"}
-    proc = _start(folder, env)
-    _wait_for(folder / "results/base/train/model_epoch_000.pth")
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.communicate(timeout=60)
+    folder = interrupted_training(tmp_path, {"FAKE_TAO_EPOCH_SECONDS": "1.5"})
     edit(folder, "  lr: 0.0002", "  lr: 0.0005")
     snakemake(folder, "results/base/train/model.pth", env={"FAKE_TAO_EPOCH_SECONDS": "0"})
     log = (folder / "results/base/logs/train.log").read_text()

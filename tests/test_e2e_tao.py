@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, make_project, processes_matching
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
@@ -120,19 +120,6 @@ def test_deleting_onnx_rebuilds_export_only(demo):
     assert counts == {"export": 1}
 
 
-def _alive_with(marker: str) -> list[str]:
-    alive = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
-        except (OSError, IndexError):
-            continue
-        if marker in cmd and state != "Z":
-            alive.append(f"{pid}: {cmd[:200]}")
-    return alive
-
-
 def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     folder = tmp_path / "interrupt"
     make_project(folder, project_text(tao_venv, epochs=6), copy_data=True)
@@ -148,7 +135,7 @@ def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) != 0
     time.sleep(1.0)
-    assert _alive_with(str(tao_venv)) == [] and _alive_with(str(folder)) == []
+    assert processes_matching(str(tao_venv)) == [] and processes_matching(str(folder)) == []
     saved = sorted((folder / "results/base/train").glob("model_epoch_*.pth"))
     assert saved and len(saved) < 6
 
