@@ -78,23 +78,25 @@ def classmap_lines(classes: dict[int, str], *, deploy: bool) -> list[str]:
 
 def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
     """Which actions an experiment builds, and a one-line reason for each left out."""
-    source = "distill" if p.distill else "train"
-    actions = [source, "export"]
-    skipped: dict[str, str] = {"train" if p.distill else "distill":
-                               "distill replaces train" if p.distill else "no `distill:` section"}
-    for name, present, why in (("evaluate", p.dataset.test, "no dataset.test split"),
-                               ("inference", p.dataset.inference, "no dataset.inference images"),
-                               ("quantize", p.quantize, "no `quantize:` section")):
-        (actions.append(name) if present else skipped.__setitem__(name, why))
+    actions = ["distill" if p.distill else "train", "export"]
+    skipped = {"train": "distill replaces train"} if p.distill else \
+        {"distill": "no `distill:` section"}
+    optional = [("evaluate", p.dataset.test, "no dataset.test split"),
+                ("inference", p.dataset.inference, "no dataset.inference images"),
+                ("quantize", p.quantize, "no `quantize:` section")]
+    deploy = [("gen_trt_engine", True, ""),
+              ("trt_evaluate", p.dataset.test, "no dataset.test split"),
+              ("trt_inference", p.dataset.inference, "no dataset.inference images")]
     if p.hardware.gpus_per_node > 0:
-        actions.append("gen_trt_engine")
-        for name, present, why in (("trt_evaluate", p.dataset.test, "no dataset.test split"),
-                                   ("trt_inference", p.dataset.inference,
-                                    "no dataset.inference images")):
-            (actions.append(name) if present else skipped.__setitem__(name, why))
+        optional += deploy
     else:
-        for name in ("gen_trt_engine", "trt_evaluate", "trt_inference"):
-            skipped[name] = "TensorRT needs a GPU (hardware.gpus_per_node is 0)"
+        skipped.update({name: "TensorRT needs a GPU (hardware.gpus_per_node is 0)"
+                        for name, _, _ in deploy})
+    for name, present, why in optional:
+        if present:
+            actions.append(name)
+        else:
+            skipped[name] = why
     return actions, skipped
 
 
