@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compiler.errors import RunError
+
 # spec keys whose string values are file system paths (TAO-FACTS §1)
 PATH_KEYS = {"image_dir", "json_file", "classmap", "pretrained_backbone_path",
              "pretrained_model_path", "checkpoint", "onnx_file", "trt_engine", "model_path",
@@ -60,8 +62,9 @@ def job_mounts(spec: dict[str, Any], workdir: Path, results_dir: str,
         if _within(path, rw):
             continue
         if not path.exists():
-            raise FileNotFoundError(f"{raw}: named in the spec but missing on the host, and "
-                                    f"outside {results_dir} (the only writable mount)")
+            raise RunError(f"{raw}: named in the spec but missing on the host, and outside "
+                           f"{results_dir} (the only writable mount); fix the path in "
+                           "project.yaml or build what produces it first")
         mounts.setdefault(str(path), Mount(str(path), str(path), True))
     spec_copy = spec_copy.resolve()
     if not _within(spec_copy, rw):
