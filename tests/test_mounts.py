@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from compiler import compile_project, load_project
@@ -18,9 +20,9 @@ def test_mounts_cover_every_spec_path_and_nothing_else(tmp_path):
         writable = [m for m in mounts if not m.read_only]
         assert [m.source for m in writable] == [str((tmp_path / "results/base").resolve())]
         for raw in spec_paths(spec.data):
-            path = (lp.root / raw).resolve()
-            assert any(str(path) == m.source or
-                       str(path).startswith(m.source + "/") for m in mounts), (action, raw)
+            path = os.path.normpath(lp.root / raw)
+            assert any(path == m.source or path.startswith(m.source + "/")
+                       for m in mounts), (action, raw)
         assert all(m.source == m.target for m in mounts)
 
 
