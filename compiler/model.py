@@ -115,6 +115,12 @@ class DockerRunner(Strict):
         description="ulimit name -> value (soft = hard).")
     allow_root: bool = Field(False, description="Allow running as uid 0 with writable mounts.")
     stop_timeout: PosInt = Field(10, description="Seconds between SIGTERM and SIGKILL on stop.")
+    mounts: list[Annotated[str, Field(pattern=r"^[/~][^:]*:/[^:]+(:ro)?$")]] = Field(
+        default_factory=list, description="Extra read-only bind mounts `host:container[:ro]` "
+        "(always mounted read-only; `~` is expanded), e.g. a TAO venv for a CPU test image.")
+    tao_bin: str | None = Field(
+        None, description="Folder holding `rtdetr` inside the image (put first on PATH); "
+        "default: `rtdetr` from the image's PATH.")
 
 
 class ApptainerRunner(Strict):
@@ -133,6 +139,11 @@ class Runner(Strict):
         "(values are never written anywhere), e.g. WANDB_API_KEY.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="TAO's log level (TAO_LOGGING_LEVEL); never reruns anything.")
+    retries: Annotated[int, Field(ge=0)] = Field(
+        2, description="Reruns of a TAO job that failed from an infrastructure fault (node "
+        "failure, preemption, GPU Xid/ECC, NCCL/InfiniBand transport error); training resumes "
+        "from its last checkpoint. Program faults (CUDA out of memory, traceback, missing "
+        "file, time limit) are never retried. Never reruns anything by itself.")
     local: LocalRunner = Field(LocalRunner(), description="Settings of the local runner.")
     docker: DockerRunner = Field(DockerRunner(), description="Settings of the docker runner.")
     apptainer: ApptainerRunner = Field(ApptainerRunner(),

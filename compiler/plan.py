@@ -21,7 +21,7 @@ from typing import Any
 from .files import atomic_write, write_if_changed
 from .layout import Layout
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: ExperimentPlan.resources
 CACHE_NAME = ".taomake-plan.json"
 
 
@@ -42,6 +42,8 @@ class ExperimentPlan:
     specs: dict[str, SpecEntry]
     files: dict[str, str]  # classmaps
     skipped: dict[str, str]
+    # per action: Snakemake/SLURM resources (gres, cpus_per_task, mem_mb, runtime, slurm_*)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def layout(self) -> Layout:
@@ -93,6 +95,41 @@ def _data_deps(lp, compiled) -> list[str]:
     return sorted(out)
 
 
+TRAINING_ACTIONS = ("train", "distill")
+TAO_ACTIONS = ("train", "distill", "evaluate", "inference", "export", "quantize",
+               "gen_trt_engine", "trt_evaluate", "trt_inference")
+
+
+def resources_of(hardware) -> dict[str, dict[str, Any]]:
+    """Snakemake resources per TAO action from project.yaml `hardware` (+ `hardware.slurm`).
+
+    Training/distillation get `nodes` x `gpus_per_node` GPUs and `time_minutes`; every other
+    action (engine builds, evaluation, inference, export, quantization) runs on one node with
+    one GPU (none on CPU) for `eval_time_minutes`.  Resources are never rerun triggers."""
+    s = hardware.slurm
+    out: dict[str, dict[str, Any]] = {}
+    for action in TAO_ACTIONS:
+        training = action in TRAINING_ACTIONS
+        gpus = hardware.gpus_per_node if training else min(hardware.gpus_per_node, 1)
+        nodes = hardware.nodes if training and gpus else 1
+        r: dict[str, Any] = {
+            "nodes": nodes,
+            "cpus_per_task": s.cpus_per_gpu * max(gpus, 1),
+            "mem_mb": s.mem_mb_per_gpu * max(gpus, 1),
+            "runtime": s.time_minutes if training else s.eval_time_minutes,
+        }
+        if gpus:
+            r["gres"] = f"gpu:{gpus}"
+        extra = ["--requeue" if s.requeue else "--no-requeue"]
+        r["slurm_extra"] = " ".join(extra)
+        for key, value in (("slurm_partition", s.partition), ("slurm_account", s.account),
+                           ("constraint", s.constraint)):
+            if value:
+                r[key] = value
+        out[action] = r
+    return out
+
+
 def plan_from(lp, compiled) -> BuildPlan:
     experiments = {}
     for name, c in compiled.items():
@@ -101,7 +138,8 @@ def plan_from(lp, compiled) -> BuildPlan:
             name=name, results=p.results, source_action=c.source_action,
             use_checkpoint=str(p.train.use_checkpoint), best_metric=p.train.best_metric,
             specs={a: SpecEntry(s.path, s.text, s.data) for a, s in c.specs.items()},
-            files=dict(c.files), skipped=dict(c.skipped))
+            files=dict(c.files), skipped=dict(c.skipped),
+            resources=resources_of(p.hardware))
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
                      experiments=experiments, deps=_code_deps() + _data_deps(lp, compiled))
 

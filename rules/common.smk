@@ -118,3 +118,73 @@ onstart:
     from taomake.snakemake_support import forward_sigterm_to_jobs
 
     forward_sigterm_to_jobs()
+    preflight_or_stop()
+
+
+# Container images (apptainer .sif / pyxis .sqsh), converted once by rules/images.smk before
+# any TAO job; {} unless an experiment's runner is apptainer or pyxis.
+from taomake.runners.apptainer import project_images
+
+CONTAINER_IMAGES = project_images(os.path.join(PLAN.root, PROJECT))
+
+
+def container_image_of(action):
+    """A TAO rule's runtime input: a marker that is the same file for every runner.
+
+    The marker's rule (rules/images.smk) depends on the converted image for apptainer/pyxis
+    and on nothing otherwise; `ancient()` keeps a re-made marker from rerunning TAO jobs, so
+    switching runner never rebuilds an artifact, while the image is still built first."""
+    from compiler.actions import ACTIONS
+
+    return lambda w: ancient(f"{R}/.taomake/runtime/{w.exp}.{ACTIONS[action].flavor}.ready")
+
+
+def runtime_image(w):
+    """The converted image behind a runtime marker, or [] (local/docker runners)."""
+    entry = CONTAINER_IMAGES.get(w.exp, {}).get(w.flavor)
+    return [entry[0]] if entry else []
+
+
+IMAGE_FILES = {path: ref for exp in CONTAINER_IMAGES.values() for path, ref in exp.values()}
+
+
+def image_conversion(w):
+    """`apptainer build` / `enroot import` of one image into <file>.part (rules/images.smk)."""
+    import shlex
+
+    from taomake.runners.apptainer import conversion_argv
+
+    kind = "apptainer" if w.image.endswith(".sif") else "pyxis"
+    return shlex.join(conversion_argv(IMAGE_FILES[w.image], f"{w.image}.part", kind))
+
+
+def preflight_or_stop():
+    """Run `taomake preflight` once before the first job; a failure stops the build (exit 1)."""
+    from taomake.preflight import before_build
+
+    plugin = getattr(workflow, "executor_plugin", None)
+    try:
+        before_build(os.path.join(PLAN.root, PROJECT), getattr(plugin, "name", None))
+    except TaomakeError as exc:
+        sys.stderr.write(f"error: {exc.render()}\n")
+        sys.exit(exc.exit_code)
+
+
+def resources_for(action):
+    """Snakemake resources of a TAO action, from project.yaml `hardware` (+ `hardware.slurm`)
+    via the plan: used with `--profile profiles/slurm` (GPUs, CPUs, memory, wall time,
+    partition, account, constraint, requeue).  Resources are not rerun triggers and do not
+    touch specs.  Callables so each experiment gets its own."""
+    keys = sorted({k for e in EXPS.values() for k in e.resources.get(action, {})})
+
+    def one(key):
+        def get(wildcards, attempt=1):
+            value = EXPS[wildcards.exp].resources.get(action, {}).get(key)
+            if value is None:  # absent (e.g. no GPU on CPU projects): neutral values
+                return {"gres": "", "slurm_partition": "", "slurm_account": "", "constraint": "",
+                        "slurm_extra": ""}.get(key, 0)
+            return value
+
+        return get
+
+    return {key: one(key) for key in keys}

@@ -5,6 +5,7 @@
 rule gen_trt_engine:
     input:
         spec=spec_of("gen_trt_engine"),
+        image=container_image_of("gen_trt_engine"),
         onnx=f"{R}/{{exp}}/export/model.onnx",
     output:
         engine=f"{R}/{{exp}}/gen_trt_engine/model.{{precision}}.b{{profile}}.engine",
@@ -16,6 +17,8 @@ rule gen_trt_engine:
         f"{R}/{{exp}}/benchmarks/gen_trt_engine.{{precision}}.b{{profile}}.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("gen_trt_engine"),
     shell:
         "exec taomake run gen_trt_engine -p {params.project:q} -e {wildcards.exp} --log {log:q}"
 
@@ -23,6 +26,7 @@ rule gen_trt_engine:
 rule trt_evaluate:
     input:
         spec=spec_of("trt_evaluate"),
+        image=container_image_of("trt_evaluate"),
         engine=engine_of,
         data=data_inputs("trt_evaluate"),
     output:
@@ -35,6 +39,8 @@ rule trt_evaluate:
         f"{R}/{{exp}}/benchmarks/trt_evaluate.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("trt_evaluate"),
     shell:
         "exec taomake run trt_evaluate -p {params.project:q} -e {wildcards.exp} --log {log:q}"
 
@@ -42,6 +48,7 @@ rule trt_evaluate:
 rule trt_inference:
     input:
         spec=spec_of("trt_inference"),
+        image=container_image_of("trt_inference"),
         engine=engine_of,
         classmap=lambda w: layout(w.exp).classmap_deploy,
         data=data_inputs("trt_inference"),
@@ -55,5 +62,7 @@ rule trt_inference:
         f"{R}/{{exp}}/benchmarks/trt_inference.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("trt_inference"),
     shell:
         "exec taomake run trt_inference -p {params.project:q} -e {wildcards.exp} --log {log:q}"

@@ -4,6 +4,7 @@
 rule evaluate:
     input:
         spec=spec_of("evaluate"),
+        image=container_image_of("evaluate"),
         model=lambda w: model_of(w.exp),
         data=data_inputs("evaluate"),
     output:
@@ -16,5 +17,7 @@ rule evaluate:
         f"{R}/{{exp}}/benchmarks/evaluate.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("evaluate"),
     shell:
         "exec taomake run evaluate -p {params.project:q} -e {wildcards.exp} --log {log:q}"

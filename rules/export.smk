@@ -4,6 +4,7 @@
 rule export:
     input:
         spec=spec_of("export"),
+        image=container_image_of("export"),
         model=lambda w: model_of(w.exp),
     output:
         onnx=f"{R}/{{exp}}/export/model.onnx",
@@ -15,5 +16,7 @@ rule export:
         f"{R}/{{exp}}/benchmarks/export.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("export"),
     shell:
         "exec taomake run export -p {params.project:q} -e {wildcards.exp} --log {log:q}"

@@ -4,6 +4,7 @@
 rule inference:
     input:
         spec=spec_of("inference"),
+        image=container_image_of("inference"),
         model=lambda w: model_of(w.exp),
         classmap=lambda w: layout(w.exp).classmap,
         data=data_inputs("inference"),
@@ -17,5 +18,7 @@ rule inference:
         f"{R}/{{exp}}/benchmarks/inference.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("inference"),
     shell:
         "exec taomake run inference -p {params.project:q} -e {wildcards.exp} --log {log:q}"

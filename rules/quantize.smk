@@ -4,6 +4,7 @@
 rule quantize:
     input:
         spec=spec_of("quantize"),
+        image=container_image_of("quantize"),
         model=lambda w: model_of(w.exp),
         data=data_inputs("quantize"),
     output:
@@ -16,5 +17,7 @@ rule quantize:
         f"{R}/{{exp}}/benchmarks/quantize_{{backend}}.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("quantize"),
     shell:
         "exec taomake run quantize -p {params.project:q} -e {wildcards.exp} --log {log:q}"

@@ -4,6 +4,7 @@
 rule train:
     input:
         spec=spec_of("train"),
+        image=container_image_of("train"),
         data=data_inputs("train"),
     output:
         curve=f"{R}/{{exp}}/train/curve.csv",
@@ -16,6 +17,8 @@ rule train:
         f"{R}/{{exp}}/benchmarks/train.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("train"),
     shell:
         "exec taomake run train -p {params.project:q} -e {wildcards.exp} --log {log:q}"
 
@@ -23,6 +26,7 @@ rule train:
 rule distill:
     input:
         spec=spec_of("distill"),
+        image=container_image_of("distill"),
         data=data_inputs("distill"),
         teacher=teacher_inputs,
     output:
@@ -36,6 +40,8 @@ rule distill:
         f"{R}/{{exp}}/benchmarks/distill.tsv"
     conda:
         "../envs/taomake.yaml"
+    resources:
+        **resources_for("distill"),
     shell:
         "exec taomake run distill -p {params.project:q} -e {wildcards.exp} --log {log:q}"
 

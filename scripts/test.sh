@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # The test suite: set up everything the tests need, then run pytest (extra args go to pytest).
+# As root (CI) this also installs and starts the services the tests use: a Docker engine with a
+# locally built TAO CPU test image, and a single-node SLURM cluster.  Without root those tests
+# skip with the command to run (in CI they fail instead).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+if [ "$(id -u)" = 0 ]; then
+  for service in docker tao-cpu-image slurm; do
+    printf '\n== service: %s\n' "$service"
+    PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" \
+      bash "$ROOT/scripts/services/$service.sh"
+  done
+else
+  printf '\n== not root: docker/SLURM services not started (their tests skip)\n'
+fi
 printf '\n== pytest\n'
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

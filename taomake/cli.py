@@ -146,6 +146,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .preflight import main as preflight_main
+
+    return preflight_main(args.project, slurm=args.slurm)
+
+
+def cmd_node_env(args: argparse.Namespace) -> int:
+    from .runners.multinode import exec_with_task_env
+
+    argv = list(args.rest)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    return exec_with_task_env(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taomake", description="Compile project.yaml into TAO RT-DETR specs and build "
@@ -185,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
             "(train.use_checkpoint)")
     p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
     add("status", cmd_status, "per experiment: each artifact, up to date or not, key metric")
+    p = add("preflight", cmd_preflight, "check that this machine can run the project's jobs "
+            "(runner, images, SLURM, disk, data); exit 1 on a failure")
+    p.add_argument("--slurm", action=argparse.BooleanOptionalAction, default=None,
+                   help="check the SLURM commands (default: when hardware.slurm.partition "
+                   "is set)")
     p = add("explain", cmd_explain, "why a target is stale, down to the project.yaml keys")
     p.add_argument("target", help="a file under results/, e.g. results/base/export/model.onnx")
     p = add("schemas", cmd_schemas, "regenerate schemas/ from TAO's config dataclasses",
@@ -203,10 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sample-data", cmd_sample_data, "generate the synthetic shapes dataset",
             project=False)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options (--help)")
+    p = add("node-env", cmd_node_env, "inside one srun task: set WORLD_SIZE, NUM_GPU_PER_NODE, "
+            "MASTER_ADDR/PORT and this task's NODE_RANK, then exec the command after --",
+            project=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     return parser
 
 
-PASS_THROUGH = {"schemas", "setup", "sample-data"}  # their options belong to the sub-tool
+# their options belong to the sub-tool
+PASS_THROUGH = {"schemas", "setup", "sample-data", "node-env"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from compiler.errors import RunError, UsageError
 from compiler.files import atomic_write
 from compiler.writer import changed_keys
 
+from .failures import classify
 from .process import Interrupted
 from .runners import TaoJob
 from .runners.mounts import job_mounts
@@ -237,32 +238,51 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
         if action.name in ("train", "distill"):
             guard_resume(out_dir, spec.data, log)
         atomic_write(job_spec, spec.text)
-        if action.name == "export":
-            (root / compiled.layout.onnx).unlink(missing_ok=True)  # TAO asserts it is absent
-        before = len(read_status(status))
-        _note(log, f"{label}: {' '.join(job.tao_argv())} via the {runner.name} runner "
-                   f"(cwd {root})")
-        started = time.monotonic()
-        try:
-            rc = runner.run(job, log, on_tick=_Progress(status, before, label)
-                            if action.name in ("train", "distill") else None)
-        except Interrupted as exc:
-            _note(log, f"{label}: {exc}; TAO stopped, no process left behind")
-            raise
-        records = read_status(status)[before:]
-        verdict = outcome(records, action.final_message)
-        problems = [] if rc == 0 else [f"TAO exited with code {rc}"]
-        if not verdict.finished:
-            problems.append(verdict.reason)
-        if not problems:
-            problems = finish_outputs(action, root, compiled, records, spec.data)
-        elapsed = time.monotonic() - started
-        if problems:
-            tail = error_lines(records)
+        retries = p.hardware.runner.retries
+        attempt = 0
+        while True:
+            if action.name == "export":
+                (root / compiled.layout.onnx).unlink(missing_ok=True)  # TAO asserts it is absent
+            before = len(read_status(status))
             log.flush()
+            log_start = log.tell()
+            _note(log, f"{label}: {' '.join(job.tao_argv())} via the {runner.name} runner "
+                       f"(cwd {root})" + (f", retry {attempt} of {retries}" if attempt else ""))
+            started = time.monotonic()
+            try:
+                rc = runner.run(job, log, on_tick=_Progress(status, before, label)
+                                if action.name in ("train", "distill") else None)
+            except Interrupted as exc:
+                _note(log, f"{label}: {exc}; TAO stopped, no process left behind")
+                raise
+            records = read_status(status)[before:]
+            verdict = outcome(records, action.final_message)
+            problems = [] if rc == 0 else [f"TAO exited with code {rc}"]
+            if not verdict.finished:
+                problems.append(verdict.reason)
+            if not problems:
+                problems = finish_outputs(action, root, compiled, records, spec.data)
+            elapsed = time.monotonic() - started
+            if not problems:
+                break
+            log.flush()
+            failure = classify(_tail_from(log_path, log_start, 60), records[-20:])
+            if failure.retryable and attempt < retries:
+                attempt += 1
+                _note(log, f"{label}: infrastructure fault ({failure.cause}: "
+                           f"{failure.evidence_line}); retry {attempt} of {retries}, resuming "
+                           "from the saved checkpoints where there are any")
+                continue
+            tail = error_lines(records)
             log_tail = _tail(log_path, 15)
-            _note(log, f"{label}: FAILED after {elapsed:.0f} s: " + "; ".join(problems))
-            raise RunError(f"{label} failed: " + "; ".join(problems)
+            why = (f"{failure.kind} fault: {failure.cause}" if failure.kind != "unknown"
+                   else "cause unknown")
+            if failure.retryable:
+                why += f", still failing after {retries} retries"
+            _note(log, f"{label}: FAILED after {elapsed:.0f} s ({why}): " + "; ".join(problems))
+            raise RunError(f"{label} failed ({why}): " + "; ".join(problems)
+                           + (f"\n  evidence: {failure.evidence_line}"
+                              if failure.evidence_line else "")
                            + ("\n  status.json errors:\n    " + "\n    ".join(tail) if tail
                               else "")
                            + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
@@ -272,6 +292,17 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
             {"runner": runner.name, "tao_seconds": round(elapsed, 3),
              "argv": job.tao_argv()}, indent=2) + "\n")
         _note(log, f"{label}: finished in {elapsed:.0f} s")
+
+
+def _tail_from(path: Path, offset: int, n: int) -> list[str]:
+    """The last n lines written to `path` after byte `offset` (this attempt's output)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", errors="replace").splitlines()[-n:]
 
 
 def _tail(path: Path, n: int) -> list[str]:

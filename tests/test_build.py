@@ -266,3 +266,12 @@ def test_status_and_explain(copy):
     assert f"export.opset_version: 17 -> 18  <- project.yaml:{opset_line}" in out
     assert f"model.hidden_dim: 64 -> 96  <- project.yaml:{hidden_line}" in out
     assert "train (base)" in out  # the upstream retraining is part of the answer
+
+
+def test_switching_to_a_container_runner_rebuilds_nothing(copy):
+    # the runtime marker changes its own inputs (the image); TAO jobs see the same input list
+    edit(copy, "    kind: local", "    kind: apptainer")
+    proc = snakemake(copy, "-n", check=False)
+    planned = proc.stdout
+    assert "rule train:" not in planned and "rule export:" not in planned
+    assert "rule container_image:" in planned and "rule runtime_ready:" in planned

@@ -52,8 +52,8 @@ def demo(tao_venv, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("e2e") / "demo"
     make_project(folder, project_text(tao_venv), copy_data=True)
     out, counts = snakemake(folder)
-    assert counts == {"train": 1, "select_checkpoint": 1, "evaluate": 1, "export": 1,
-                      "inference": 1}, out[-3000:]
+    assert counts == {"runtime_ready": 1, "train": 1, "select_checkpoint": 1, "evaluate": 1,
+                      "export": 1, "inference": 1}, out[-3000:]
     return folder
 
 

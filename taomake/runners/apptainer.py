@@ -1,0 +1,200 @@
+"""Run TAO from a converted Apptainer image (`.sif`), on a workstation or a SLURM node.
+
+Same rules as the docker runner: only `job.mounts` are visible (inputs read-only, the results
+folder read-write, each at the same path as on the host), the job runs as the invoking user with
+HOME/USER/LOGNAME and the cache folders under the results folder, and the project folder is the
+working directory.
+
+Secrets with `--cleanenv`: `--cleanenv` drops the caller's environment, except variables named
+`APPTAINERENV_<NAME>`, which Apptainer hands to the container as `<NAME>`.  So a secret named in
+`hardware.runner.env` is passed by setting `APPTAINERENV_<NAME>` in the environment of the
+`apptainer` process from the caller's value: the value never appears in argv (visible in `ps`),
+in a log or in a manifest.  Only non-secret values (our HOME, caches, TAO_LOGGING_LEVEL) are
+written as `--env NAME=value`.
+
+The image is converted once, outside any GPU job, by rules/images.smk
+(`apptainer build <sif> docker://<image>`); `image_file()` names it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from compiler.errors import RunError
+
+from ..process import run_tree
+from . import TaoJob
+
+EXTENSIONS = {"apptainer": ".sif", "pyxis": ".sqsh"}
+# environment of the container-starting process itself (PATH finds apptainer/srun)
+HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME")
+# cache folders (TAO-FACTS §10): name -> sub-folder of $HOME/.cache (as the docker runner)
+CACHE_DIRS = {"XDG_CACHE_HOME": "", "HF_HOME": "huggingface", "TORCH_HOME": "torch",
+              "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
+              "MPLCONFIGDIR": "matplotlib"}
+
+
+# --------------------------------------------------------------------------- images
+
+
+def sanitise(image_ref: str) -> str:
+    """A file name for an image reference: nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt ->
+    nvcr.io_nvidia_tao_tao-toolkit_6.26.3-pyt (digests keep their hex)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", image_ref).strip("_.")
+
+
+def image_file(image_ref: str, image_dir: str, kind: str) -> str:
+    """Where the converted image of `image_ref` lives: <image_dir>/<sanitised ref>.sif|.sqsh."""
+    try:
+        ext = EXTENSIONS[kind]
+    except KeyError:
+        raise ValueError(f"no image file for runner kind {kind!r}") from None
+    return os.path.join(image_dir, sanitise(image_ref) + ext)
+
+
+def enroot_uri(image_ref: str) -> str:
+    """enroot separates the registry with '#': docker://nvcr.io#nvidia/tao/tao-toolkit:TAG."""
+    first, _, rest = image_ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return f"docker://{first}#{rest}"
+    return f"docker://{image_ref}"
+
+
+def conversion_argv(image_ref: str, output: str, kind: str) -> list[str]:
+    """The one-time conversion from the registry (never run inside a GPU job)."""
+    if kind == "apptainer":
+        return ["apptainer", "build", "--force", output, f"docker://{image_ref}"]
+    if kind == "pyxis":
+        return ["enroot", "import", "--output", output, enroot_uri(image_ref)]
+    raise ValueError(f"no image conversion for runner kind {kind!r}")
+
+
+def project_images(project_file: str | Path) -> dict[str, dict[str, tuple[str, str]]]:
+    """{experiment: {flavor: (image file relative to the project folder, image ref)}} for the
+    experiments whose runner is apptainer or pyxis; {} for everything else.
+
+    Cheap for the common case: a project file that never mentions either runner is not parsed
+    (Snakemake calls this on every start)."""
+    text = Path(project_file).read_text(encoding="utf-8")
+    if "apptainer" not in text and "pyxis" not in text:
+        return {}
+    from compiler import load_project
+
+    lp = load_project(project_file)
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for name, exp in lp.experiments.items():
+        p = exp.project
+        kind = p.hardware.runner.kind
+        if kind not in EXTENSIONS:
+            continue
+        image_dir = getattr(p.hardware.runner, kind).image_dir
+        out[name] = {flavor: (image_file(ref, image_dir, kind), ref)
+                     for flavor, ref in (("pytorch", p.tao.pytorch_image_ref),
+                                         ("deploy", p.tao.deploy_image_ref))}
+    return out
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def identity() -> tuple[str, str]:
+    """(USER, LOGNAME) of the invoking uid (torch needs them: getpwuid fails in the image)."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = os.environ.get("USER") or f"uid{os.getuid()}"
+    return name, name
+
+
+def container_env(job: TaoJob, user: str | None = None) -> dict[str, str]:
+    """Non-secret values the container gets: HOME/USER/LOGNAME, caches, job.extra_env."""
+    if user is None:
+        user = identity()[0]
+    home = (job.workdir / job.results_dir).resolve() / ".taomake" / "container-home"
+    env = {"HOME": str(home), "USER": user, "LOGNAME": user, "PYTHONUNBUFFERED": "1"}
+    for var, sub in CACHE_DIRS.items():
+        env[var] = str(home / ".cache" / sub) if sub else str(home / ".cache")
+    env.update(job.extra_env)
+    return env
+
+
+def make_env_dirs(env: Mapping[str, str]) -> None:
+    for key in ("HOME", *CACHE_DIRS):
+        if key in env:
+            Path(env[key]).mkdir(parents=True, exist_ok=True)
+
+
+def host_env(secret_names: tuple[str, ...], prefix: str = "") -> dict[str, str]:
+    """Environment of the apptainer/srun process: a few host variables plus the secrets
+    (renamed with `prefix`), taken from our own environment, values never logged."""
+    env = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
+    for name in secret_names:
+        if name in os.environ:
+            env[prefix + name] = os.environ[name]
+    return env
+
+
+# --------------------------------------------------------------------------- argv
+
+
+def apptainer_argv(job: TaoJob, image: str, *, env: Mapping[str, str],
+                   prefix: list[str] | None = None, wrapper: list[str] | None = None
+                   ) -> list[str]:
+    """`apptainer exec` for one job.  Pure: same job, image and env give the same argv.
+
+    `env` holds non-secret values only (written as --env); secrets go by name through
+    APPTAINERENV_<NAME> (see the module docstring).  `prefix` goes before `apptainer` (e.g.
+    `srun ...` for multi-node), `wrapper` between the image and `rtdetr` (e.g.
+    `taomake node-env --`)."""
+    argv = [*(prefix or []), "apptainer", "exec"]
+    if job.gpus:
+        argv.append("--nv")
+    # nothing of the host but the mounts: no $HOME, no current folder
+    argv += ["--cleanenv", "--no-mount", "home,cwd", "--pwd", str(job.workdir)]
+    for m in job.mounts:
+        argv += ["-B", f"{m.source}:{m.target}" + (":ro" if m.read_only else "")]
+    for name, value in env.items():
+        argv += ["--env", f"{name}={value}"]
+    return [*argv, image, *(wrapper or []), *job.tao_argv()]
+
+
+@dataclass
+class ApptainerRunner:
+    image_dir: Path
+    name: str = "apptainer"
+
+    def image(self, job: TaoJob) -> str:
+        return str(Path(image_file(job.image, str(self.image_dir), "apptainer")))
+
+    def check(self, job: TaoJob) -> None:
+        if not shutil.which("apptainer"):
+            raise RunError("apptainer is not on PATH (load its module, or use another "
+                           "hardware.runner.kind); `taomake preflight` checks this")
+        if not Path(self.image(job)).is_file():
+            raise RunError(f"{self.image(job)} is missing: build it with snakemake (rule "
+                           "container_image) or `apptainer build` it from "
+                           f"docker://{job.image}")
+
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+        if job.nodes > 1:
+            raise RunError("multi-node training with apptainer is not supported yet; use "
+                           "hardware.runner.kind: pyxis")
+        self.check(job)
+        env = container_env(job)
+        make_env_dirs(env)
+        argv = apptainer_argv(job, self.image(job), env=env)
+        return run_tree(argv, cwd=job.workdir,
+                        env=host_env(job.env_names, prefix="APPTAINERENV_"), log=log,
+                        on_tick=on_tick)
+
+
+def from_project(project, root: Path) -> ApptainerRunner:
+    folder = Path(os.path.expanduser(project.hardware.runner.apptainer.image_dir))
+    return ApptainerRunner(folder if folder.is_absolute() else root / folder)

@@ -1,0 +1,313 @@
+"""Run TAO in a Docker container through the Docker SDK (TAO-FACTS §10).
+
+The container sees exactly the job's mounts (inputs read-only, the experiment's results folder
+read-write, the spec copy) at the same paths as on the host, runs as the invoking user, has no
+network, and never outlives this process: a signal or an error stops and removes it.
+Secret environment variables are passed by name: their values go to the Docker daemon only,
+never into a log, a spec or a label.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from compiler.errors import RunError, UsageError
+
+from ..process import FORWARDED, Interrupted, die_with_parent
+from . import TaoJob
+
+# cache variables TAO's libraries write to; all point into the writable results folder
+CACHE_VARS = {"XDG_CACHE_HOME": "", "HF_HOME": "huggingface", "TORCH_HOME": "torch",
+              "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
+              "MPLCONFIGDIR": "matplotlib"}
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NO_GPU_RUNTIME = "could not select device driver"
+
+
+@dataclass(frozen=True)
+class User:
+    """Who the container runs as (the invoking user, by default)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+    name: str = "taomake"
+
+    @classmethod
+    def current(cls) -> User:
+        uid, gid = os.getuid(), os.getgid()
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = os.environ.get("USER") or "taomake"
+        return cls(uid, gid, tuple(g for g in os.getgroups() if g != gid), name)
+
+
+def parse_mount(text: str) -> tuple[str, str]:
+    """'host:container[:ro]' -> (host, container); extra mounts are always read-only."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "ro") or \
+            not all(p.startswith("/") for p in parts[:2]):
+        raise UsageError(f"hardware.runner.docker.mounts: {text!r} is not "
+                         "'/host/path:/container/path[:ro]'")
+    return parts[0], parts[1]
+
+
+@dataclass
+class DockerRunner:
+    """Settings of the docker runner (see compiler.model.DockerRunner for their help)."""
+
+    pull: bool = field(default=False, metadata={"help": "pull a missing image instead of failing"})
+    ipc_host: bool = field(default=False, metadata={"help": "--ipc=host instead of sized /dev/shm"})
+    ulimits: dict[str, int] = field(default_factory=lambda: {"memlock": -1, "stack": 67108864},
+                                    metadata={"help": "ulimit name -> value (soft = hard)"})
+    allow_root: bool = field(default=False,
+                             metadata={"help": "allow uid 0 with writable mounts"})
+    stop_timeout: int = field(default=10, metadata={"help": "seconds from SIGTERM to SIGKILL"})
+    mounts: tuple[str, ...] = field(default=(), metadata={
+        "help": "extra read-only mounts 'host:container[:ro]'"})
+    tao_bin: str | None = field(default=None, metadata={
+        "help": "folder holding rtdetr inside the image; default: the image's PATH"})
+    network: bool = field(default=False, metadata={
+        "help": "give the container the default bridge network (off: network_mode=none)"})
+    name: str = "docker"
+
+    # ------------------------------------------------------------------ pure parts
+
+    def command(self, job: TaoJob) -> list[str]:
+        argv = job.tao_argv()
+        if self.tao_bin:
+            argv[0] = f"{self.tao_bin.rstrip('/')}/{argv[0]}"
+        return argv
+
+    def home(self, job: TaoJob) -> Path:
+        """HOME and caches of the container: inside the writable results folder."""
+        return (job.workdir / job.results_dir).resolve() / ".taomake" / "container-home"
+
+    def environment(self, job: TaoJob, user: User, environ: Mapping[str, str]) -> dict[str, str]:
+        home = self.home(job)
+        env = {"HOME": str(home), "USER": user.name, "LOGNAME": user.name,
+               "PYTHONUNBUFFERED": "1"}
+        for var, sub in CACHE_VARS.items():
+            env[var] = str(home / ".cache" / sub) if sub else str(home / ".cache")
+        if self.tao_bin:
+            env["PATH"] = f"{self.tao_bin.rstrip('/')}:{SYSTEM_PATH}"
+        env.update(job.extra_env)
+        for name in job.env_names:  # by name: the value goes to the daemon only
+            if name in environ:
+                env[name] = environ[name]
+        return env
+
+    def volumes(self, job: TaoJob) -> dict[str, dict[str, str]]:
+        vols = {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                for m in job.mounts}
+        for text in self.mounts:
+            host, target = parse_mount(text)
+            vols.setdefault(host, {"bind": target, "mode": "ro"})
+        return vols
+
+    def create_kwargs(self, job: TaoJob, user: User,
+                      environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Everything passed to `client.containers.create` (no daemon needed)."""
+        from docker.types import DeviceRequest, Ulimit
+
+        kwargs: dict[str, Any] = {
+            "image": job.image,
+            "command": self.command(job),
+            "working_dir": str(job.workdir),
+            "user": f"{user.uid}:{user.gid}",
+            "group_add": [str(g) for g in user.groups],
+            "environment": self.environment(job, user, os.environ if environ is None
+                                            else environ),
+            "volumes": self.volumes(job),
+            "labels": {"taomake.job": job.label, "taomake.runner": self.name},
+            "ulimits": [Ulimit(name=k, soft=v, hard=v) for k, v in self.ulimits.items()],
+            "network_mode": "bridge" if self.network else "none",
+            "detach": True,
+        }
+        if not self.network:
+            # without a network /etc/hosts lacks the container's own name, and torchrun's
+            # rendezvous hangs resolving it: name the container and map that name to loopback
+            kwargs["hostname"] = "taomake-job"
+            kwargs["extra_hosts"] = {"taomake-job": "127.0.0.1"}
+        if self.ipc_host:
+            kwargs["ipc_mode"] = "host"
+        else:
+            kwargs["shm_size"] = job.shm_size
+        if job.gpus > 0:
+            ids = [str(i) for i in job.gpu_ids] or [str(i) for i in range(job.gpus)]
+            kwargs["device_requests"] = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+        return kwargs
+
+    def describe(self, job: TaoJob, kwargs: Mapping[str, Any]) -> str:
+        """One log line about the container: names of passed variables, never their values."""
+        mounts = ", ".join(f"{s}:{v['bind']}:{v['mode']}" for s, v in kwargs["volumes"].items())
+        passed = sorted(n for n in job.env_names if n in kwargs["environment"])
+        gpus = ""
+        if "device_requests" in kwargs:
+            gpus = f", gpus device={','.join(kwargs['device_requests'][0]['DeviceIDs'])}"
+        return (f"docker: image {kwargs['image']}, user {kwargs['user']}, network "
+                f"{kwargs['network_mode']}{gpus}, mounts [{mounts}], environment passed by "
+                f"name: {', '.join(passed) or '-'}")
+
+    def check_user(self, job: TaoJob, user: User) -> None:
+        if user.uid == 0 and not self.allow_root and any(not m.read_only for m in job.mounts):
+            raise UsageError("the docker runner would run TAO as root (uid 0) with writable "
+                             "mounts, leaving root-owned results; run taomake as a normal "
+                             "user, or set hardware.runner.docker.allow_root: true")
+
+    # ------------------------------------------------------------------ daemon parts
+
+    def client(self):
+        import docker
+
+        try:
+            client = docker.from_env()
+            client.ping()
+        except Exception as ex:
+            raise RunError(f"cannot reach the Docker daemon ({ex}); start it (e.g. "
+                           "scripts/services/docker.sh) or use hardware.runner.kind: local") \
+                from None
+        return client
+
+    def ensure_image(self, client, image: str, log: IO[bytes]) -> None:
+        import docker
+
+        try:
+            client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        if not self.pull:
+            raise UsageError(f"docker image {image} is not on this machine: run "
+                             f"`docker pull {image}` (or set hardware.runner.docker.pull: true)")
+        from docker.utils import parse_repository_tag
+
+        repo, tag = parse_repository_tag(image)
+        _write(log, f"docker: pulling {image}\n")
+        try:
+            for event in client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise RunError(f"docker pull {image} failed: {event['error']}")
+                status = " ".join(str(event[k]) for k in ("id", "status", "progress")
+                                  if event.get(k))
+                if status:
+                    _write(log, status + "\n")
+        except docker.errors.APIError as ex:
+            raise RunError(f"docker pull {image} failed: {ex.explanation or ex}") from None
+
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+        import docker
+
+        user = User.current()
+        self.check_user(job, user)
+        client = self.client()
+        self.ensure_image(client, job.image, log)
+        home = self.home(job)
+        for sub in CACHE_VARS.values():
+            (home / ".cache" / sub).mkdir(parents=True, exist_ok=True)
+        kwargs = self.create_kwargs(job, user)
+        _write(log, self.describe(job, kwargs) + "\n")
+
+        die_with_parent()
+        received: list[int] = []
+
+        def handler(signum, _frame):
+            received.append(signum)
+
+        previous = {sig: signal.signal(sig, handler) for sig in FORWARDED}
+        container = None
+        exited = False
+        try:
+            try:
+                container = client.containers.create(**kwargs)
+            except docker.errors.APIError as ex:
+                raise RunError(f"docker could not create a container from {job.image}: "
+                               f"{ex.explanation or ex}") from None
+            try:
+                container.start()
+            except docker.errors.APIError as ex:
+                text = str(ex.explanation or ex)
+                if NO_GPU_RUNTIME in text or "nvidia" in text.lower():
+                    raise RunError(
+                        f"no NVIDIA container runtime: this job asks for GPUs "
+                        f"{list(job.gpu_ids)} but Docker cannot give them ({text}); install "
+                        "nvidia-container-toolkit and run `nvidia-ctk runtime configure "
+                        "--runtime=docker`, then restart dockerd (or set "
+                        "hardware.gpus_per_node: 0)") from None
+                if "rlimit" in text:
+                    raise RunError(f"docker could not apply hardware.runner.docker.ulimits "
+                                   f"{self.ulimits} on this host ({text}); lower them or set "
+                                   "`ulimits: {}`") from None
+                raise RunError(f"docker could not start {job.image}: {text}") from None
+            streamer = threading.Thread(target=_stream, args=(container, log), daemon=True)
+            streamer.start()
+            result: dict[str, Any] = {}
+            waiter = threading.Thread(target=_wait, args=(container, result), daemon=True)
+            waiter.start()
+            while waiter.is_alive():
+                if on_tick:
+                    on_tick()
+                if received:
+                    raise Interrupted(received[0])
+                waiter.join(0.2)
+            streamer.join(10)
+            exited = "status" in result
+            if "error" in result:
+                raise RunError(f"lost the container of {job.label}: {result['error']}")
+            return int(result["status"].get("StatusCode", 1))
+        finally:  # remove first: a second signal during the stop must not leave it behind
+            if container is not None:
+                _remove(container, self.stop_timeout, running=not exited)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def _write(log: IO[bytes], text: str) -> None:
+    log.write(text.encode())
+    log.flush()
+
+
+def _stream(container, log: IO[bytes]) -> None:
+    try:
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            log.write(chunk)
+            log.flush()
+    except Exception:  # the container went away (stopped on a signal): nothing more to read
+        pass
+
+
+def _wait(container, result: dict[str, Any]) -> None:
+    try:
+        result["status"] = container.wait()
+    except Exception as ex:
+        result["error"] = ex
+
+
+def _remove(container, stop_timeout: int, running: bool = True) -> None:
+    """Stop (SIGTERM, then SIGKILL after stop_timeout) and remove; never raises."""
+    try:
+        if running:
+            container.reload()
+            if container.status in ("running", "restarting", "paused"):
+                container.stop(timeout=stop_timeout)
+    except Exception:
+        pass
+    try:
+        container.remove(force=True)
+    except Exception:
+        pass
+
+
+def from_project(project, root: Path) -> DockerRunner:
+    s = project.hardware.runner.docker
+    return DockerRunner(pull=s.pull, ipc_host=s.ipc_host, ulimits=dict(s.ulimits),
+                        allow_root=s.allow_root, stop_timeout=s.stop_timeout,
+                        mounts=tuple(os.path.expanduser(m) for m in s.mounts), tao_bin=s.tao_bin)

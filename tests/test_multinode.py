@@ -1,0 +1,90 @@
+"""Multi-node environment per srun task, the srun command line and per-action resources."""
+
+from __future__ import annotations
+
+import pytest
+
+from taomake.runners.multinode import srun_prefix, task_env
+
+
+def fake_expand(nodelist):
+    assert nodelist == "node[01-02]"
+    return ["node01", "node02"]
+
+
+@pytest.mark.parametrize("procid", ["0", "1"])
+def test_task_env_two_nodes_four_gpus(procid):
+    environ = {"SLURM_JOB_NODELIST": "node[01-02]", "SLURM_JOB_NUM_NODES": "2",
+               "SLURM_GPUS_PER_NODE": "4", "SLURM_PROCID": procid,
+               "NODE_RANK": "0"}  # a value exported once by the batch script: ignored
+    assert task_env(environ, expand=fake_expand) == {
+        "WORLD_SIZE": "2", "NUM_GPU_PER_NODE": "4", "MASTER_ADDR": "node01",
+        "MASTER_PORT": "29500", "NODE_RANK": procid}
+
+
+def test_task_env_typed_gpus_and_port():
+    env = task_env({"SLURM_JOB_NODELIST": "node[01-02]", "SLURM_PROCID": "1",
+                    "SLURM_GPUS_PER_NODE": "a100:4", "MASTER_PORT": "12345"}, expand=fake_expand)
+    assert env["NUM_GPU_PER_NODE"] == "4" and env["MASTER_PORT"] == "12345"
+    assert env["WORLD_SIZE"] == "2"
+
+
+def test_task_env_outside_srun_fails():
+    with pytest.raises(ValueError):
+        task_env({}, expand=fake_expand)
+    with pytest.raises(ValueError):
+        task_env({"SLURM_JOB_NODELIST": "node[01-02]"}, expand=fake_expand)
+
+
+def test_srun_argv():
+    assert srun_prefix(2, 4) == [
+        "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+        "--gpus-per-node=4", "taomake", "node-env", "--"]
+    assert "--wait-all-nodes=1" not in srun_prefix(2, 4)  # sbatch's option, not srun's
+    assert srun_prefix(1, 0, cpus_per_task=8)[-5:] == [
+        "--kill-on-bad-exit=1", "--cpus-per-task=8", "taomake", "node-env", "--"]
+
+
+def hardware(**kw):
+    from compiler.model import Hardware
+
+    return Hardware(**kw)
+
+
+def test_resources_gpu_training_vs_eval():
+    from compiler.plan import resources_of
+
+    r = resources_of(hardware(gpus_per_node=4, nodes=2, slurm={
+        "partition": "gpu", "account": "proj", "constraint": "a100", "cpus_per_gpu": 8,
+        "mem_mb_per_gpu": 32000, "time_minutes": 720, "eval_time_minutes": 60}))
+    assert r["train"] == {"nodes": 2, "gres": "gpu:4", "cpus_per_task": 32, "mem_mb": 128000,
+                          "runtime": 720, "slurm_partition": "gpu", "slurm_account": "proj",
+                          "constraint": "a100", "slurm_extra": "--requeue"}
+    assert r["distill"] == r["train"]
+    for action in ("gen_trt_engine", "evaluate", "trt_evaluate", "export", "inference"):
+        assert r[action]["gres"] == "gpu:1" and r[action]["nodes"] == 1
+        assert r[action]["runtime"] == 60 and r[action]["cpus_per_task"] == 8
+
+
+def test_resources_cpu_project_requests_no_gpu():
+    from compiler.plan import resources_of
+
+    r = resources_of(hardware(gpus_per_node=0, nodes=1, slurm={"requeue": False}))
+    assert all("gres" not in v for v in r.values())
+    assert all("slurm_partition" not in v and "slurm_account" not in v for v in r.values())
+    assert r["train"]["slurm_extra"] == "--no-requeue"
+
+
+def test_resources_do_not_change_specs(tmp_path):
+    """hardware.slurm only sizes jobs: the compiled specs are the same bytes."""
+    from compiler.plan import load_plan
+    from tests.helpers import REPO, make_project
+
+    a = load_plan(make_project(tmp_path / "a"))
+    text = (REPO / "project.yaml").read_text().replace(
+        "  shm_size: 2g", "  shm_size: 2g\n  slurm: {partition: x, account: y, cpus_per_gpu: 3}")
+    b = load_plan(make_project(tmp_path / "b", text))
+    sa, sb = a.experiments["base"], b.experiments["base"]
+    assert {k: s.text for k, s in sa.specs.items()} == {k: s.text for k, s in sb.specs.items()}
+    train = sb.resources["train"]
+    assert train["slurm_partition"] == "x" and train["cpus_per_task"] == 3

@@ -1,0 +1,122 @@
+"""The sample pipeline on the local SLURM cluster (scripts/services/slurm.sh) through
+`snakemake --profile profiles/slurm`, with the real TAO CPU venv inside the jobs; resources from
+project.yaml reach sbatch; a second run submits nothing; srun tasks get their own NODE_RANK."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, make_project
+from tests.test_e2e_tao import job_counts, project_text
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SLURM_HW = """  slurm:
+    partition: debug
+    account: {account}
+    cpus_per_gpu: 1            # per job on CPU projects
+    mem_mb_per_gpu: 3000
+    time_minutes: 20
+    eval_time_minutes: 10
+"""
+FIELDS = "JobID,JobName%60,Partition,Account,ReqCPUS,ReqMem,Timelimit,ReqTRES%80,State,WorkDir%300"
+
+
+def run_snakemake(folder: Path, *args: str, limit: int = 420) -> tuple[int, str]:
+    # timeout -k: the plugin can wait forever on a broken sacct and ignores SIGTERM
+    cmd = ["timeout", "-k", "15", str(limit), sys.executable, "-m", "snakemake",
+           "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles/slurm"), *args]
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def sacct_jobs(folder: Path, since: str) -> list[dict[str, str]]:
+    time.sleep(2)  # a just-finished job can be missing from sacct for about 1 s
+    out = subprocess.run(["sacct", "-a", "-X", "-P", "-S", since, f"--format={FIELDS}"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    head = out[0].split("|")
+    rows = [dict(zip(head, line.split("|"), strict=True)) for line in out[1:]]
+    return [r for r in rows if r["WorkDir"].rstrip("/") == str(folder)]
+
+
+@pytest.fixture(scope="module")
+def slurm_demo(slurm_cluster, tao_venv, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slurm") / "demo"
+    text = project_text(tao_venv).replace(
+        "  shm_size: 2g\n", "  shm_size: 2g\n" + SLURM_HW.format(account=slurm_cluster))
+    assert "partition: debug" in text
+    make_project(folder, text, copy_data=True)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    rc, out = run_snakemake(folder)
+    assert rc == 0, out[-5000:]
+    (folder / "snakemake-first.log").write_text(out)
+    return folder, since, out
+
+
+def test_sample_pipeline_on_slurm(slurm_demo):
+    folder, since, out = slurm_demo
+    counts = job_counts(out)
+    assert {k: counts.get(k) for k in ("train", "select_checkpoint", "evaluate", "export",
+                                       "inference")} == dict.fromkeys(
+        ("train", "select_checkpoint", "evaluate", "export", "inference"), 1), out[-3000:]
+    base = folder / "results/base"
+    assert (base / "train/model.pth").stat().st_size > 1_000_000
+    assert (base / "export/model.onnx").exists() and (base / "evaluate/metrics.json").exists()
+    jobs = sacct_jobs(folder, since)
+    assert len(jobs) >= 5 and all(j["State"] == "COMPLETED" for j in jobs), jobs
+
+
+def scontrol_job(job_id: str) -> dict[str, str]:
+    """`scontrol show job` as a dict (MinJobAge=600 keeps finished jobs there)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                         text=True, check=True).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def test_resources_reach_sbatch(slurm_demo, slurm_cluster):
+    folder, since, _ = slurm_demo
+    by_rule = {}
+    for j in sacct_jobs(folder, since):
+        show = scontrol_job(j["JobID"])
+        rule = show["Comment"].removeprefix("rule_").split("_wildcards")[0]
+        by_rule[rule] = (j, show)
+        print(rule, j, {k: show.get(k) for k in ("Partition", "Account", "NumCPUs", "TRES",
+                                                  "TimeLimit", "Requeue", "Comment")})
+    for rule in ("train", "evaluate", "export", "inference"):
+        j, show = by_rule[rule]
+        assert j["Partition"] == "debug" and j["Account"] == slurm_cluster, j
+        assert show["Partition"] == "debug" and show["Account"] == slurm_cluster
+        assert j["ReqCPUS"] == "1" and show["NumCPUs"] == "1", j
+        assert "mem=3000M" in show["TRES"] and "gres/gpu" not in show["TRES"], show
+        assert show["Requeue"] == "1"  # hardware.slurm.requeue: true -> --requeue
+        # training sized apart from evaluation/export/inference
+        assert show["TimeLimit"] == ("00:20:00" if rule == "train" else "00:10:00"), show
+
+
+def test_second_run_submits_nothing(slurm_demo):
+    folder, since, _ = slurm_demo
+    before = {j["JobID"] for j in sacct_jobs(folder, since)}
+    rc, out = run_snakemake(folder, limit=180)
+    assert rc == 0, out[-3000:]
+    assert "Nothing to be done" in out, out[-3000:]
+    assert {j["JobID"] for j in sacct_jobs(folder, since)} == before
+
+
+def test_srun_tasks_get_their_own_node_rank(slurm_cluster, tmp_path):
+    taomake = str(Path(sys.executable).parent / "taomake")
+    cmd = ["timeout", "-k", "5", "60", "srun", f"--account={slurm_cluster}", "--partition=debug",
+           "--nodes=1", "--ntasks=2", "--cpus-per-task=1", "--mem-per-cpu=500",
+           taomake, "node-env", "--",
+           sys.executable, "-c", "import os; print('RANK', *(os.environ[k] for k in ("
+           "'NODE_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')))"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = sorted(line.split()[1:] for line in proc.stdout.splitlines()
+                   if line.startswith("RANK"))
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert lines == [["0", "1", host, "29500"], ["1", "1", host, "29500"]], proc.stdout
