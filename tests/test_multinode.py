@@ -88,3 +88,24 @@ def test_resources_do_not_change_specs(tmp_path):
     assert {k: s.text for k, s in sa.specs.items()} == {k: s.text for k, s in sb.specs.items()}
     train = sb.resources["train"]
     assert train["slurm_partition"] == "x" and train["cpus_per_task"] == 3
+
+
+def test_local_runner_runs_one_task_per_node_for_multinode_training(tmp_path):
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    from compiler.actions import ACTIONS
+    from taomake.runners import TaoJob
+    from taomake.runners.local import LocalRunner
+
+    job = TaoJob(action=ACTIONS["train"], spec=Path("/p/s.yaml"), results_dir="results/base",
+                 workdir=Path("/p"), image="img", gpus=4, nodes=1)
+    runner = LocalRunner(tmp_path)
+    assert runner.argv(job)[0] == str(tmp_path / "bin/rtdetr")
+    argv = runner.argv(replace(job, nodes=2))
+    assert argv[:len(srun_prefix(2, 4))] == srun_prefix(2, 4)
+    rest = argv[len(srun_prefix(2, 4)):]
+    assert rest[:5] == [sys.executable, "-m", "taomake.cli", "node-env", "--"]
+    assert rest[5:] == [str(tmp_path / "bin/rtdetr"), "train", "-e", "/p/s.yaml",
+                        "results_dir=results/base"]

@@ -120,3 +120,28 @@ def test_srun_tasks_get_their_own_node_rank(slurm_cluster, tmp_path):
                    if line.startswith("RANK"))
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
     assert lines == [["0", "1", host, "29500"], ["1", "1", host, "29500"]], proc.stdout
+
+
+def test_gpu_and_requeue_settings_reach_sbatch(slurm_cluster, tmp_path):
+    """A 1-GPU project (the cluster's fake gres) with requeue off: the train job asks for the
+    GPU and is not requeueable.  The TAO test double keeps it fast."""
+    from tests.test_build import fake_project_text
+
+    text = fake_project_text().replace(
+        "  gpus_per_node: 0             # CPU: TAO runs in the venv made by `taomake setup "
+        "tao-cpu`", "  gpus_per_node: 1").replace(
+        "  shm_size: 2g\n", "  shm_size: 2g\n" + SLURM_HW.format(account=slurm_cluster)
+        + "    requeue: false\n")
+    assert "gpus_per_node: 1" in text and "requeue: false" in text
+    folder = tmp_path / "gpu"
+    make_project(folder, text)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    rc, out = run_snakemake(folder, "results/base/train/curve.csv", limit=300)
+    assert rc == 0, out[-4000:]
+    train = [j for j in sacct_jobs(folder, since)
+             if scontrol_job(j["JobID"])["Comment"].startswith("rule_train_")]
+    assert len(train) == 1, train
+    show = scontrol_job(train[0]["JobID"])
+    # the request as SLURM recorded it (accounting here does not track gres in TRES)
+    assert show.get("TresPerNode", "").replace("/", ":") == "gres:gpu:1", show
+    assert show["Requeue"] == "0", show

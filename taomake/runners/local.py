@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from compiler.errors import UsageError
 
 from ..process import run_tree
 from . import TaoJob
+from .multinode import srun_prefix
 
 # Host variables a Python program needs to behave; everything else must be asked for by name.
 BASE_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
@@ -39,7 +41,12 @@ class LocalRunner:
 
     def argv(self, job: TaoJob) -> list[str]:
         argv = job.tao_argv()
-        return [str(self.venv / "bin" / argv[0]), *argv[1:]]
+        argv = [str(self.venv / "bin" / argv[0]), *argv[1:]]
+        if job.nodes > 1:
+            # inside a SLURM allocation: one task per node, each setting its own NODE_RANK
+            wrapper = [sys.executable, "-m", "taomake.cli", "node-env", "--"]
+            return [*srun_prefix(job.nodes, job.gpus), *wrapper, *argv]
+        return argv
 
     def env(self, job: TaoJob) -> dict[str, str]:
         env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
