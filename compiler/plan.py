@@ -21,7 +21,7 @@ from typing import Any
 from .files import atomic_write, write_if_changed
 from .layout import Layout
 
-PLAN_FORMAT = 2  # 2: ExperimentPlan.resources
+PLAN_FORMAT = 3  # 2: ExperimentPlan.resources; 3: BuildPlan.name
 CACHE_NAME = ".taomake-plan.json"
 
 
@@ -49,6 +49,25 @@ class ExperimentPlan:
     def layout(self) -> Layout:
         return Layout(self.results, self.name)
 
+    def artifacts(self) -> dict[str, list[str]]:
+        """Per built action, the files it produces that people look at (main one first):
+        the build's default target, and what `taomake status` reports on."""
+        lay, specs = self.layout, self.specs
+        out = {
+            "train": [lay.model("train"), f"{lay.root}/train/curve.csv"],
+            "distill": [lay.model("distill"), f"{lay.root}/distill/curve.csv"],
+            "evaluate": [f"{lay.root}/evaluate/metrics.json"],
+            "inference": [f"{lay.root}/inference/summary.json"],
+            "export": [lay.onnx],
+            "trt_evaluate": [f"{lay.root}/trt_evaluate/metrics.json"],
+            "trt_inference": [f"{lay.root}/trt_inference/summary.json"],
+        }
+        if "quantize" in specs:
+            out["quantize"] = [lay.quantized(specs["quantize"].data["quantize"]["backend"])]
+        if "gen_trt_engine" in specs:
+            out["gen_trt_engine"] = [specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]]
+        return {action: out[action] for action in specs}
+
 
 @dataclass
 class BuildPlan:
@@ -57,6 +76,7 @@ class BuildPlan:
     results: str
     experiments: dict[str, ExperimentPlan]
     deps: list[str] = field(default_factory=list)  # files the compile read, for the cache key
+    name: str = ""  # project name
 
 
 def _stat_key(path: Path) -> list[Any]:
@@ -141,7 +161,8 @@ def plan_from(lp, compiled) -> BuildPlan:
             files=dict(c.files), skipped=dict(c.skipped),
             resources=resources_of(p.hardware))
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
-                     experiments=experiments, deps=_code_deps() + _data_deps(lp, compiled))
+                     experiments=experiments, deps=_code_deps() + _data_deps(lp, compiled),
+                     name=lp.base.name)
 
 
 def _from_json(raw: dict[str, Any]) -> BuildPlan:
@@ -150,7 +171,8 @@ def _from_json(raw: dict[str, Any]) -> BuildPlan:
         e = dict(e)
         e["specs"] = {a: SpecEntry(**s) for a, s in e["specs"].items()}
         exps[name] = ExperimentPlan(**e)
-    return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"])
+    return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"],
+                     raw["name"])
 
 
 def _cache_path(project: Path) -> Path:

@@ -88,30 +88,9 @@ def teacher_inputs(w):
     return [ref] if ref else []
 
 
-def outputs_of(exp):
-    """Every artifact an experiment builds: the default target."""
-    c = EXPS[exp]
-    lay = c.layout
-    targets = {
-        "train": [f"{lay.root}/train/model.pth", f"{lay.root}/train/curve.csv"],
-        "distill": [f"{lay.root}/distill/model.pth", f"{lay.root}/distill/curve.csv"],
-        "evaluate": [f"{lay.root}/evaluate/metrics.json"],
-        "inference": [f"{lay.root}/inference/summary.json"],
-        "export": [lay.onnx],
-        "quantize": [lay.quantized(c.specs["quantize"].data["quantize"]["backend"])]
-        if "quantize" in c.specs
-        else [],
-        "gen_trt_engine": [c.specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]]
-        if "gen_trt_engine" in c.specs
-        else [],
-        "trt_evaluate": [f"{lay.root}/trt_evaluate/metrics.json"],
-        "trt_inference": [f"{lay.root}/trt_inference/summary.json"],
-    }
-    return [path for action in c.specs for path in targets[action]]
-
-
 def all_targets():
-    return [path for exp in EXPS for path in outputs_of(exp)]
+    """Every artifact every experiment builds: the default target."""
+    return [path for e in EXPS.values() for paths in e.artifacts().values() for path in paths]
 
 
 onstart:

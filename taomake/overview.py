@@ -16,18 +16,19 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from compiler import compile_project, load_project
+from compiler import load_project
 from compiler.actions import ACTIONS
 from compiler.checks import project_location
 from compiler.errors import UsageError
+from compiler.plan import BuildPlan, load_plan
 from compiler.resources import snakefile
 from compiler.writer import changed_keys
 
 
-def _snakemake(lp, *args: str) -> str:
+def _snakemake(root: Path, project_file: str, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(snakefile()), "--config",
-         f"project={lp.path.resolve()}", *args], cwd=lp.root, capture_output=True, text=True)
+         f"project={root / project_file}", *args], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise UsageError("snakemake could not plan the build:\n" + proc.stderr[-2000:])
     return proc.stdout
@@ -67,46 +68,31 @@ def _detail(root: Path, path: str) -> str:
     return ""
 
 
-def status_rows(project: Path) -> list[Row]:
-    lp = load_project(project)
-    compiled = compile_project(lp)
-    summary = _snakemake(lp, "--summary")
-    plan: dict[str, tuple[str, str]] = {}
+def status_rows(plan: BuildPlan) -> list[Row]:
+    root = Path(plan.root)
+    summary = _snakemake(root, plan.project_file, "--summary")
+    todo: dict[str, tuple[str, str]] = {}
     for line in summary.splitlines()[1:]:
         cols = line.split("\t")
         if len(cols) >= 6:
-            plan[cols[0]] = (cols[4], cols[5])
+            todo[cols[0]] = (cols[4], cols[5])
     rows = []
-    for name, c in compiled.items():
-        for path in _main_outputs(c):
-            status, todo = plan.get(path, ("missing", "update pending"))
-            state = "up to date" if todo == "no update" else (
+    for name, e in plan.experiments.items():
+        for paths in e.artifacts().values():
+            path = paths[0]
+            status, pending = todo.get(path, ("missing", "update pending"))
+            state = "up to date" if pending == "no update" else (
                 "missing" if status == "missing" else f"stale ({status})")
-            rows.append(Row(name, path, state, _detail(lp.root, path)))
+            rows.append(Row(name, path, state, _detail(root, path)))
     return rows
 
 
-def _main_outputs(c) -> list[str]:
-    lay = c.layout
-    out = {
-        "train": f"{lay.root}/train/model.pth", "distill": f"{lay.root}/distill/model.pth",
-        "evaluate": f"{lay.root}/evaluate/metrics.json", "export": lay.onnx,
-        "inference": f"{lay.root}/inference/summary.json",
-        "trt_evaluate": f"{lay.root}/trt_evaluate/metrics.json",
-        "trt_inference": f"{lay.root}/trt_inference/summary.json",
-    }
-    if "quantize" in c.specs:
-        out["quantize"] = lay.quantized(c.specs["quantize"].data["quantize"]["backend"])
-    if "gen_trt_engine" in c.specs:
-        out["gen_trt_engine"] = c.specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]
-    return [out[a] for a in c.specs]
-
-
 def print_status(project: Path) -> None:
-    rows = status_rows(project)
-    lp = load_project(project)
+    plan = load_plan(project)
+    rows = status_rows(plan)
     width = max(len(r.artifact) for r in rows)
-    print(f"project {lp.base.name} ({lp.path}); results under {lp.root / lp.base.results}")
+    print(f"project {plan.name} ({plan.project_file}); results under "
+          f"{Path(plan.root) / plan.results}")
     for exp in dict.fromkeys(r.experiment for r in rows):
         print(f"\nexperiment {exp}")
         for r in (r for r in rows if r.experiment == exp):
@@ -120,7 +106,7 @@ _JOB = re.compile(r"^rule (\w+):$")
 
 
 def _dry_run_jobs(lp, target: str) -> list[dict[str, str]]:
-    out = _snakemake(lp, "-n", target)
+    out = _snakemake(lp.root, lp.path.name, "-n", target)
     jobs: list[dict[str, str]] = []
     for line in out.splitlines():
         m = _JOB.match(line.strip())
@@ -133,8 +119,8 @@ def _dry_run_jobs(lp, target: str) -> list[dict[str, str]]:
 
 
 def explain(project: Path, target: str) -> list[str]:
-    lp = load_project(project)
-    compiled = compile_project(lp)
+    compiled = load_plan(project).experiments
+    lp = load_project(project)  # positions, for the project.yaml lines
     jobs = _dry_run_jobs(lp, target)
     if not jobs:
         return [f"{target} is up to date: nothing would run"]
