@@ -13,11 +13,11 @@ from compiler.actions import ACTIONS
 from taomake.runners import TaoJob
 from taomake.runners.apptainer import (
     apptainer_argv,
-    container_env,
     conversion_argv,
     host_env,
     image_file,
 )
+from taomake.runners.container_env import container_env
 from taomake.runners.mounts import Mount, job_mounts, spec_paths
 from taomake.runners.pyxis import exported_names, pyxis_argv, srun_env
 from tests.helpers import make_project

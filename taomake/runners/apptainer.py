@@ -19,7 +19,6 @@ The image is converted once, outside any GPU job, by rules/images.smk
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -31,14 +30,11 @@ from compiler.errors import RunError
 
 from ..process import run_tree
 from . import TaoJob
+from .container_env import container_env, make_env_dirs
 
 EXTENSIONS = {"apptainer": ".sif", "pyxis": ".sqsh"}
 # environment of the container-starting process itself (PATH finds apptainer/srun)
 HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME")
-# cache folders (TAO-FACTS §10): name -> sub-folder of $HOME/.cache (as the docker runner)
-CACHE_DIRS = {"XDG_CACHE_HOME": "", "HF_HOME": "huggingface", "TORCH_HOME": "torch",
-              "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
-              "MPLCONFIGDIR": "matplotlib"}
 
 
 # --------------------------------------------------------------------------- images
@@ -102,33 +98,6 @@ def project_images(project_file: str | Path) -> dict[str, dict[str, tuple[str, s
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def identity() -> tuple[str, str]:
-    """(USER, LOGNAME) of the invoking uid (torch needs them: getpwuid fails in the image)."""
-    try:
-        name = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        name = os.environ.get("USER") or f"uid{os.getuid()}"
-    return name, name
-
-
-def container_env(job: TaoJob, user: str | None = None) -> dict[str, str]:
-    """Non-secret values the container gets: HOME/USER/LOGNAME, caches, job.extra_env."""
-    if user is None:
-        user = identity()[0]
-    home = (job.workdir / job.results_dir).resolve() / ".taomake" / "container-home"
-    env = {"HOME": str(home), "USER": user, "LOGNAME": user, "PYTHONUNBUFFERED": "1"}
-    for var, sub in CACHE_DIRS.items():
-        env[var] = str(home / ".cache" / sub) if sub else str(home / ".cache")
-    env.update(job.extra_env)
-    return env
-
-
-def make_env_dirs(env: Mapping[str, str]) -> None:
-    for key in ("HOME", *CACHE_DIRS):
-        if key in env:
-            Path(env[key]).mkdir(parents=True, exist_ok=True)
 
 
 def host_env(secret_names: tuple[str, ...], prefix: str = "") -> dict[str, str]:

@@ -10,7 +10,6 @@ never into a log, a spec or a label.
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -22,11 +21,8 @@ from compiler.errors import RunError, UsageError
 
 from ..process import FORWARDED, Interrupted, die_with_parent
 from . import TaoJob
+from .container_env import container_env, make_env_dirs, user_name
 
-# cache variables TAO's libraries write to; all point into the writable results folder
-CACHE_VARS = {"XDG_CACHE_HOME": "", "HF_HOME": "huggingface", "TORCH_HOME": "torch",
-              "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
-              "MPLCONFIGDIR": "matplotlib"}
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NO_GPU_RUNTIME = "could not select device driver"
 
@@ -43,11 +39,7 @@ class User:
     @classmethod
     def current(cls) -> User:
         uid, gid = os.getuid(), os.getgid()
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            name = os.environ.get("USER") or "taomake"
-        return cls(uid, gid, tuple(g for g in os.getgroups() if g != gid), name)
+        return cls(uid, gid, tuple(g for g in os.getgroups() if g != gid), user_name())
 
 
 def parse_mount(text: str) -> tuple[str, str]:
@@ -87,19 +79,10 @@ class DockerRunner:
             argv[0] = f"{self.tao_bin.rstrip('/')}/{argv[0]}"
         return argv
 
-    def home(self, job: TaoJob) -> Path:
-        """HOME and caches of the container: inside the writable results folder."""
-        return (job.workdir / job.results_dir).resolve() / ".taomake" / "container-home"
-
     def environment(self, job: TaoJob, user: User, environ: Mapping[str, str]) -> dict[str, str]:
-        home = self.home(job)
-        env = {"HOME": str(home), "USER": user.name, "LOGNAME": user.name,
-               "PYTHONUNBUFFERED": "1"}
-        for var, sub in CACHE_VARS.items():
-            env[var] = str(home / ".cache" / sub) if sub else str(home / ".cache")
+        env = container_env(job, user.name)
         if self.tao_bin:
             env["PATH"] = f"{self.tao_bin.rstrip('/')}:{SYSTEM_PATH}"
-        env.update(job.extra_env)
         for name in job.env_names:  # by name: the value goes to the daemon only
             if name in environ:
                 env[name] = environ[name]
@@ -210,10 +193,8 @@ class DockerRunner:
         self.check_user(job, user)
         client = self.client()
         self.ensure_image(client, job.image, log)
-        home = self.home(job)
-        for sub in CACHE_VARS.values():
-            (home / ".cache" / sub).mkdir(parents=True, exist_ok=True)
         kwargs = self.create_kwargs(job, user)
+        make_env_dirs(kwargs["environment"])
         _write(log, self.describe(job, kwargs) + "\n")
 
         die_with_parent()

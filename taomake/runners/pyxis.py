@@ -24,7 +24,8 @@ from compiler.errors import RunError
 
 from ..process import run_tree
 from . import TaoJob
-from .apptainer import container_env, host_env, image_file, make_env_dirs
+from .apptainer import host_env, image_file
+from .container_env import container_env, make_env_dirs
 from .multinode import srun_prefix
 
 
