@@ -393,9 +393,9 @@ def _local_dir(ctx: _Ctx, path: str) -> Path | None:
     return ctx.lp.root / path
 
 
-def _local_paths(ctx: _Ctx):
-    """(project key, path, kind) of every local input file the project names."""
-    p = ctx.exp.project
+def input_paths(p):
+    """(project key, path, kind) of every input the project names: local paths relative to
+    project.yaml, and s3:// URIs.  kind is "images" (a folder or archive) or "file"."""
     ds = p.dataset
     splits = [(f"dataset.train[{i}]", s) for i, s in enumerate(ds.train)]
     splits += [("dataset.val", ds.val)] + ([("dataset.test", ds.test)] if ds.test else [])
@@ -415,7 +415,7 @@ def _local_paths(ctx: _Ctx):
 
 
 def check_local_files(ctx: _Ctx) -> None:
-    for key, path, kind in _local_paths(ctx):
+    for key, path, kind in input_paths(ctx.exp.project):
         if is_remote(path):
             continue
         full = ctx.lp.root / path

@@ -103,16 +103,12 @@ def _code_deps() -> list[str]:
     return [str(f) for f in files]
 
 
-def _data_deps(lp, compiled) -> list[str]:
-    from .checks import _local_paths
+def _data_deps(lp) -> list[str]:
+    from .checks import input_paths
 
-    out = set()
-    for exp in lp.experiments.values():
-        ctx = type("C", (), {"exp": exp, "lp": lp})()
-        for _key, path, _kind in _local_paths(ctx):
-            if not path.startswith("s3://"):
-                out.add(str(lp.root / path))
-    return sorted(out)
+    return sorted({str(lp.root / path) for exp in lp.experiments.values()
+                   for _key, path, _kind in input_paths(exp.project)
+                   if not path.startswith("s3://")})
 
 
 TRAINING_ACTIONS = ("train", "distill")
@@ -161,7 +157,7 @@ def plan_from(lp, compiled) -> BuildPlan:
             files=dict(c.files), skipped=dict(c.skipped),
             resources=resources_of(p.hardware))
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
-                     experiments=experiments, deps=_code_deps() + _data_deps(lp, compiled),
+                     experiments=experiments, deps=_code_deps() + _data_deps(lp),
                      name=lp.base.name)
 
 

@@ -140,7 +140,7 @@ def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
             results = out_dir / "results.json"
             metrics = json.loads(results.read_text()) if _nonempty(results) else {}
             metrics = {"test_mAP": metrics.get("AP"), "test_mAP50": metrics.get("AP50"),
-                       **{k: v for k, v in metrics.items()}} if metrics else {}
+                       **metrics} if metrics else {}
         if "test_mAP" not in metrics or metrics["test_mAP"] is None:
             return ["no test_mAP in the evaluation results"]
         atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True)

@@ -182,13 +182,12 @@ def check_disk(folder: Path, min_gb: float = MIN_FREE_GB) -> Check:
 
 
 def check_data(lp) -> Iterator[Check]:
-    from compiler.checks import _local_paths
+    from compiler.checks import input_paths
 
     seen: set[str] = set()
     bad = []
     for exp in lp.experiments.values():
-        ctx = type("C", (), {"exp": exp, "lp": lp})()
-        for key, path, _kind in _local_paths(ctx):
+        for key, path, _kind in input_paths(exp.project):
             if path.startswith("s3://") or path in seen:
                 continue
             seen.add(path)
