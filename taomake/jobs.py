@@ -28,6 +28,7 @@ from compiler.files import atomic_write
 from compiler.writer import changed_keys
 
 from .failures import classify
+from .handoff import checkpoints
 from .process import Interrupted
 from .runners import TaoJob
 from .runners.mounts import job_mounts
@@ -57,8 +58,7 @@ def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter) ->
     if saved:
         old = _load_yaml(record) if record.exists() else None
         diff = changed_keys(old, spec) if isinstance(old, dict) else ("(no record)",)
-        last = max((int(p.stem.split("_")[-1]) for p in out_dir.glob("model_epoch_*.pth")
-                    if p.stem.split("_")[-1].isdigit()), default=-1)
+        last = max(checkpoints(out_dir), default=-1)
         resumable = set(diff) <= RESUMABLE_CHANGES and (
             "train.num_epochs" not in diff or spec["train"]["num_epochs"] > last)
         if resumable:
