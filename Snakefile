@@ -9,6 +9,7 @@ min_version("9.0")
 
 include: "rules/common.smk"
 include: "rules/images.smk"
+include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/inference.smk"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .coco import read_coco_summary
 from .errors import DataError, Location, Problem
-from .layout import is_archive, is_remote
+from .layout import DataSource, is_archive, is_remote
 from .model import Calibration
 from .resources import action_schema
 from .yamlsource import KeyPath
@@ -414,6 +414,17 @@ def input_paths(p):
         yield "distill.teacher.checkpoint", p.distill.teacher.checkpoint, "file"
 
 
+def data_sources(p) -> list[DataSource]:
+    """The dataset inputs of a project (splits, inference and calibration images), in order."""
+    out = []
+    for key, path, kind in input_paths(p):
+        if key.startswith("dataset."):
+            source = DataSource(path, kind)
+            if source not in out:
+                out.append(source)
+    return out
+
+
 def check_local_files(ctx: _Ctx) -> None:
     for key, path, kind in input_paths(ctx.exp.project):
         if is_remote(path):
@@ -459,7 +470,9 @@ def check_annotations(ctx: _Ctx) -> None:
         undeclared = sorted((summary.category_ids_used | set(summary.categories))
                             - set(classes))
         if undeclared:
-            names = ", ".join(f"{i} ({summary.categories.get(i, '?')})" for i in undeclared)
+            names = ", ".join(f"{i} ({summary.categories.get(i, '?')}"
+                              + (f", first in {summary.first_use[i]}" if i in summary.first_use
+                                 else ", in categories") + ")" for i in undeclared)
             over = [i for i in undeclared if i >= num_classes]
             _err(ctx, _at(ctx, f"{key}.annotations"),
                  f"{s.annotations} uses category ids not in dataset.classes: {names}"

@@ -40,6 +40,8 @@ class CocoSummary:
     n_annotations: int
     annotations_per_category: dict[int, int]
     images_without_annotations: int
+    first_use: dict[int, str] = field(default_factory=dict)  # category id -> first record
+
 
     @property
     def max_category_id(self) -> int | None:
@@ -164,11 +166,15 @@ def _summarize(doc: dict[str, Any]) -> CocoSummary:
     categories = {c["id"]: str(c.get("name", "")) for c in doc["categories"]
                   if isinstance(c, dict) and _is_int(c.get("id"))}
     per_cat: Counter[int] = Counter()
+    first_use: dict[int, str] = {}
     annotated: set[Any] = set()
-    for a in doc["annotations"]:
+    for i, a in enumerate(doc["annotations"]):
         if isinstance(a, dict):
             if _is_int(a.get("category_id")):
-                per_cat[a["category_id"]] += 1
+                cid = a["category_id"]
+                if cid not in per_cat:
+                    first_use[cid] = f"annotations[{i}] (id {a.get('id')})"
+                per_cat[cid] += 1
             annotated.add(_key(a.get("image_id")))
     image_ids = {_key(im.get("id")) for im in doc["images"] if isinstance(im, dict)}
     return CocoSummary(
@@ -178,6 +184,7 @@ def _summarize(doc: dict[str, Any]) -> CocoSummary:
         n_annotations=len(doc["annotations"]),
         annotations_per_category=dict(sorted(per_cat.items())),
         images_without_annotations=len(image_ids - annotated),
+        first_use=first_use,
     )
 
 

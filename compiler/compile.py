@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,7 +20,7 @@ from ruamel.yaml import YAML
 from . import checks
 from .actions import ACTIONS
 from .errors import Problem, ProjectError
-from .layout import Layout, is_archive, needs_staging, staged_annotations, staged_images
+from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
 from .resources import action_schema, references_dir
 from .yamlsource import KeyPath
@@ -59,12 +58,9 @@ class CompiledExperiment:
 
 def _source_paths(results: str, images: str, annotations: str | None) -> dict[str, str]:
     """Where TAO finds a split: in place when local and plain, else where staging puts it."""
-    image_dir = (staged_images(results, images) if needs_staging(images)
-                 else posixpath.normpath(images))
-    out = {"image_dir": image_dir}
+    out = {"image_dir": DataSource(images, "images").target(results)}
     if annotations is not None:
-        out["json_file"] = (staged_annotations(results, annotations)
-                            if needs_staging(annotations) else posixpath.normpath(annotations))
+        out["json_file"] = DataSource(annotations, "file").target(results)
     return out
 
 

@@ -87,3 +87,19 @@ class RunError(TaomakeError):
     """A TAO job failed or produced no valid outputs (exit 1 for the job, reported plainly)."""
 
     exit_code = 1
+
+
+class UnsafeArchiveError(DataError):
+    """An archive member would land outside the extraction folder (or is a device/fifo)."""
+
+
+class StorageError(TaomakeError):
+    """Object storage (S3) refused or failed a transfer; names the bucket or URI, never a key."""
+
+    exit_code = 1
+
+
+class StorageAccessError(StorageError):
+    """Credentials rejected, bucket or object missing: fixable by the user (exit 2)."""
+
+    exit_code = 2

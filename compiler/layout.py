@@ -24,11 +24,6 @@ def is_archive(path: str) -> bool:
     return path.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def needs_staging(path: str) -> bool:
-    """TAO reads neither S3 nor archives: such sources are staged into plain files first."""
-    return is_remote(path) or is_archive(path)
-
-
 def source_key(uri: str) -> str:
     """A stable, readable folder name for a staged source: `<last parts>-<hash8>`."""
     tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(uri.rstrip("/").split("/")[-2:]))
@@ -91,3 +86,54 @@ def staged_images(results: str, uri: str) -> str:
 
 def staged_annotations(results: str, uri: str) -> str:
     return posixpath.join(staged_dir(results, uri), "annotations.json")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One dataset input named in project.yaml: a local path (relative to project.yaml) or an
+    s3:// URI; kind "images" (a folder or an archive of images) or "file" (annotations).
+
+    Every source has a stamp (`source.json`: its identity, rewritten only when that changes) so
+    rules depend on content, not mtimes.  Remote and archived sources are also staged (TAO reads
+    neither S3 nor archives) and the staging rule's marker (`staged.json`) is what jobs depend on.
+    """
+
+    uri: str
+    kind: str  # "images" | "file"
+
+    @property
+    def key(self) -> str:
+        return source_key(self.uri)
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.uri)
+
+    @property
+    def archive(self) -> bool:
+        return self.kind == "images" and is_archive(self.uri)
+
+    @property
+    def staged(self) -> bool:
+        return self.remote or self.archive
+
+    def folder(self, results: str) -> str:
+        return staged_dir(results, self.uri)
+
+    def stamp(self, results: str) -> str:
+        return posixpath.join(self.folder(results), "source.json")
+
+    def marker(self, results: str) -> str:
+        return posixpath.join(self.folder(results), "staged.json")
+
+    def target(self, results: str) -> str:
+        """The path TAO reads (what the specs name)."""
+        if not self.staged:
+            return posixpath.normpath(self.uri)
+        if self.kind == "images":
+            return staged_images(results, self.uri)
+        return staged_annotations(results, self.uri)
+
+    def dependency(self, results: str) -> str:
+        """What a job reading this source depends on in the DAG."""
+        return self.marker(results) if self.staged else self.stamp(results)

@@ -350,6 +350,34 @@ class Wandb(Strict):
     tags: list[str] = Field(default_factory=list, description="W&B tags.")
 
 
+class Storage(Strict):
+    """How taomake reaches s3:// sources and upload targets.  Credentials always come from the
+    standard AWS chain (AWS_* environment variables, ~/.aws files, instance roles): this file
+    holds no secret."""
+
+    endpoint_url: str | None = Field(
+        None, pattern=r"^https?://", description="S3-compatible endpoint (MinIO, SeaweedFS, "
+        "Ceph...). Default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS itself.")
+    profile: str | None = Field(None, description="Profile in ~/.aws/credentials and "
+                                "~/.aws/config. Default: AWS_PROFILE, else `default`.")
+    region: str | None = Field(None, description="Region. Default: AWS_REGION / "
+                               "AWS_DEFAULT_REGION / the profile's.")
+    max_concurrency: PosInt = Field(8, description="Parallel parts per transfer (multipart "
+                                    "download/upload) and parallel objects for folders.")
+    attempts: PosInt = Field(5, description="Tries per transfer (backoff 1, 2, 4... s) before "
+                             "the staging job fails.")
+
+
+class Upload(Strict):
+    """Push built artifacts to object storage after they are built, with their checksums."""
+
+    to: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+                    description="Destination prefix; each experiment goes to <to>/<experiment>/.")
+    artifacts: list[Literal["model", "onnx", "engine", "metrics", "report"]] = Field(
+        default_factory=lambda: ["model", "onnx", "metrics"], min_length=1,
+        description="Which artifacts to push (those an experiment does not build are skipped).")
+
+
 TaoOverrides = Annotated[dict[str, Any], Field(description="Dotted TAO key -> value.")]
 
 
@@ -385,6 +413,9 @@ class Project(Strict):
     distill: Distill | None = Field(None, description="Distill a student instead of training.")
     quantize: Quantize | None = Field(None, description="Quantize the selected checkpoint.")
     wandb: Wandb = Field(Wandb(), description="Weights & Biases logging.")
+    storage: Storage = Field(Storage(), description="S3 access for s3:// data and uploads.")
+    upload: Upload | None = Field(None, description="Push artifacts to s3:// when built; "
+                                  "none: nothing leaves the machine.")
     overrides: Overrides = Field(
         Overrides(), description="Escape hatch: action (or `all`) -> {dotted TAO key: "
         "value}, applied last and checked against TAO's schema.")

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write, write_if_changed
-from .layout import Layout
+from .layout import DataSource, Layout
 
-PLAN_FORMAT = 3  # 2: ExperimentPlan.resources; 3: BuildPlan.name
+PLAN_FORMAT = 4  # 2: ExperimentPlan.resources; 3: BuildPlan.name; 4: data sources, upload
 CACHE_NAME = ".taomake-plan.json"
 
 
@@ -44,6 +44,7 @@ class ExperimentPlan:
     skipped: dict[str, str]
     # per action: Snakemake/SLURM resources (gres, cpus_per_task, mem_mb, runtime, slurm_*)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    upload: dict[str, Any] | None = None  # project.yaml `upload` (to, artifacts)
 
     @property
     def layout(self) -> Layout:
@@ -77,6 +78,15 @@ class BuildPlan:
     experiments: dict[str, ExperimentPlan]
     deps: list[str] = field(default_factory=list)  # files the compile read, for the cache key
     name: str = ""  # project name
+    sources: list[dict[str, str]] = field(default_factory=list)  # DataSource fields, all exps
+    storage: dict[str, Any] = field(default_factory=dict)  # project.yaml `storage`
+
+    def data_sources(self) -> list[DataSource]:
+        return [DataSource(**s) for s in self.sources]
+
+    def source_of(self) -> dict[str, DataSource]:
+        """Path TAO reads (as in the specs) -> its source."""
+        return {s.target(self.results): s for s in self.data_sources()}
 
 
 def _stat_key(path: Path) -> list[Any]:
@@ -147,6 +157,8 @@ def resources_of(hardware) -> dict[str, dict[str, Any]]:
 
 
 def plan_from(lp, compiled) -> BuildPlan:
+    from .checks import data_sources
+
     experiments = {}
     for name, c in compiled.items():
         p = lp.experiments[name].project
@@ -155,10 +167,17 @@ def plan_from(lp, compiled) -> BuildPlan:
             use_checkpoint=str(p.train.use_checkpoint), best_metric=p.train.best_metric,
             specs={a: SpecEntry(s.path, s.text, s.data) for a, s in c.specs.items()},
             files=dict(c.files), skipped=dict(c.skipped),
-            resources=resources_of(p.hardware))
+            resources=resources_of(p.hardware),
+            upload=p.upload.model_dump() if p.upload else None)
+    sources: list[dict[str, str]] = []
+    for exp in lp.experiments.values():
+        for source in data_sources(exp.project):
+            if asdict(source) not in sources:
+                sources.append(asdict(source))
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
                      experiments=experiments, deps=_code_deps() + _data_deps(lp),
-                     name=lp.base.name)
+                     name=lp.base.name, sources=sources,
+                     storage=lp.base.storage.model_dump())
 
 
 def _from_json(raw: dict[str, Any]) -> BuildPlan:
@@ -168,7 +187,7 @@ def _from_json(raw: dict[str, Any]) -> BuildPlan:
         e["specs"] = {a: SpecEntry(**s) for a, s in e["specs"].items()}
         exps[name] = ExperimentPlan(**e)
     return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"],
-                     raw["name"])
+                     raw["name"], raw["sources"], raw["storage"])
 
 
 def _cache_path(project: Path) -> Path:

@@ -31,6 +31,29 @@ if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
 
 R = PLAN.results
 PROJECT = PLAN.project_file  # jobs run in the project folder
+SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
+STAGED_KEYS = sorted({s.key for s in SOURCE_OF.values() if s.staged})
+
+
+def refresh_data_stamps():
+    """Record each data source's identity (S3 ETag/size, local sha256) before the DAG is
+    built; a stamp is rewritten only when the identity changed, so jobs rerun exactly when
+    their data did.  Cluster jobs skip it: the main Snakemake process already looked."""
+    if workflow.remote_exec:
+        return
+    from taomake.data.commands import store_of
+    from taomake.data.identity import refresh_stamps
+
+    try:
+        changed = refresh_stamps(Path(PLAN.root), R, PLAN.data_sources(), store_of(PLAN))
+    except TaomakeError as exc:
+        sys.stderr.write(f"error: {exc.render()}\n")
+        sys.exit(exc.exit_code)
+    for source in changed:
+        sys.stderr.write(f"taomake: data source recorded: {source.uri}\n")
+
+
+refresh_data_stamps()
 
 
 envvars:
@@ -44,6 +67,8 @@ os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.envi
 wildcard_constraints:
     exp="|".join(re.escape(name) for name in EXPS),
     source="train|distill",
+    source_key="|".join(map(re.escape, STAGED_KEYS)) or "(?!)",  # (?!) matches nothing
+    role="train|val|test",
 
 
 def layout(exp):
@@ -60,7 +85,8 @@ def model_of(exp):
 
 
 def data_inputs(action):
-    """Annotation files and image folders the action's spec reads (local ones)."""
+    """What an action's data is in the DAG: for each annotation file and image folder its
+    spec reads, the source's stamp (local, content-hashed) or staging marker (S3, archives)."""
 
     def inputs(w):
         dataset = EXPS[w.exp].specs[action].data.get("dataset", {})
@@ -72,11 +98,39 @@ def data_inputs(action):
                 for field in ("image_dir", "json_file"):
                     entry = source.get(field)
                     for path in entry if isinstance(entry, list) else [entry]:
-                        if path and not os.path.isabs(path):
+                        if path in SOURCE_OF:
+                            paths.append(SOURCE_OF[path].dependency(R))
+                        elif path and not os.path.isabs(path):
                             paths.append(path)
         return sorted(set(paths))
 
     return inputs
+
+
+def checked_data(*roles):
+    """The dataset checks (rules/data.smk) an action waits for: train and val before
+    training, test before evaluation."""
+    return lambda w: [f"{R}/{w.exp}/data/check_{role}.json" for role in roles
+                      if role != "test" or "evaluate" in EXPS[w.exp].specs]
+
+
+def role_inputs(w):
+    """Data and spec of the action that reads a split role (train/val: training; test:
+    evaluate), for its check."""
+    action = "evaluate" if w.role == "test" else EXPS[w.exp].source_action
+    spec = EXPS[w.exp].specs[action]
+    targets = []
+    ds = spec.data.get("dataset", {})
+    keys = {"train": ["train_data_sources"], "val": ["val_data_sources"],
+            "test": ["test_data_sources"]}[w.role]
+    for key in keys:
+        value = ds.get(key) or []
+        for source in value if isinstance(value, list) else [value]:
+            for field in ("image_dir", "json_file"):
+                path = source.get(field)
+                if path in SOURCE_OF:
+                    targets.append(SOURCE_OF[path].dependency(R))
+    return {"spec": spec.path, "data": sorted(set(targets))}
 
 
 def engine_of(w):
@@ -88,9 +142,16 @@ def teacher_inputs(w):
     return [ref] if ref else []
 
 
+def upload_files(exp):
+    from taomake.data.upload import artifact_files
+
+    return artifact_files(EXPS[exp], EXPS[exp].upload["artifacts"])
+
+
 def all_targets():
-    """Every artifact every experiment builds: the default target."""
-    return [path for e in EXPS.values() for paths in e.artifacts().values() for path in paths]
+    """Every artifact every experiment builds (and its upload receipt): the default target."""
+    out = [path for e in EXPS.values() for paths in e.artifacts().values() for path in paths]
+    return out + [f"{R}/{e.name}/upload.json" for e in EXPS.values() if e.upload]
 
 
 onstart:

@@ -7,6 +7,7 @@ rule evaluate:
         image=container_image_of("evaluate"),
         model=lambda w: model_of(w.exp),
         data=data_inputs("evaluate"),
+        checked=checked_data("test"),
     output:
         metrics=f"{R}/{{exp}}/evaluate/metrics.json",
     params:

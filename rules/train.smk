@@ -6,6 +6,7 @@ rule train:
         spec=spec_of("train"),
         image=container_image_of("train"),
         data=data_inputs("train"),
+        checked=checked_data("train", "val"),
     output:
         curve=f"{R}/{{exp}}/train/curve.csv",
         run=f"{R}/{{exp}}/train/run.json",
@@ -28,6 +29,7 @@ rule distill:
         spec=spec_of("distill"),
         image=container_image_of("distill"),
         data=data_inputs("distill"),
+        checked=checked_data("train", "val"),
         teacher=teacher_inputs,
     output:
         curve=f"{R}/{{exp}}/distill/curve.csv",

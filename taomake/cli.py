@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "is set)")
     p = add("explain", cmd_explain, "why a target is stale, down to the project.yaml keys")
     p.add_argument("target", help="a file under results/, e.g. results/base/export/model.onnx")
+    from .data.commands import add_parser as add_data_parser
+
+    add_data_parser(sub, lambda p: p.add_argument(
+        "-p", "--project", default=DEFAULT_PROJECT, help="project file (default: %(default)s)"))
     p = add("schemas", cmd_schemas, "regenerate schemas/ from TAO's config dataclasses",
             project=False)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the generator (--help)")

