@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite: set up everything the tests need, then run pytest (extra args go to pytest).
-# As root (CI) this also installs and starts the services the tests use: a Docker engine with a
-# locally built TAO CPU test image, and a single-node SLURM cluster.  Without root those tests
-# skip with the command to run (in CI they fail instead).
+# It starts a local S3 server (SeaweedFS, no root needed) and, as root (CI), installs and starts
+# the other services the tests use: a Docker engine with a locally built TAO CPU test image, and
+# a single-node SLURM cluster.  Without root those tests skip with the command to run (in CI
+# they fail instead).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"
@@ -16,5 +17,7 @@ if [ "$(id -u)" = 0 ]; then
 else
   printf '\n== not root: docker/SLURM services not started (their tests skip)\n'
 fi
+printf '\n== service: s3\n'
+PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/s3.sh"
 printf '\n== pytest\n'
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

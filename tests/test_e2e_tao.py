@@ -52,8 +52,8 @@ def demo(tao_venv, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("e2e") / "demo"
     make_project(folder, project_text(tao_venv), copy_data=True)
     out, counts = snakemake(folder)
-    assert counts == {"runtime_ready": 1, "train": 1, "select_checkpoint": 1, "evaluate": 1,
-                      "export": 1, "inference": 1}, out[-3000:]
+    assert counts == {"runtime_ready": 1, "data_check": 3, "train": 1, "select_checkpoint": 1,
+                      "evaluate": 1, "export": 1, "inference": 1}, out[-3000:]
     return folder
 
 
@@ -146,3 +146,34 @@ def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     assert "Setting resume checkpoint to" in log  # and TAO itself resumed from them
     assert (folder / "results/base/train/model_epoch_005.pth").exists()
     shutil.rmtree(folder / "results", ignore_errors=True)
+
+
+def test_demo_with_train_and_val_data_in_s3(tao_venv, s3_env, s3_bucket, tmp_path):
+    """TAO reads neither S3 nor archives: the build stages images.tar.gz + annotations.json
+    from the bucket, and the real TAO trains and evaluates on the staged folders."""
+    from tests.test_data_s3 import run, tar_gz
+
+    bucket, client = s3_bucket
+    text = project_text(tao_venv)
+    for split in ("train", "val"):
+        base = REPO / "data/shapes" / split
+        client.put_object(Bucket=bucket, Key=f"shapes/{split}/images.tar.gz",
+                          Body=tar_gz(base / "images"))
+        client.put_object(Bucket=bucket, Key=f"shapes/{split}/annotations.json",
+                          Body=(base / "annotations.json").read_bytes())
+        text = text.replace(f"images: data/shapes/{split}/images",
+                            f"images: s3://{bucket}/shapes/{split}/images.tar.gz")
+        text = text.replace(f"annotations: data/shapes/{split}/annotations.json",
+                            f"annotations: s3://{bucket}/shapes/{split}/annotations.json")
+    assert text.count("s3://") == 4
+    folder = tmp_path / "s3demo"
+    make_project(folder, text, copy_data=True)
+    proc = run(folder, s3_env)
+    counts = job_counts(proc.stderr)
+    assert counts["stage_data"] == 4 and counts["train"] == 1 and counts["evaluate"] == 1
+    train_spec = (folder / "results/base/specs/train.yaml").read_text()
+    assert "results/_data/" in train_spec and "s3://" not in train_spec
+    last = (folder / "results/base/train/status.json").read_text().strip().splitlines()[-1]
+    assert json.loads(last)["message"] == "Train finished successfully."
+    proc = run(folder, s3_env)
+    assert "Nothing to be done" in proc.stderr

@@ -47,7 +47,8 @@ class DatasetCheck:
         rows.append(["images"] + [str(s.report.summary.n_images if s.report.summary else "-")
                                   for s in self.splits])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                         .rstrip()
                          for r in rows)
 
     def render(self) -> str:

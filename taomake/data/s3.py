@@ -116,8 +116,12 @@ class S3Store:
             or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
 
     def _translate(self, exc: Exception, uri: str, doing: str) -> StorageError:
-        from botocore.exceptions import (ClientError, EndpointConnectionError,
-                                         NoCredentialsError, PartialCredentialsError)
+        from botocore.exceptions import (
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
 
         bucket, _ = split_uri(uri)
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
@@ -168,8 +172,12 @@ class S3Store:
 
     def _transient(self, exc: Exception) -> bool:
         """Worth another try: connection trouble and server errors, not refusals."""
-        from botocore.exceptions import (ClientError, ConnectionError, HTTPClientError,
-                                         ResponseStreamingError)
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionError,
+            HTTPClientError,
+            ResponseStreamingError,
+        )
 
         if isinstance(exc, ClientError):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
