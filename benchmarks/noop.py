@@ -27,7 +27,12 @@ BARE = '''
 rule all:
     input: "out/inference.done", "out/evaluate.done", "out/export.done"
 
+rule check:
+    output: "out/check_{role}.done"
+    shell: "touch {output}"
+
 rule train:
+    input: "out/check_train.done", "out/check_val.done"
     output: "out/train.done"
     shell: "touch {output}"
 
@@ -37,7 +42,7 @@ rule select:
     shell: "touch {output}"
 
 rule evaluate:
-    input: "out/model.done"
+    input: "out/model.done", "out/check_test.done"
     output: "out/evaluate.done"
     shell: "touch {output}"
 
@@ -110,8 +115,8 @@ def main() -> int:
     ok &= ratio <= 1.2
     print("up-to-date `snakemake -n`, median of", args.repeat)
     print(f"{'workflow':34} {'seconds':>8}")
-    print(f"{'bare Snakefile (5 touch rules)':34} {bare:8.3f}")
-    print(f"{'taomake demo project (5 jobs)':34} {ours:8.3f}")
+    print(f"{'bare Snakefile (8 touch jobs)':34} {bare:8.3f}")
+    print(f"{'taomake demo project (8 jobs)':34} {ours:8.3f}")
     print(f"{'ratio (target <= 1.2)':34} {ratio:8.3f}  {'ok' if ratio <= 1.2 else 'OVER'}")
     if not args.skip_tao:
         total, tao = tao_overhead()
