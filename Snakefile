@@ -16,6 +16,8 @@ include: "rules/inference.smk"
 include: "rules/export.smk"
 include: "rules/quantize.smk"
 include: "rules/deploy.smk"
+include: "rules/sweep.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -137,11 +137,10 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         "color_map": p.inference.colors or {
             name: PALETTE[i % len(PALETTE)] for i, name in enumerate(p.dataset.classes.values())},
         "engine_file": lay.engine(p.engine.precision, p.engine.batch.min, p.engine.batch.opt,
-                                  p.engine.batch.max),
+                                  p.engine.batch.max, p.tao.deploy_image_ref),
         "calibration": p.engine.calibration or checks.DEFAULT_CALIBRATION,
     }
-    d["cal_cache_file"] = lay.calibration_cache(d["calibration"].batches,
-                                                d["calibration"].batch_size)
+    d["cal_cache_file"] = lay.calibration_cache(d["engine_file"])
     if p.dataset.test:
         d["test_source"] = _source_paths(p.results, p.dataset.test.images,
                                          p.dataset.test.annotations)

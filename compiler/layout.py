@@ -30,6 +30,12 @@ def source_key(uri: str) -> str:
     return f"{tail[:60]}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
 
 
+def image_key(ref: str) -> str:
+    """Short, stable name part for an image reference: tag + hash."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", ref.rsplit(":", 1)[-1] if ":" in ref else ref)
+    return f"{tag[:24]}-{hashlib.sha256(ref.encode()).hexdigest()[:6]}"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Paths of one experiment's files, relative to the project folder."""
@@ -64,12 +70,16 @@ class Layout:
     def onnx(self) -> str:
         return posixpath.join(self.root, "export", "model.onnx")
 
-    def engine(self, precision: str, bmin: int, bopt: int, bmax: int) -> str:
-        return posixpath.join(self.root, "gen_trt_engine",
-                              f"model.{precision.lower()}.b{bmin}-{bopt}-{bmax}.engine")
+    def engine(self, precision: str, bmin: int, bopt: int, bmax: int, image: str) -> str:
+        """Keyed by precision, batch profile and the deploy image (an engine only runs on
+        the TensorRT that built it), so variants coexist."""
+        return posixpath.join(self.root, "gen_trt_engine", f"model.{precision.lower()}"
+                              f".b{bmin}-{bopt}-{bmax}.{image_key(image)}.engine")
 
-    def calibration_cache(self, batches: int, batch_size: int) -> str:
-        return posixpath.join(self.root, "gen_trt_engine", f"cal.{batches}x{batch_size}.bin")
+    @staticmethod
+    def calibration_cache(engine: str) -> str:
+        """INT8 calibration cache: its own artifact, named after the engine it serves."""
+        return engine.removesuffix(".engine") + ".calib.bin"
 
     def quantized(self, backend: str) -> str:
         return posixpath.join(self.root, "quantize", f"quantized_model_{backend}.pth")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -26,6 +26,21 @@ class Experiment:
     name: str
     project: Project
     smap: SourceMap  # positions; overridden keys point at the experiment's lines
+    group: str = ""  # the experiment a seed or sweep trial belongs to (report rows)
+    seed: int | None = None  # set when expanded from `seeds:`
+    trial: dict[str, Any] | None = None  # sweep trial: TAO key -> value
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A `sweep:` of one experiment: its trials (experiments) and how the winner is chosen."""
+
+    name: str  # the experiment that was swept
+    method: str
+    metric: str
+    trials: dict[str, dict[str, Any]]  # trial experiment name -> TAO key -> value
+    rungs: list[int] = field(default_factory=list)  # successive halving: epochs per rung
+    eta: int = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class LoadedProject:
     base: Project
     smap: SourceMap
     experiments: dict[str, Experiment]
+    sweeps: dict[str, SweepPlan] = field(default_factory=dict)
 
     @cached_property
     def results_root(self) -> str:
@@ -226,5 +242,59 @@ def _build(raw: Any, smap: SourceMap, path: Path, text: str) -> LoadedProject:
             data, esmap = _experiment_data(raw, name, overrides, smap)
             project = _validate(data, esmap, context=f"experiment {name!r}")
             experiments[name] = Experiment(name, project, esmap)
+    experiments, sweeps = _expand(experiments)
     return LoadedProject(path=path, root=path.resolve().parent, text=text, base=base,
-                         smap=smap, experiments=experiments)
+                         smap=smap, experiments=experiments, sweeps=sweeps)
+
+
+def _expand(experiments: dict[str, Experiment]
+            ) -> tuple[dict[str, Experiment], dict[str, SweepPlan]]:
+    """Seeds and sweep trials become experiments of their own (independent DAG branches)."""
+    from .sweep import rung_epochs
+    from .sweep import trials as sweep_trials
+
+    out: dict[str, Experiment] = {}
+    sweeps: dict[str, SweepPlan] = {}
+    problems: list[Problem] = []
+    for name, exp in experiments.items():
+        p = exp.project
+        clean = {"seeds": None, "sweep": None}
+        if p.sweep is not None:
+            if p.seeds and len(p.seeds) > 1:
+                problems.append(Problem(exp.smap.locate(("seeds",), key="seeds"),
+                                        "seeds and sweep cannot be combined in one experiment",
+                                        "sweep with one seed, then repeat the winner's "
+                                        "settings as an experiment with seeds"))
+                continue
+            found, errors = sweep_trials(p.sweep)
+            problems += [Problem(exp.smap.locate(("sweep", "parameters"),
+                                                 key="sweep.parameters"), e,
+                                 "see TAO-FACTS §12 / README 'Sweeps'") for e in errors]
+            plan_trials = {}
+            for t in found:
+                overrides = p.overrides.model_copy(update={"all": {**p.overrides.all,
+                                                                   **t.values}})
+                trial_name = f"{name}.{t.name}"
+                out[trial_name] = Experiment(
+                    trial_name, p.model_copy(update={**clean, "overrides": overrides}),
+                    exp.smap, group=name, trial=dict(t.values))
+                plan_trials[trial_name] = dict(t.values)
+            rungs = (rung_epochs(p.sweep.min_epochs, p.sweep.eta, p.train.epochs)
+                     if p.sweep.method == "successive_halving" else [])
+            sweeps[name] = SweepPlan(name, p.sweep.method, p.sweep.metric, plan_trials, rungs,
+                                     p.sweep.eta)
+        elif p.seeds and len(p.seeds) > 1:
+            for seed in p.seeds:
+                seeded = p.model_copy(update={**clean, "train": p.train.model_copy(
+                    update={"seed": seed})})
+                out[f"{name}-s{seed}"] = Experiment(f"{name}-s{seed}", seeded, exp.smap,
+                                                    group=name, seed=seed)
+        else:
+            if p.seeds:  # one seed: no suffix
+                p = p.model_copy(update={"train": p.train.model_copy(
+                    update={"seed": p.seeds[0]})})
+            out[name] = Experiment(name, p.model_copy(update=clean), exp.smap, group=name,
+                                   seed=p.train.seed)
+    if problems:
+        raise ProjectError(problems)
+    return out, sweeps

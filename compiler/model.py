@@ -267,6 +267,10 @@ class Export(Strict):
                                "dataset.augmentation.eval_size (the default).")
     serialize_nvdsinfer: bool = Field(False, description="Also write DeepStream labels.txt "
                                       "and nvdsinfer_config.yaml.")
+    parity: bool = Field(True, description="Check the ONNX against PyTorch with ONNX Runtime "
+                         "on the test split (mAP gap, latency); needs dataset.test.")
+    parity_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.02, description="ONNX parity: largest |ONNX test mAP - PyTorch test mAP| accepted.")
 
     @field_validator("batch_size")
     @classmethod
@@ -378,6 +382,38 @@ class Upload(Strict):
         description="Which artifacts to push (those an experiment does not build are skipped).")
 
 
+class SweepParameter(Strict):
+    """One AutoML parameter: a list of values, or a range (default: TAO's bounds)."""
+
+    values: list[float] | None = Field(None, description="Values to try (grid: all of them).")
+    min: float | None = Field(None, description="Lower bound (default: TAO's minimum).")
+    max: float | None = Field(None, description="Upper bound (default: TAO's maximum).")
+    log: bool = Field(False, description="Sample the range log-uniformly (learning rates).")
+
+
+class Sweep(Strict):
+    """Hyper-parameter search over TAO's AutoML parameters, built like any other target.
+
+    Each trial is an experiment `<experiment>.t<NNN>` that trains; the best by `metric` feeds
+    evaluate, export and inference.  `results/<experiment>/sweep/best.json` records it."""
+
+    method: Literal["grid", "random", "successive_halving"] = Field(
+        "random", description="grid: every combination of `values`; random: `trials` draws, "
+        "seeded, so adding trials keeps the old ones; successive_halving: random trials "
+        "trained in rungs of growing epochs, the best 1/eta of each rung continuing from "
+        "its checkpoint.")
+    parameters: dict[str, SweepParameter | list[float]] = Field(
+        min_length=1, description="TAO AutoML key (train.optim.lr, model.num_queries, "
+        "dataset.augmentation.distortion_prob, ...) -> values or range.")
+    trials: PosInt = Field(4, description="Number of trials (random).")
+    seed: int = Field(0, description="Seed of the trial draws (not of training).")
+    metric: Literal["val_mAP", "val_mAP50"] = Field(
+        "val_mAP", description="What ranks trials (maximised; never a test metric).")
+    min_epochs: PosInt = Field(1, description="successive_halving: epochs of the first rung.")
+    eta: Annotated[int, Field(ge=2)] = Field(
+        2, description="successive_halving: epochs grow and survivors shrink by this factor.")
+
+
 TaoOverrides = Annotated[dict[str, Any], Field(description="Dotted TAO key -> value.")]
 
 
@@ -414,6 +450,10 @@ class Project(Strict):
     quantize: Quantize | None = Field(None, description="Quantize the selected checkpoint.")
     wandb: Wandb = Field(Wandb(), description="Weights & Biases logging.")
     storage: Storage = Field(Storage(), description="S3 access for s3:// data and uploads.")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Train every experiment once per seed "
+        "(`<experiment>-s<seed>`); reports give mean ± std over seeds. Default: train.seed.")
+    sweep: Sweep | None = Field(None, description="Hyper-parameter sweep of the training.")
     upload: Upload | None = Field(None, description="Push artifacts to s3:// when built; "
                                   "none: nothing leaves the machine.")
     overrides: Overrides = Field(

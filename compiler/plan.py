@@ -21,7 +21,7 @@ from typing import Any
 from .files import atomic_write, write_if_changed
 from .layout import DataSource, Layout
 
-PLAN_FORMAT = 4  # 2: ExperimentPlan.resources; 3: BuildPlan.name; 4: data sources, upload
+PLAN_FORMAT = 5  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps
 CACHE_NAME = ".taomake-plan.json"
 
 
@@ -45,6 +45,13 @@ class ExperimentPlan:
     # per action: Snakemake/SLURM resources (gres, cpus_per_task, mem_mb, runtime, slurm_*)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     upload: dict[str, Any] | None = None  # project.yaml `upload` (to, artifacts)
+    group: str = ""  # report row: the experiment a seed or trial belongs to
+    seed: int | None = None
+    trial: dict[str, Any] | None = None  # sweep trial: TAO key -> value
+    halving: bool = False  # a successive-halving trial: its sweep decides what it trains
+    parity: bool = True
+    parity_tolerance: float = 0.02
+    checks: dict[str, str] = field(default_factory=dict)  # split role -> dataset check key
 
     @property
     def layout(self) -> Layout:
@@ -52,21 +59,35 @@ class ExperimentPlan:
 
     def artifacts(self) -> dict[str, list[str]]:
         """Per built action, the files it produces that people look at (main one first):
-        the build's default target, and what `taomake status` reports on."""
+        the build's default target, and what `taomake status` reports on.  A sweep trial
+        only trains by default; the winner's other artifacts are requested by its sweep."""
+        lay, _specs = self.layout, self.specs
+        if self.halving:
+            return {}
+        if self.trial is not None:
+            return {self.source_action: [lay.model(self.source_action),
+                                         f"{lay.root}/{self.source_action}/curve.csv"]}
+        return self.all_artifacts()
+
+    def all_artifacts(self) -> dict[str, list[str]]:
         lay, specs = self.layout, self.specs
         out = {
             "train": [lay.model("train"), f"{lay.root}/train/curve.csv"],
             "distill": [lay.model("distill"), f"{lay.root}/distill/curve.csv"],
             "evaluate": [f"{lay.root}/evaluate/metrics.json"],
             "inference": [f"{lay.root}/inference/summary.json"],
-            "export": [lay.onnx],
+            "export": [lay.onnx] + ([f"{lay.root}/export/parity.json"]
+                                    if "evaluate" in specs and self.parity else []),
             "trt_evaluate": [f"{lay.root}/trt_evaluate/metrics.json"],
             "trt_inference": [f"{lay.root}/trt_inference/summary.json"],
         }
         if "quantize" in specs:
             out["quantize"] = [lay.quantized(specs["quantize"].data["quantize"]["backend"])]
         if "gen_trt_engine" in specs:
-            out["gen_trt_engine"] = [specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]]
+            gen = specs["gen_trt_engine"].data["gen_trt_engine"]
+            out["gen_trt_engine"] = [gen["trt_engine"]]
+            if gen["tensorrt"]["data_type"].lower() == "int8":
+                out["gen_trt_engine"].append(gen["tensorrt"]["calibration"]["cal_cache_file"])
         return {action: out[action] for action in specs}
 
 
@@ -80,6 +101,7 @@ class BuildPlan:
     name: str = ""  # project name
     sources: list[dict[str, str]] = field(default_factory=list)  # DataSource fields, all exps
     storage: dict[str, Any] = field(default_factory=dict)  # project.yaml `storage`
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # compiler.load.SweepPlan
 
     def data_sources(self) -> list[DataSource]:
         return [DataSource(**s) for s in self.sources]
@@ -156,6 +178,25 @@ def resources_of(hardware) -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_keys(p) -> dict[str, str]:
+    """Dataset check per split role, keyed by everything the check depends on, so that
+    experiments, seeds and sweep trials reading the same data share one check job."""
+    ds = p.dataset
+    splits = {"train": [s.model_dump() for s in ds.train], "val": [ds.val.model_dump()]}
+    if ds.test:
+        splits["test"] = [ds.test.model_dump()]
+    need = ds.batch_size * max(p.hardware.gpus_per_node, 1) * p.hardware.nodes
+    out = {}
+    for role, sources in splits.items():
+        # class ids, not names: a renamed class (a warning at most) must not retrain
+        basis = {"role": role, "sources": sources, "classes": sorted(ds.classes),
+                 "results": p.results,
+                 "need": need if role == "train" else None}
+        digest = hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode())
+        out[role] = f"{role}-{digest.hexdigest()[:12]}"
+    return out
+
+
 def plan_from(lp, compiled) -> BuildPlan:
     from .checks import data_sources
 
@@ -168,7 +209,13 @@ def plan_from(lp, compiled) -> BuildPlan:
             specs={a: SpecEntry(s.path, s.text, s.data) for a, s in c.specs.items()},
             files=dict(c.files), skipped=dict(c.skipped),
             resources=resources_of(p.hardware),
-            upload=p.upload.model_dump() if p.upload else None)
+            upload=p.upload.model_dump() if p.upload else None,
+            group=lp.experiments[name].group or name, seed=lp.experiments[name].seed,
+            trial=lp.experiments[name].trial, parity=p.export.parity,
+            halving=bool(lp.experiments[name].trial is not None and lp.sweeps[
+                lp.experiments[name].group].rungs),
+            parity_tolerance=p.export.parity_tolerance,
+            checks=check_keys(p))
     sources: list[dict[str, str]] = []
     for exp in lp.experiments.values():
         for source in data_sources(exp.project):
@@ -177,7 +224,8 @@ def plan_from(lp, compiled) -> BuildPlan:
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
                      experiments=experiments, deps=_code_deps() + _data_deps(lp),
                      name=lp.base.name, sources=sources,
-                     storage=lp.base.storage.model_dump())
+                     storage=lp.base.storage.model_dump(),
+                     sweeps={n: asdict(sw) for n, sw in lp.sweeps.items()})
 
 
 def _from_json(raw: dict[str, Any]) -> BuildPlan:
@@ -187,7 +235,7 @@ def _from_json(raw: dict[str, Any]) -> BuildPlan:
         e["specs"] = {a: SpecEntry(**s) for a, s in e["specs"].items()}
         exps[name] = ExperimentPlan(**e)
     return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"],
-                     raw["name"], raw["sources"], raw["storage"])
+                     raw["name"], raw["sources"], raw["storage"], raw["sweeps"])
 
 
 def _cache_path(project: Path) -> Path:

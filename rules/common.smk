@@ -31,8 +31,13 @@ if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
 
 R = PLAN.results
 PROJECT = PLAN.project_file  # jobs run in the project folder
+SWEEPS = PLAN.sweeps  # swept experiment -> trials (experiments of their own), metric
 SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
 STAGED_KEYS = sorted({s.key for s in SOURCE_OF.values() if s.staged})
+# dataset check key -> (an experiment it checks for, split role): experiments, seeds and
+# trials reading the same data with the same classes share one check
+CHECKS = {key: (e.name, role) for e in reversed(list(EXPS.values()))
+          for role, key in e.checks.items()}
 
 
 def refresh_data_stamps():
@@ -68,7 +73,9 @@ wildcard_constraints:
     exp="|".join(re.escape(name) for name in EXPS),
     source="train|distill",
     source_key="|".join(map(re.escape, STAGED_KEYS)) or "(?!)",  # (?!) matches nothing
-    role="train|val|test",
+    check="|".join(map(re.escape, CHECKS)) or "(?!)",
+    sweep="|".join(map(re.escape, SWEEPS)) or "(?!)",
+    rung=r"\d+",
 
 
 def layout(exp):
@@ -110,19 +117,20 @@ def data_inputs(action):
 def checked_data(*roles):
     """The dataset checks (rules/data.smk) an action waits for: train and val before
     training, test before evaluation."""
-    return lambda w: [f"{R}/{w.exp}/data/check_{role}.json" for role in roles
-                      if role != "test" or "evaluate" in EXPS[w.exp].specs]
+    return lambda w: [f"{R}/_data/checks/{EXPS[w.exp].checks[role]}.json" for role in roles
+                      if role in EXPS[w.exp].checks]
 
 
 def role_inputs(w):
-    """Data and spec of the action that reads a split role (train/val: training; test:
-    evaluate), for its check."""
-    action = "evaluate" if w.role == "test" else EXPS[w.exp].source_action
-    spec = EXPS[w.exp].specs[action]
+    """Data of the split role a check covers (train/val: the training spec's, test: the
+    evaluate spec's)."""
+    exp, role = CHECKS[w.check]
+    action = "evaluate" if role == "test" else EXPS[exp].source_action
+    spec = EXPS[exp].specs[action]
     targets = []
     ds = spec.data.get("dataset", {})
     keys = {"train": ["train_data_sources"], "val": ["val_data_sources"],
-            "test": ["test_data_sources"]}[w.role]
+            "test": ["test_data_sources"]}[role]
     for key in keys:
         value = ds.get(key) or []
         for source in value if isinstance(value, list) else [value]:
@@ -130,7 +138,7 @@ def role_inputs(w):
                 path = source.get(field)
                 if path in SOURCE_OF:
                     targets.append(SOURCE_OF[path].dependency(R))
-    return {"spec": spec.path, "data": sorted(set(targets))}
+    return {"data": sorted(set(targets))}
 
 
 def engine_of(w):
@@ -148,10 +156,24 @@ def upload_files(exp):
     return artifact_files(EXPS[exp], EXPS[exp].upload["artifacts"])
 
 
+REPORTED = ("train", "distill", "evaluate", "export", "gen_trt_engine", "trt_evaluate")
+
+
+def report_inputs():
+    """What the report reads (training, evaluation, export, engines; not inference, so new
+    detections never redraw it) and each sweep's winner."""
+    out = [path for e in EXPS.values() for action, paths in e.artifacts().items()
+           if action in REPORTED for path in paths]
+    return out + [f"{R}/{name}/sweep/winner.json" for name in SWEEPS]
+
+
 def all_targets():
-    """Every artifact every experiment builds (and its upload receipt): the default target."""
+    """Every artifact, each sweep's winner, upload receipts and the report: the default
+    target."""
     out = [path for e in EXPS.values() for paths in e.artifacts().values() for path in paths]
-    return out + [f"{R}/{e.name}/upload.json" for e in EXPS.values() if e.upload]
+    out += [f"{R}/{name}/sweep/winner.json" for name in SWEEPS]
+    return out + [f"{R}/{e.name}/upload.json" for e in EXPS.values()
+                  if e.upload] + [f"{R}/report/summary.md"]
 
 
 onstart:
@@ -228,3 +250,50 @@ def resources_for(action):
         return get
 
     return {key: one(key) for key in keys}
+
+
+# --------------------------------------------------------------------------- sweeps
+def sweep_of(exp):
+    return SWEEPS.get(EXPS[exp].group, {})
+
+def rung_survivors(sweep, rung):
+    """Trials that train in `rung`: all in rung 0, later those the previous decision kept."""
+    import json
+
+    if rung == 0:
+        return list(SWEEPS[sweep]["trials"])
+    with open(checkpoints.sweep_rung.get(sweep=sweep, rung=str(rung - 1)).output.decision) as f:
+        return json.load(f)["promoted"]
+
+def rung_inputs(w):
+    """A rung (r > 0) of a trial waits for its own previous rung (so it resumes from those
+    checkpoints) and for the decision that promoted it."""
+    rung, group = int(w.rung), EXPS[w.exp].group
+    if rung == 0:
+        return []
+    return [f"{R}/{w.exp}/train/rung{rung - 1}.json", f"{R}/{group}/sweep/rung{rung - 1}.json"]
+
+def sweep_finalists(w):
+    sweep = SWEEPS[w.sweep]
+    trials = (rung_survivors(w.sweep, len(sweep["rungs"]) - 1) if sweep["rungs"]
+              else list(sweep["trials"]))
+    return [f"{R}/{t}/train/model.pth" for t in trials]
+
+def halving_gate(w):
+    """The full training of a successive-halving trial starts after the last decision
+    (and resumes from the trial's last rung)."""
+    sweep = sweep_of(w.exp)
+    if not EXPS[w.exp].halving:
+        return []
+    last = len(sweep["rungs"]) - 2
+    return [f"{R}/{w.exp}/train/rung{last}.json",
+            f"{R}/{EXPS[w.exp].group}/sweep/rung{last}.json"]
+
+def winner_artifacts(w):
+    """The winning trial's evaluation/export/inference (known once best.json exists)."""
+    import json
+
+    best = checkpoints.sweep_best.get(sweep=w.sweep).output.best
+    with open(best) as f:
+        winner = json.load(f)["winner"]
+    return [p for paths in EXPS[winner].all_artifacts().values() for p in paths]

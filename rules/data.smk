@@ -25,18 +25,20 @@ rule data_check:
     input:
         unpack(role_inputs),
     output:
-        report=f"{R}/{{exp}}/data/check_{{role}}.json",
+        report=f"{R}/_data/checks/{{check}}.json",
     params:
         project=PROJECT,
+        exp=lambda w: CHECKS[w.check][0],
+        role=lambda w: CHECKS[w.check][1],
     log:
-        f"{R}/{{exp}}/logs/data_check_{{role}}.log",
+        f"{R}/_data/logs/check-{{check}}.log",
     benchmark:
-        f"{R}/{{exp}}/benchmarks/data_check_{{role}}.tsv"
+        f"{R}/_data/benchmarks/check-{{check}}.tsv"
     conda:
         "../envs/taomake.yaml"
     shell:
-        "exec taomake data -p {params.project:q} check --from-stamp -e {wildcards.exp}"
-        " -s {wildcards.role} --json {output.report:q} > {log:q} 2>&1"
+        "exec taomake data -p {params.project:q} check --from-stamp -e {params.exp}"
+        " -s {params.role} --json {output.report:q} > {log:q} 2>&1"
 
 
 rule upload:

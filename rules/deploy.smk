@@ -9,6 +9,8 @@ rule gen_trt_engine:
         onnx=f"{R}/{{exp}}/export/model.onnx",
     output:
         engine=f"{R}/{{exp}}/gen_trt_engine/model.{{precision}}.b{{profile}}.engine",
+    wildcard_constraints:
+        precision="fp32|fp16",
     params:
         project=PROJECT,
     log:
@@ -21,6 +23,17 @@ rule gen_trt_engine:
         **resources_for("gen_trt_engine"),
     shell:
         "exec taomake run gen_trt_engine -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+
+
+use rule gen_trt_engine as gen_trt_engine_int8 with:
+    output:
+        engine=f"{R}/{{exp}}/gen_trt_engine/model.int8.b{{profile}}.engine",
+        # INT8 calibration cache: its own artifact (TensorRT reuses it when present)
+        calibration=f"{R}/{{exp}}/gen_trt_engine/model.int8.b{{profile}}.calib.bin",
+    log:
+        f"{R}/{{exp}}/logs/gen_trt_engine.int8.b{{profile}}.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/gen_trt_engine.int8.b{{profile}}.tsv"
 
 
 rule trt_evaluate:

@@ -7,6 +7,7 @@ rule train:
         image=container_image_of("train"),
         data=data_inputs("train"),
         checked=checked_data("train", "val"),
+        rungs=lambda w: halving_gate(w),
     output:
         curve=f"{R}/{{exp}}/train/curve.csv",
         run=f"{R}/{{exp}}/train/run.json",

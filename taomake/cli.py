@@ -118,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .process import Interrupted
 
     try:
-        run_action(Path(args.project), args.experiment, args.action, Path(args.log))
+        run_action(Path(args.project), args.experiment, args.action, Path(args.log),
+                   epochs=args.epochs, rung_out=Path(args.rung_out) if args.rung_out else None)
     except Interrupted as exc:
         print(f"taomake: {exc}", file=sys.stderr)
         return 128 + exc.signum
@@ -150,6 +151,60 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from .preflight import main as preflight_main
 
     return preflight_main(args.project, slurm=args.slurm)
+
+
+def _plan(args: argparse.Namespace):
+    from compiler.plan import load_plan
+
+    return load_plan(Path(args.project).resolve())
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from .parity import run_parity
+
+    plan = _plan(args)
+    exp = plan.experiments.get(args.experiment)
+    if exp is None or "evaluate" not in exp.specs or "export" not in exp.specs:
+        raise UsageError(f"experiment {args.experiment!r} does not both evaluate and export")
+    run_parity(Path(plan.root), exp, Path(args.out))
+    return 0
+
+
+def cmd_sweep_best(args: argparse.Namespace) -> int:
+    from .sweeps import choose_best
+
+    plan = _plan(args)
+    choose_best(plan, args.sweep, Path(args.out))
+    return 0
+
+
+def cmd_sweep_rung(args: argparse.Namespace) -> int:
+    from .sweeps import decide_rung
+
+    decide_rung(_plan(args), args.sweep, args.rung, Path(args.out))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    plan = _plan(args)
+    files = write_report(plan, Path(args.out) if args.out else None)
+    print((Path(files["summary.md"])).read_text(), end="")
+    for path in files.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_provenance(args: argparse.Namespace) -> int:
+    import json
+
+    from .provenance import find_provenance
+
+    plan = _plan(args)
+    print(json.dumps(find_provenance(Path(plan.root), args.artifact), indent=1,
+                     sort_keys=True))
+    return 0
 
 
 def cmd_node_env(args: argparse.Namespace) -> int:
@@ -196,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=list(ACTIONS))
     p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
     p.add_argument("--log", required=True, help="file TAO's output is appended to")
+    p.add_argument("--epochs", type=int, help="successive-halving rung: train up to this "
+                   "many epochs (resuming), with --rung-out")
+    p.add_argument("--rung-out", help="where a rung's curve is written")
     p = add("select", cmd_select, "publish the chosen checkpoint as <train>/model.pth "
             "(train.use_checkpoint)")
     p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
@@ -205,6 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm", action=argparse.BooleanOptionalAction, default=None,
                    help="check the SLURM commands (default: when hardware.slurm.partition "
                    "is set)")
+    p = add("report", cmd_report, "tables (CSV, Markdown, LaTeX) and plots of every "
+            "experiment's results (also the `report` rule)")
+    p.add_argument("--out", help="folder (default: <results>/report)")
+    p = add("provenance", cmd_provenance, "what an artifact was built from: spec hash, image, "
+            "data identities, git commit, command, host, times")
+    p.add_argument("artifact", help="e.g. results/base/export/model.onnx")
+    p = add("parity", cmd_parity, "ONNX Runtime vs PyTorch test mAP, and ONNX latency "
+            "(the `onnx_parity` rule)")
+    p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
+    p.add_argument("--out", required=True, help="parity.json to write when within tolerance")
+    p = add("sweep-best", cmd_sweep_best, "choose a sweep's winner (the `sweep_best` rule)")
+    p.add_argument("--sweep", required=True, help="the swept experiment")
+    p.add_argument("--out", required=True, help="best.json to write")
+    p = add("sweep-rung", cmd_sweep_rung, "successive halving: promote a rung's best trials "
+            "(the `sweep_rung` rule)")
+    p.add_argument("--sweep", required=True, help="the swept experiment")
+    p.add_argument("--rung", type=int, required=True, help="0, 1, ...")
+    p.add_argument("--out", required=True, help="rung decision JSON to write")
     p = add("explain", cmd_explain, "why a target is stale, down to the project.yaml keys")
     p.add_argument("target", help="a file under results/, e.g. results/base/export/model.onnx")
     from .data.commands import add_parser as add_data_parser

@@ -114,8 +114,42 @@ def write_curve(rows: list[EpochRow], path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def make_job(p, root: Path, compiled: CompiledExperiment, experiment: str, action: Action,
+             spec: dict[str, Any], job_spec: Path) -> TaoJob:
+    """The runner-independent description of one TAO run (image, GPUs, mounts, env names)."""
+    training = action.name in ("train", "distill")
+    ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
+    # only training spans every GPU and node; the other specs name one GPU (TAO-FACTS §2.4)
+    gpus = p.hardware.gpus_per_node if training else min(p.hardware.gpus_per_node, 1)
+    return TaoJob(action=action, spec=job_spec.resolve(), results_dir=compiled.layout.root,
+                  workdir=root, image=(p.tao.deploy_image_ref if action.flavor == "deploy"
+                                       else p.tao.pytorch_image_ref),
+                  env_names=tuple(p.hardware.runner.env), gpus=gpus, gpu_ids=ids[:gpus],
+                  nodes=p.hardware.nodes if training else 1,
+                  shm_size=p.hardware.shm_size,
+                  extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level},
+                  mounts=tuple(job_mounts(spec, root, compiled.layout.root, job_spec)),
+                  label=f"{p.name}/{experiment}/{action.name}")
+
+
+def _with_epochs(spec, epochs: int):
+    """The spec with train.num_epochs replaced (a rung's job spec; the compiled one is kept)."""
+    import copy
+    from dataclasses import replace
+
+    from compiler.compile import dump_yaml
+
+    data = copy.deepcopy(spec.data)
+    data["train"]["num_epochs"] = epochs
+    header = "".join(line for line in spec.text.splitlines(keepends=True)
+                     if line.startswith("#"))
+    return replace(spec, data=data, text=f"{header}# rung: num_epochs {epochs}\n"
+                   + dump_yaml(data))
+
+
 def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
-                   records: list[dict[str, Any]], spec: dict[str, Any]) -> list[str]:
+                   records: list[dict[str, Any]], spec: dict[str, Any], *,
+                   rung_out: Path | None = None) -> list[str]:
     """Check the action's expected files and write taomake's own result files.
 
     Returns the problems (empty when everything expected is there)."""
@@ -126,7 +160,13 @@ def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
         saved = sorted(out_dir.glob("model_epoch_*.pth"))
         if not saved or not all(_nonempty(p) for p in saved):
             return [f"no non-empty model_epoch_*.pth in {out_dir}"]
-        curve = training_curve(records)
+        curve = training_curve(read_status(out_dir / "status.json"))
+        if rung_out is not None:  # a sweep rung: its own record, the train outputs untouched
+            atomic_write(rung_out, json.dumps({
+                "epochs": spec["train"]["num_epochs"],
+                "curve": [{f: getattr(row, f) for f in EpochRow.FIELDS} for row in curve],
+            }, indent=1, sort_keys=True) + "\n")
+            return []
         write_curve(curve, out_dir / "curve.csv")
         atomic_write(out_dir / "run.json", json.dumps({
             "epochs": spec["train"]["num_epochs"],
@@ -201,7 +241,11 @@ class _Progress:
                      f"{row.train_loss:.4f}{extra}")
 
 
-def run_action(project: Path, experiment: str, action_name: str, log_path: Path) -> None:
+def run_action(project: Path, experiment: str, action_name: str, log_path: Path, *,
+               epochs: int | None = None, rung_out: Path | None = None) -> None:
+    """Run one TAO action and judge it.  `epochs` (train only, with `rung_out`): a
+    successive-halving rung, i.e. the same spec trained up to `epochs` (resuming the
+    trial's checkpoints), its curve written to `rung_out` instead of the train outputs."""
     lp = load_project(project)
     if experiment not in lp.experiments:
         raise UsageError(f"unknown experiment {experiment!r}")
@@ -216,21 +260,16 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
     if not on_disk.exists() or on_disk.read_text(encoding="utf-8") != spec.text:
         raise RunError(f"{spec.path} does not match project.yaml (edited while building?); "
                        "run snakemake again so the specs are recompiled")
+    if epochs is not None:
+        if action.name != "train" or rung_out is None:
+            raise UsageError("--epochs is for a sweep rung: train with --rung-out")
+        spec = _with_epochs(spec, epochs)
     p = lp.experiments[experiment].project
     out_dir = root / compiled.layout.action_dir(action.results_subdir)
     # TAO may rewrite its spec in place (multi-node): every job gets its own copy
     job_spec = out_dir / ".taomake" / f"job-{action.name}.yaml"
     runner = make_runner(p, root)
-    job = TaoJob(action=action, spec=job_spec.resolve(), results_dir=compiled.layout.root,
-                 workdir=root, image=(p.tao.deploy_image_ref if action.flavor == "deploy"
-                                      else p.tao.pytorch_image_ref),
-                 env_names=tuple(p.hardware.runner.env), gpus=p.hardware.gpus_per_node,
-                 gpu_ids=tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node)),
-                 nodes=p.hardware.nodes if action.name in ("train", "distill") else 1,
-                 shm_size=p.hardware.shm_size,
-                 extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level},
-                 mounts=tuple(job_mounts(spec.data, root, compiled.layout.root, job_spec)),
-                 label=f"{p.name}/{experiment}/{action.name}")
+    job = make_job(p, root, compiled, experiment, action, spec.data, job_spec)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     status = out_dir / "status.json"
     label = f"{action.name} ({experiment})"
@@ -249,6 +288,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
             _note(log, f"{label}: {' '.join(job.tao_argv())} via the {runner.name} runner "
                        f"(cwd {root})" + (f", retry {attempt} of {retries}" if attempt else ""))
             started = time.monotonic()
+            started_wall = time.time()
             try:
                 rc = runner.run(job, log, on_tick=_Progress(status, before, label)
                                 if action.name in ("train", "distill") else None)
@@ -261,7 +301,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
             if not verdict.finished:
                 problems.append(verdict.reason)
             if not problems:
-                problems = finish_outputs(action, root, compiled, records, spec.data)
+                problems = finish_outputs(action, root, compiled, records, spec.data,
+                                          rung_out=rung_out)
             elapsed = time.monotonic() - started
             if not problems:
                 break
@@ -291,7 +332,39 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path)
         atomic_write(out_dir / ".taomake" / f"run-{action.name}.json", json.dumps(
             {"runner": runner.name, "tao_seconds": round(elapsed, 3),
              "argv": job.tao_argv()}, indent=2) + "\n")
+        _record_provenance(root, lp, experiment, compiled, action, spec, runner, job,
+                           out_dir, started_wall, rc)
         _note(log, f"{label}: finished in {elapsed:.0f} s")
+
+
+def _record_provenance(root: Path, lp, experiment: str, compiled: CompiledExperiment,
+                       action: Action, spec, runner, job: TaoJob, out_dir: Path,
+                       started: float, rc: int) -> None:
+    from compiler.checks import data_sources
+
+    from .provenance import image_digest, write_provenance
+
+    p = lp.experiments[experiment].project
+    artifacts = sorted(str(f.relative_to(root)) for f in out_dir.iterdir()
+                       if f.is_file() and f.name not in ("status.json", "experiment.yaml")
+                       and f.name != "model.pth")
+    if action.name == "gen_trt_engine":
+        artifacts.append(spec.data["gen_trt_engine"]["trt_engine"])
+    if action.name == "export":
+        artifacts.append(compiled.layout.onnx)
+    runtime: dict[str, Any] = {"runner": runner.name}
+    if runner.name == "local":
+        runtime["venv"] = str(getattr(runner, "venv", "") or "")
+    else:
+        runtime["image"] = job.image
+        runtime["digest"] = image_digest(job.image) if runner.name == "docker" else None
+    consumed = ([compiled.layout.model(compiled.source_action)]
+                if action.name not in ("train", "distill") else [])
+    write_provenance(out_dir, action.name, root=root, artifacts=sorted(set(artifacts)),
+                     spec_text=spec.text, spec=spec.data, runtime=runtime,
+                     sources=data_sources(p), results=p.results, consumed=consumed,
+                     argv=job.tao_argv(), env_names=list(p.hardware.runner.env),
+                     started=started, ended=time.time(), exit_status=rc)
 
 
 def _tail_from(path: Path, offset: int, n: int) -> list[str]:
@@ -324,6 +397,10 @@ def select_checkpoint(project: Path, experiment: str) -> None:
     sel = select(src_dir, p.train.use_checkpoint, p.train.best_metric, curve)
     how = publish(src_dir, sel, lp.root / compiled.layout.model(compiled.source_action),
                   src_dir / "selection.json")
+    from .provenance import record_selection
+
+    record_selection(lp.root, src_dir, compiled.layout.model(compiled.source_action),
+                     compiled.source_action, sel.source, how)
     _say(f"{compiled.source_action} ({experiment}): selected epoch {sel.epoch} "
          f"({sel.policy}{f', {sel.metric} {sel.value}' if sel.value is not None else ''}) "
          f"-> {compiled.layout.model(compiled.source_action)} [{how}]")

@@ -98,6 +98,19 @@ class SeaweedServer:
         self.kill()
         raise RuntimeError(f"SeaweedFS did not start: {tail}")
 
+    def wait_readable(self, bucket: str, key: str, timeout: float = 60) -> None:
+        """After a restart S3 answers before the volume server has re-registered: wait until
+        the object's bytes can be read again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client().get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].read()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
     def kill(self) -> None:
         """SIGKILL the whole server (a graceful stop takes ~30 s)."""
         if self.proc and self.proc.poll() is None:

@@ -100,7 +100,7 @@ def test_unchanged_s3_data_is_never_downloaded_again(s3_project, s3_bucket):
     assert [c[0] for c in calls(folder)] == ["evaluate"]
     ran = {line.split("rule ")[1].rstrip(":") for line in proc.stderr.splitlines()
            if line.startswith(("rule ", "localrule "))}
-    assert ran == {"stage_data", "data_check", "evaluate", "all"}, ran
+    assert ran == {"stage_data", "data_check", "evaluate", "report", "all"}, ran
     assert downloaded_bytes(data) == first + len(body)
 
 
@@ -185,6 +185,7 @@ def test_server_dies_mid_download_then_the_retry_succeeds(tmp_path, private_s3,
     def sleep_then_restart(_seconds: float) -> None:  # the backoff: bring the server back
         if not restarted:
             private_s3.start()
+            private_s3.wait_readable("data", "big/images.tar")
             restarted.append(True)
 
     store = S3Store(S3Settings(attempts=3, max_concurrency=4), sleep=sleep_then_restart)
@@ -216,6 +217,7 @@ def test_server_gone_fails_cleanly_and_a_rerun_completes(tmp_path, private_s3, m
     assert no_partial_files(tmp_path) == []
 
     private_s3.start()
+    private_s3.wait_readable("data", "big/images.tar")
     store = S3Store(S3Settings(attempts=2))
     done = Stager(tmp_path, "results", store).stage(source)
     assert not done.reused and len(list((tmp_path / source.target("results")).iterdir())) == 20

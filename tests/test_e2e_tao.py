@@ -53,7 +53,8 @@ def demo(tao_venv, tmp_path_factory) -> Path:
     make_project(folder, project_text(tao_venv), copy_data=True)
     out, counts = snakemake(folder)
     assert counts == {"runtime_ready": 1, "data_check": 3, "train": 1, "select_checkpoint": 1,
-                      "evaluate": 1, "export": 1, "inference": 1}, out[-3000:]
+                      "evaluate": 1, "export": 1, "onnx_parity": 1, "inference": 1,
+                      "report": 1}, out[-3000:]
     return folder
 
 
@@ -117,7 +118,7 @@ def test_minimal_rebuilds_with_real_tao(demo, old, new, expected):
 def test_deleting_onnx_rebuilds_export_only(demo):
     (demo / "results/base/export/model.onnx").unlink()
     _, counts = snakemake(demo)
-    assert counts == {"export": 1}
+    assert counts == {"export": 1, "onnx_parity": 1, "report": 1}
 
 
 def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):

@@ -34,13 +34,16 @@ def artifact_files(exp, artifacts: list[str]) -> dict[str, list[str]]:
         "onnx": built.get("export", []),
         "engine": built.get("gen_trt_engine", []),
         "metrics": [p for a in ("evaluate", "trt_evaluate") for p in built.get(a, [])],
-        "report": [],  # filled by the report rule when a project report exists
+        # the project's report (shared by experiments; unchanged files are not re-sent)
+        "report": [f"{exp.results}/report/{name}" for name in
+                   ("summary.md", "summary.csv", "summary.tex", "results.csv")],
     }
     return {name: wanted[name] for name in artifacts if wanted.get(name)}
 
 
 def upload_experiment(root: Path, exp, store: S3Store, receipt: Path) -> dict[str, Any]:
-    to = exp.upload["to"].rstrip("/") + f"/{exp.name}"
+    base = exp.upload["to"].rstrip("/")
+    to = f"{base}/{exp.name}"
     entries = []
     for name, files in artifact_files(exp, exp.upload["artifacts"]).items():
         for rel in files:
@@ -50,7 +53,9 @@ def upload_experiment(root: Path, exp, store: S3Store, receipt: Path) -> dict[st
             digest, size = sha256_file(path), path.stat().st_size
             # keep the path below the experiment folder: results/<exp>/export/model.onnx ->
             # <to>/<exp>/export/model.onnx
-            uri = f"{to}/{Path(rel).relative_to(exp.layout.root).as_posix()}"
+            inside = Path(rel).is_relative_to(exp.layout.root)
+            uri = (f"{to}/{Path(rel).relative_to(exp.layout.root).as_posix()}" if inside
+                   else f"{base}/{Path(rel).relative_to(exp.results).as_posix()}")
             existing = store.metadata(uri)
             if existing and existing[0].size == size and existing[1].get("sha256") == digest:
                 oid, sent = existing[0], False

@@ -1,0 +1,79 @@
+# Sweeps: each trial is an experiment `<exp>.tNNN` that trains (rules/train.smk); the winner
+# is chosen once every trial has trained, and only then are its evaluation, export and
+# inference built (a Snakemake checkpoint: the DAG learns the winner from best.json).
+# Successive halving trains trials in rungs of growing epochs: a rung's decision (a
+# checkpoint) promotes the best 1/eta, whose next rung resumes from their checkpoints; the
+# last rung is the trial's ordinary full training.
+
+
+rule sweep_rung_train:
+    input:
+        spec=spec_of("train"),
+        image=container_image_of("train"),
+        data=data_inputs("train"),
+        checked=checked_data("train", "val"),
+        previous=rung_inputs,
+    output:
+        rung=f"{R}/{{exp}}/train/rung{{rung}}.json",
+    params:
+        project=PROJECT,
+        epochs=lambda w: sweep_of(w.exp)["rungs"][int(w.rung)],
+    log:
+        f"{R}/{{exp}}/logs/train.rung{{rung}}.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/train.rung{{rung}}.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    resources:
+        **resources_for("train"),
+    shell:
+        "exec taomake run train -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+        " --epochs {params.epochs} --rung-out {output.rung:q}"
+
+
+checkpoint sweep_rung:
+    input:
+        lambda w: [f"{R}/{t}/train/rung{w.rung}.json"
+                   for t in rung_survivors(w.sweep, int(w.rung))],
+    output:
+        decision=f"{R}/{{sweep}}/sweep/rung{{rung}}.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{sweep}}/logs/sweep_rung{{rung}}.log",
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake sweep-rung -p {params.project:q} --sweep {wildcards.sweep}"
+        " --rung {wildcards.rung} --out {output.decision:q} > {log:q} 2>&1"
+
+
+checkpoint sweep_best:
+    input:
+        sweep_finalists,
+    output:
+        best=f"{R}/{{sweep}}/sweep/best.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{sweep}}/logs/sweep_best.log",
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake sweep-best -p {params.project:q} --sweep {wildcards.sweep}"
+        " --out {output.best:q} > {log:q} 2>&1"
+
+
+rule sweep_done:
+    input:
+        best=f"{R}/{{sweep}}/sweep/best.json",
+        winner=winner_artifacts,
+    output:
+        done=f"{R}/{{sweep}}/sweep/winner.json",
+    log:
+        f"{R}/{{sweep}}/logs/sweep_done.log",
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        # the winner's artifacts exist now; winner.json is the sweep's own up-to-date marker
+        "cp {input.best:q} {output.done:q} 2> {log:q}"

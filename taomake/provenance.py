@@ -1,0 +1,147 @@
+"""Provenance: what every built artifact was made from, written next to it when its job
+succeeds (`<action dir>/.taomake/provenance-<action>.json`) and printed by
+`taomake provenance <artifact>`.
+
+Recorded: the artifact's sha256 and size, the spec's body hash, the image (and its digest when
+the runtime reports one) or the local venv, the identity of every data source the spec reads
+(ETag / sha256 from the stamps), the checkpoint it consumed, taomake's version, the project's
+git commit and dirty flag, the TAO command line, host, start/end time and exit status.  Only
+names of environment variables are ever recorded, never values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from compiler.errors import UsageError
+from compiler.files import atomic_write
+from compiler.layout import DataSource
+
+from . import __version__
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the git work tree holding `folder` (None outside git)."""
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain",
+                                 "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=30)
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+
+
+def data_identities(root: Path, results: str, spec: dict[str, Any],
+                    sources: list[DataSource]) -> dict[str, Any]:
+    """Path the spec reads -> the source's URI and recorded identity (its stamp)."""
+    by_target = {s.target(results): s for s in sources}
+    out: dict[str, Any] = {}
+    for key, value in spec.get("dataset", {}).items():
+        if not key.endswith("_data_sources"):
+            continue
+        for source in value if isinstance(value, list) else [value]:
+            for field in ("image_dir", "json_file"):
+                entry = source.get(field)
+                for path in entry if isinstance(entry, list) else [entry]:
+                    s = by_target.get(path)
+                    if s is None:
+                        continue
+                    try:
+                        stamp = json.loads((root / s.stamp(results)).read_text())["identity"]
+                    except (OSError, ValueError, KeyError):
+                        stamp = None
+                    out[path] = {"uri": s.uri, "identity": stamp}
+    return out
+
+
+def image_digest(ref: str) -> str | None:
+    try:
+        import docker
+
+        image = docker.from_env(timeout=5).images.get(ref)
+        return (image.attrs.get("RepoDigests") or [image.id])[0]
+    except Exception:  # no daemon, image not local: the reference alone is recorded
+        return None
+
+
+def write_provenance(out_dir: Path, action: str, *, root: Path, artifacts: list[str],
+                     spec_text: str, spec: dict[str, Any], runtime: dict[str, Any],
+                     sources: list[DataSource], results: str, consumed: list[str],
+                     argv: list[str], env_names: list[str], started: float, ended: float,
+                     exit_status: int) -> dict[str, Any]:
+    body = spec_text.split("\n", 1)
+    record = {
+        "action": action,
+        "artifacts": {a: {"sha256": sha256_file(root / a), "size": (root / a).stat().st_size}
+                      for a in artifacts if (root / a).is_file()},
+        "spec": {"sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
+                 "header": body[0] if body[0].startswith("#") else ""},
+        "runtime": runtime,
+        "data": data_identities(root, results, spec, sources),
+        "consumed": {c: sha256_file(root / c) for c in consumed if (root / c).is_file()},
+        "taomake": __version__,
+        "git": git_state(root),
+        "command": argv,
+        "env_names": sorted(env_names),  # names only: values may be secrets
+        "host": platform.node(),
+        "start": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "end": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ended)),
+        "seconds": round(ended - started, 3),
+        "exit_status": exit_status,
+    }
+    atomic_write(out_dir / ".taomake" / f"provenance-{action}.json",
+                 json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
+
+
+def record_selection(root: Path, train_dir: Path, model: str, action: str, source: str,
+                     how: str) -> None:
+    """model.pth: which checkpoint it is, and the training run that produced it."""
+    try:
+        built = json.loads((train_dir / ".taomake" / f"provenance-{action}.json").read_text())
+    except (OSError, ValueError):
+        built = None
+    record = {"action": "select_checkpoint",
+              "artifacts": {model: {"sha256": sha256_file(root / model),
+                                    "size": (root / model).stat().st_size}},
+              "checkpoint": str((train_dir / source).relative_to(root)), "published_as": how,
+              "selection": str((train_dir / "selection.json").relative_to(root)),
+              "taomake": __version__, "host": platform.node(),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trained_by": built}
+    atomic_write(train_dir / ".taomake" / "provenance-select.json",
+                 json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def find_provenance(root: Path, artifact: str) -> dict[str, Any]:
+    """The provenance record whose artifacts include `artifact` (a path under results/)."""
+    target = Path(artifact)
+    target = (target if target.is_absolute() else Path.cwd() / target).resolve()
+    folder, top = target.parent, root.resolve()
+    while folder != folder.parent and (folder == top or top in folder.parents):
+        for record_file in sorted((folder / ".taomake").glob("provenance-*.json")):
+            record = json.loads(record_file.read_text())
+            for name in record["artifacts"]:
+                if (root / name).resolve() == target:
+                    return record
+        folder = folder.parent
+    raise UsageError(f"no provenance recorded for {artifact}: it is not an artifact taomake "
+                     "built (model.pth, model.onnx, metrics.json, ...) or it was built before "
+                     "provenance was recorded")

@@ -1,0 +1,98 @@
+"""With the real TAO RT-DETR on CPU: 2 experiments × 2 seeds and a 4-trial random sweep, end
+to end, with the report, ONNX parity and provenance checked against the files TAO wrote."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.helpers import make_project
+from tests.test_e2e_tao import job_counts, project_text, snakemake
+
+pytestmark = [pytest.mark.tao, pytest.mark.slow]
+
+EXPERIMENTS = """
+experiments:
+  small: {seeds: [1, 2]}
+  wide: {model.dim_feedforward: 512, seeds: [1, 2]}
+  tuned:
+    sweep:
+      method: random
+      trials: 4
+      parameters:
+        train.optim.lr: {min: 0.00005, max: 0.001, log: true}
+        dataset.augmentation.distortion_prob: [0.2, 0.5, 0.8]
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tao_venv, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("e2e-exps") / "proj"
+    # no inference images: this run is about training, evaluation, export and the report
+    text = project_text(tao_venv).replace("  inference:\n    images: data/shapes/infer/images\n",
+                                          "")
+    make_project(folder, text + EXPERIMENTS, copy_data=True)
+    out, counts = snakemake(folder)
+    assert counts["train"] == 8 and counts["evaluate"] == 5 and counts["export"] == 5, counts
+    assert counts["onnx_parity"] == 5 and counts["report"] == 1 and counts["sweep_best"] == 1
+    (folder / "first-run.log").write_text(out)
+    return folder
+
+
+def test_report_equals_the_metrics_files(built):
+    report = built / "results/report"
+    best = json.loads((built / "results/tuned/sweep/best.json").read_text())
+    runs = {r["experiment"]: r for r in csv.DictReader((report / "results.csv").open())}
+    assert set(runs) == {"small-s1", "small-s2", "wide-s1", "wide-s2", best["winner"]}
+    for name, row in runs.items():
+        metrics = json.loads((built / f"results/{name}/evaluate/metrics.json").read_text())
+        assert float(row["test_mAP"]) == metrics["test_mAP"]
+        assert float(row["test_mAP50"]) == metrics["test_mAP50"]
+        parity = json.loads((built / f"results/{name}/export/parity.json").read_text())
+        assert float(row["onnx_ms"]) == parity["latency_ms_median"] > 0
+        assert parity["ok"] and parity["pytorch_mAP"] == metrics["test_mAP"]
+        train_s = float(next(csv.DictReader((built / f"results/{name}/benchmarks/train.tsv")
+                                            .open(), delimiter="\t"))["s"])
+        assert math.isclose(float(row["train_minutes"]), train_s / 60)
+    summary = {r["experiment"]: r for r in csv.DictReader((report / "summary.csv").open())}
+    for group in ("small", "wide"):
+        values = [float(runs[f"{group}-s{s}"]["test_mAP"]) for s in (1, 2)]
+        assert float(summary[group]["test_mAP_mean"]) == pytest.approx(sum(values) / 2)
+        assert summary[group]["runs"] == "2"
+    # every trial's score is its curve's best val_mAP
+    for t in best["trials"]:
+        curve = list(csv.DictReader((built / f"results/{t['trial']}/train/curve.csv").open()))
+        assert t["score"] == max(float(r["val_mAP"]) for r in curve)
+    for png in ("curves.png", "accuracy_latency.png", "sweep_tuned.png"):
+        with Image.open(report / png) as im:
+            im.verify()
+
+
+def test_second_run_builds_nothing(built):
+    out, counts = snakemake(built)
+    assert counts == {} and "Nothing to be done" in out
+
+
+def test_provenance_of_the_sweep_winner(built):
+    import subprocess
+    import sys
+
+    best = json.loads((built / "results/tuned/sweep/best.json").read_text())
+    onnx = f"results/{best['winner']}/export/model.onnx"
+    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "provenance", onnx], cwd=built,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["artifacts"][onnx]["sha256"] and record["exit_status"] == 0
+    assert record["consumed"][f"results/{best['winner']}/train/model.pth"]
+    assert record["runtime"]["runner"] == "local" and record["runtime"]["venv"]
+
+
+def test_job_counts_of_first_run(built):
+    counts = job_counts((built / "first-run.log").read_text())
+    assert counts["select_checkpoint"] == 8 and counts["data_check"] == 3
