@@ -1,6 +1,7 @@
 """A 1000-trial random sweep: compile time for its specs, and `snakemake -n` DAG construction
-against a bare Snakefile with the same number of jobs (touch rules, same shape: per trial a
-train and a select job, then one job over all of them).
+against a bare Snakefile with the same number of jobs (touch rules, same shape: two dataset
+checks and a runtime marker, a train job per trial, then the choice of the winner and the
+report over all of them).
 
     python benchmarks/sweep_scale.py [--trials 1000] [--repeat 3]
 
@@ -35,29 +36,34 @@ sweep:
 BARE = '''
 N = {trials}
 rule all:
-    input: "out/best.done", "out/check_train.done", "out/check_val.done"
+    input: "out/winner.done", "out/report.done"
 
 rule check:
     output: "out/check_{{role}}.done"
     shell: "touch {{output}}"
 
 rule ready:
-    output: "out/ready_{{i}}.done"
+    output: "out/ready.done"
     shell: "touch {{output}}"
 
 rule train:
-    input: "out/ready_{{i}}.done", "out/check_train.done", "out/check_val.done"
+    input: "out/ready.done", "out/check_train.done", "out/check_val.done"
     output: "out/train_{{i}}.done"
     shell: "touch {{output}}"
 
-rule select:
-    input: "out/train_{{i}}.done"
-    output: "out/model_{{i}}.done"
+rule best:
+    input: expand("out/train_{{i}}.done", i=range(N))
+    output: "out/best.done"
     shell: "touch {{output}}"
 
-rule best:
-    input: expand("out/model_{{i}}.done", i=range(N))
-    output: "out/best.done"
+rule done:
+    input: "out/best.done"
+    output: "out/winner.done"
+    shell: "touch {{output}}"
+
+rule report:
+    input: expand("out/train_{{i}}.done", i=range(N)), "out/winner.done"
+    output: "out/report.done"
     shell: "touch {{output}}"
 '''
 

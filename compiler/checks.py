@@ -311,7 +311,7 @@ def check_distill(ctx: _Ctx) -> None:
                 _err(ctx, _at(ctx, key), f"IOU binding with teacher hidden_dim {teacher_hidden}"
                      f" != student {p.model.hidden_dim}", "IOU multiplies the feature maps: "
                      "use equal hidden_dim or an L2 binding", "distill_bindings")
-    unknown = set(p.distill.teacher.model) - set(p.model.model_fields)
+    unknown = set(p.distill.teacher.model) - set(type(p.model).model_fields)
     for k in sorted(unknown):
         close = difflib.get_close_matches(k, list(p.model.model_fields), n=1)
         _err(ctx, _at(ctx, f"distill.teacher.model.{k}"), f"unknown model key {k!r}",

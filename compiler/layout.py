@@ -9,6 +9,7 @@ Build rules use the same functions, so the DAG and the specs agree by constructi
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import re
 from dataclasses import dataclass
@@ -34,6 +35,24 @@ def image_key(ref: str) -> str:
     """Short, stable name part for an image reference: tag + hash."""
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", ref.rsplit(":", 1)[-1] if ":" in ref else ref)
     return f"{tag[:24]}-{hashlib.sha256(ref.encode()).hexdigest()[:6]}"
+
+
+IMAGE_EXTENSIONS = {"apptainer": ".sif", "pyxis": ".sqsh"}  # converted-image runners
+
+
+def sanitise(image_ref: str) -> str:
+    """A file name for an image reference: nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt ->
+    nvcr.io_nvidia_tao_tao-toolkit_6.26.3-pyt (digests keep their hex)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", image_ref).strip("_.")
+
+
+def image_file(image_ref: str, image_dir: str, kind: str) -> str:
+    """Where the converted image of `image_ref` lives: <image_dir>/<sanitised ref>.sif|.sqsh."""
+    try:
+        ext = IMAGE_EXTENSIONS[kind]
+    except KeyError:
+        raise ValueError(f"no image file for runner kind {kind!r}") from None
+    return os.path.join(image_dir, sanitise(image_ref) + ext)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write, write_if_changed
-from .layout import DataSource, Layout
+from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
-PLAN_FORMAT = 5  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps
+PLAN_FORMAT = 6  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images
 CACHE_NAME = ".taomake-plan.json"
 
 
@@ -52,6 +52,8 @@ class ExperimentPlan:
     parity: bool = True
     parity_tolerance: float = 0.02
     checks: dict[str, str] = field(default_factory=dict)  # split role -> dataset check key
+    # apptainer/pyxis runners: flavor (pytorch, deploy) -> [converted image file, image ref]
+    images: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def layout(self) -> Layout:
@@ -60,13 +62,13 @@ class ExperimentPlan:
     def artifacts(self) -> dict[str, list[str]]:
         """Per built action, the files it produces that people look at (main one first):
         the build's default target, and what `taomake status` reports on.  A sweep trial
-        only trains by default; the winner's other artifacts are requested by its sweep."""
-        lay, _specs = self.layout, self.specs
+        only trains by default (its curve is what ranks it); the winner's checkpoint and
+        other artifacts are requested by its sweep."""
+        lay = self.layout
         if self.halving:
             return {}
         if self.trial is not None:
-            return {self.source_action: [lay.model(self.source_action),
-                                         f"{lay.root}/{self.source_action}/curve.csv"]}
+            return {self.source_action: [f"{lay.root}/{self.source_action}/curve.csv"]}
         return self.all_artifacts()
 
     def all_artifacts(self) -> dict[str, list[str]]:
@@ -197,6 +199,17 @@ def check_keys(p) -> dict[str, str]:
     return out
 
 
+def converted_images(p) -> dict[str, list[str]]:
+    """The image files an apptainer/pyxis project runs from (rules/images.smk makes them)."""
+    kind = p.hardware.runner.kind
+    if kind not in IMAGE_EXTENSIONS:
+        return {}
+    image_dir = getattr(p.hardware.runner, kind).image_dir
+    return {flavor: [image_file(ref, image_dir, kind), ref]
+            for flavor, ref in (("pytorch", p.tao.pytorch_image_ref),
+                                ("deploy", p.tao.deploy_image_ref))}
+
+
 def plan_from(lp, compiled) -> BuildPlan:
     from .checks import data_sources
 
@@ -215,7 +228,7 @@ def plan_from(lp, compiled) -> BuildPlan:
             halving=bool(lp.experiments[name].trial is not None and lp.sweeps[
                 lp.experiments[name].group].rungs),
             parity_tolerance=p.export.parity_tolerance,
-            checks=check_keys(p))
+            checks=check_keys(p), images=converted_images(p))
     sources: list[dict[str, str]] = []
     for exp in lp.experiments.values():
         for source in data_sources(exp.project):

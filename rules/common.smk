@@ -82,43 +82,58 @@ def layout(exp):
     return EXPS[exp].layout
 
 
-def spec_of(action):
-    return lambda w: EXPS[w.exp].specs[action].path
-
-
 def model_of(exp):
     """The selected checkpoint evaluate/export/inference consume."""
     return layout(exp).model(EXPS[exp].source_action)
 
 
-def data_inputs(action):
+def data_paths(exp, action):
     """What an action's data is in the DAG: for each annotation file and image folder its
     spec reads, the source's stamp (local, content-hashed) or staging marker (S3, archives)."""
+    dataset = EXPS[exp].specs[action].data.get("dataset", {})
+    paths = []
+    for key, value in dataset.items():
+        if not key.endswith("_data_sources"):
+            continue
+        for source in value if isinstance(value, list) else [value]:
+            for field in ("image_dir", "json_file"):
+                entry = source.get(field)
+                for path in entry if isinstance(entry, list) else [entry]:
+                    if path in SOURCE_OF:
+                        paths.append(SOURCE_OF[path].dependency(R))
+                    elif path and not os.path.isabs(path):
+                        paths.append(path)
+    return sorted(set(paths))
+
+
+def data_inputs(action):
+    return lambda w: data_paths(w.exp, action)
+
+
+def tao_inputs(action, checks=(), model=False, gate=None):
+    """What each TAO job reads, for `unpack()`: its spec, the runtime marker, its data,
+    the dataset checks of `checks` roles, the selected checkpoint (`model`) and the extra
+    files `gate(w)` names.  A single function, not one per input, since Snakemake calls
+    input functions per job, which counts in sweeps of a thousand trials."""
+    from compiler.actions import ACTIONS
+
+    flavor = ACTIONS[action].flavor
 
     def inputs(w):
-        dataset = EXPS[w.exp].specs[action].data.get("dataset", {})
-        paths = []
-        for key, value in dataset.items():
-            if not key.endswith("_data_sources"):
-                continue
-            for source in value if isinstance(value, list) else [value]:
-                for field in ("image_dir", "json_file"):
-                    entry = source.get(field)
-                    for path in entry if isinstance(entry, list) else [entry]:
-                        if path in SOURCE_OF:
-                            paths.append(SOURCE_OF[path].dependency(R))
-                        elif path and not os.path.isabs(path):
-                            paths.append(path)
-        return sorted(set(paths))
+        exp = EXPS[w.exp]
+        marker = f"{R}/.taomake/runtime/{RUNTIME_OF[w.exp]}.{flavor}.ready"
+        named = {"spec": exp.specs[action].path, "image": ancient(marker),
+                 "data": data_paths(w.exp, action)}
+        if checks:
+            named["checked"] = [f"{R}/_data/checks/{exp.checks[role]}.json" for role in checks
+                                if role in exp.checks]
+        if model:
+            named["model"] = model_of(w.exp)
+        if gate:
+            named["gate"] = gate(w)
+        return named
 
     return inputs
-
-
-def checked_data(*roles):
-    """The dataset checks (rules/data.smk) an action waits for: train and val before
-    training, test before evaluation."""
-    return lambda w: [f"{R}/_data/checks/{EXPS[w.exp].checks[role]}.json" for role in roles
-                      if role in EXPS[w.exp].checks]
 
 
 def role_inputs(w):
@@ -185,29 +200,20 @@ onstart:
 
 # Container images (apptainer .sif / pyxis .sqsh), converted once by rules/images.smk before
 # any TAO job; {} unless an experiment's runner is apptainer or pyxis.
-from taomake.runners.apptainer import project_images
-
-CONTAINER_IMAGES = project_images(os.path.join(PLAN.root, PROJECT))
-
-
-def container_image_of(action):
-    """A TAO rule's runtime input: a marker that is the same file for every runner.
-
-    The marker's rule (rules/images.smk) depends on the converted image for apptainer/pyxis
-    and on nothing otherwise; `ancient()` keeps a re-made marker from rerunning TAO jobs, so
-    switching runner never rebuilds an artifact, while the image is still built first."""
-    from compiler.actions import ACTIONS
-
-    return lambda w: ancient(f"{R}/.taomake/runtime/{w.exp}.{ACTIONS[action].flavor}.ready")
+# A runtime marker per experiment, shared by a sweep's trials (they differ in TAO keys only,
+# never in runner or image): a thousand-trial sweep needs one marker job, not a thousand.
+RUNTIME_OF = {name: (e.group if e.trial is not None else name) for name, e in EXPS.items()}
+RUNTIME_IMAGES = {RUNTIME_OF[name]: e.images for name, e in EXPS.items() if e.images}
 
 
 def runtime_image(w):
     """The converted image behind a runtime marker, or [] (local/docker runners)."""
-    entry = CONTAINER_IMAGES.get(w.exp, {}).get(w.flavor)
+    entry = RUNTIME_IMAGES.get(w.runtime, {}).get(w.flavor)
     return [entry[0]] if entry else []
 
 
-IMAGE_FILES = {path: ref for exp in CONTAINER_IMAGES.values() for path, ref in exp.values()}
+IMAGE_FILES = {path: ref for images in RUNTIME_IMAGES.values()
+               for path, ref in images.values()}
 
 
 def image_conversion(w):
@@ -236,16 +242,23 @@ def resources_for(action):
     """Snakemake resources of a TAO action, from project.yaml `hardware` (+ `hardware.slurm`)
     via the plan: used with `--profile profiles/slurm` (GPUs, CPUs, memory, wall time,
     partition, account, constraint, requeue).  Resources are not rerun triggers and do not
-    touch specs.  Callables so each experiment gets its own."""
+    touch specs.  A value every experiment shares is given as is; one that differs is a
+    callable (Snakemake calls those per job, which costs time in large sweeps)."""
+    neutral = {"gres": "", "slurm_partition": "", "slurm_account": "", "constraint": "",
+               "slurm_extra": ""}  # absent (e.g. no GPU on CPU projects)
     keys = sorted({k for e in EXPS.values() for k in e.resources.get(action, {})})
 
+    def value_of(exp, key):
+        value = EXPS[exp].resources.get(action, {}).get(key)
+        return neutral.get(key, 0) if value is None else value
+
     def one(key):
+        values = {repr(value_of(exp, key)) for exp in EXPS}
+        if len(values) == 1:
+            return value_of(next(iter(EXPS)), key)
+
         def get(wildcards, attempt=1):
-            value = EXPS[wildcards.exp].resources.get(action, {}).get(key)
-            if value is None:  # absent (e.g. no GPU on CPU projects): neutral values
-                return {"gres": "", "slurm_partition": "", "slurm_account": "", "constraint": "",
-                        "slurm_extra": ""}.get(key, 0)
-            return value
+            return value_of(wildcards.exp, key)
 
         return get
 
@@ -274,10 +287,12 @@ def rung_inputs(w):
     return [f"{R}/{w.exp}/train/rung{rung - 1}.json", f"{R}/{group}/sweep/rung{rung - 1}.json"]
 
 def sweep_finalists(w):
+    """The training curves the winner is chosen from (a checkpoint is selected for the
+    winner only, when its evaluation asks for it)."""
     sweep = SWEEPS[w.sweep]
     trials = (rung_survivors(w.sweep, len(sweep["rungs"]) - 1) if sweep["rungs"]
               else list(sweep["trials"]))
-    return [f"{R}/{t}/train/model.pth" for t in trials]
+    return [f"{R}/{t}/train/curve.csv" for t in trials]
 
 def halving_gate(w):
     """The full training of a successive-halving trial starts after the last decision

@@ -4,8 +4,7 @@
 
 rule gen_trt_engine:
     input:
-        spec=spec_of("gen_trt_engine"),
-        image=container_image_of("gen_trt_engine"),
+        unpack(tao_inputs("gen_trt_engine")),
         onnx=f"{R}/{{exp}}/export/model.onnx",
     output:
         engine=f"{R}/{{exp}}/gen_trt_engine/model.{{precision}}.b{{profile}}.engine",
@@ -38,10 +37,8 @@ use rule gen_trt_engine as gen_trt_engine_int8 with:
 
 rule trt_evaluate:
     input:
-        spec=spec_of("trt_evaluate"),
-        image=container_image_of("trt_evaluate"),
+        unpack(tao_inputs("trt_evaluate")),
         engine=engine_of,
-        data=data_inputs("trt_evaluate"),
     output:
         metrics=f"{R}/{{exp}}/trt_evaluate/metrics.json",
     params:
@@ -60,11 +57,9 @@ rule trt_evaluate:
 
 rule trt_inference:
     input:
-        spec=spec_of("trt_inference"),
-        image=container_image_of("trt_inference"),
+        unpack(tao_inputs("trt_inference")),
         engine=engine_of,
         classmap=lambda w: layout(w.exp).classmap_deploy,
-        data=data_inputs("trt_inference"),
     output:
         summary=f"{R}/{{exp}}/trt_inference/summary.json",
     params:

@@ -3,11 +3,7 @@
 
 rule evaluate:
     input:
-        spec=spec_of("evaluate"),
-        image=container_image_of("evaluate"),
-        model=lambda w: model_of(w.exp),
-        data=data_inputs("evaluate"),
-        checked=checked_data("test"),
+        unpack(tao_inputs("evaluate", checks=("test",), model=True)),
     output:
         metrics=f"{R}/{{exp}}/evaluate/metrics.json",
     params:

@@ -3,9 +3,7 @@
 
 rule export:
     input:
-        spec=spec_of("export"),
-        image=container_image_of("export"),
-        model=lambda w: model_of(w.exp),
+        unpack(tao_inputs("export", model=True)),
     output:
         onnx=f"{R}/{{exp}}/export/model.onnx",
     params:

@@ -1,20 +1,22 @@
 # Container images for the apptainer (.sif) and pyxis (.sqsh) runners, converted once from the
 # registry before any TAO job needs them (TAO-FACTS §11: never pull inside a GPU job).  TAO rules
-# depend on a runtime marker (container_image_of in common.smk) whose rule depends on the image
-# for those runners only.
+# depend on a runtime marker (tao_inputs in common.smk) whose rule depends on the image for
+# those runners only; they take it as `ancient()`, so a re-made marker (after switching runner)
+# reruns no TAO job while the image is still built first.
 
 
 rule runtime_ready:
     input:
         image=runtime_image,
     output:
-        marker=f"{R}/.taomake/runtime/{{exp}}.{{flavor}}.ready",
+        marker=f"{R}/.taomake/runtime/{{runtime}}.{{flavor}}.ready",
     wildcard_constraints:
+        runtime="|".join(map(re.escape, sorted(set(RUNTIME_OF.values())))),
         flavor="pytorch|deploy",
     log:
-        f"{R}/logs/runtime/{{exp}}.{{flavor}}.log",
+        f"{R}/logs/runtime/{{runtime}}.{{flavor}}.log",
     benchmark:
-        f"{R}/benchmarks/runtime/{{exp}}.{{flavor}}.tsv"
+        f"{R}/benchmarks/runtime/{{runtime}}.{{flavor}}.tsv"
     conda:
         "../envs/taomake.yaml"
     shell:

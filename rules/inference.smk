@@ -3,11 +3,8 @@
 
 rule inference:
     input:
-        spec=spec_of("inference"),
-        image=container_image_of("inference"),
-        model=lambda w: model_of(w.exp),
+        unpack(tao_inputs("inference", model=True)),
         classmap=lambda w: layout(w.exp).classmap,
-        data=data_inputs("inference"),
     output:
         summary=f"{R}/{{exp}}/inference/summary.json",
     params:

@@ -3,10 +3,7 @@
 
 rule quantize:
     input:
-        spec=spec_of("quantize"),
-        image=container_image_of("quantize"),
-        model=lambda w: model_of(w.exp),
-        data=data_inputs("quantize"),
+        unpack(tao_inputs("quantize", model=True)),
     output:
         model=f"{R}/{{exp}}/quantize/quantized_model_{{backend}}.pth",
     params:

@@ -8,11 +8,7 @@
 
 rule sweep_rung_train:
     input:
-        spec=spec_of("train"),
-        image=container_image_of("train"),
-        data=data_inputs("train"),
-        checked=checked_data("train", "val"),
-        previous=rung_inputs,
+        unpack(tao_inputs("train", checks=("train", "val"), gate=rung_inputs)),
     output:
         rung=f"{R}/{{exp}}/train/rung{{rung}}.json",
     params:

@@ -3,11 +3,7 @@
 
 rule train:
     input:
-        spec=spec_of("train"),
-        image=container_image_of("train"),
-        data=data_inputs("train"),
-        checked=checked_data("train", "val"),
-        rungs=lambda w: halving_gate(w),
+        unpack(tao_inputs("train", checks=("train", "val"), gate=halving_gate)),
     output:
         curve=f"{R}/{{exp}}/train/curve.csv",
         run=f"{R}/{{exp}}/train/run.json",
@@ -27,11 +23,7 @@ rule train:
 
 rule distill:
     input:
-        spec=spec_of("distill"),
-        image=container_image_of("distill"),
-        data=data_inputs("distill"),
-        checked=checked_data("train", "val"),
-        teacher=teacher_inputs,
+        unpack(tao_inputs("distill", checks=("train", "val"), gate=teacher_inputs)),
     output:
         curve=f"{R}/{{exp}}/distill/curve.csv",
         run=f"{R}/{{exp}}/distill/run.json",

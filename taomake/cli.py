@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -166,30 +167,46 @@ def cmd_parity(args: argparse.Namespace) -> int:
     exp = plan.experiments.get(args.experiment)
     if exp is None or "evaluate" not in exp.specs or "export" not in exp.specs:
         raise UsageError(f"experiment {args.experiment!r} does not both evaluate and export")
-    run_parity(Path(plan.root), exp, Path(args.out))
+    started, root, out = time.time(), Path(plan.root), Path(args.out)
+    run_parity(root, exp, out)
+    _record_derived(plan, "onnx_parity", out.parent, [out],
+                    [root / exp.layout.onnx, root / exp.layout.root / "evaluate/metrics.json"],
+                    args, started)
     return 0
+
+
+def _record_derived(plan, step: str, out_dir: Path, artifacts: list[Path],
+                    consumed: list[Path], args: argparse.Namespace, started: float) -> None:
+    from .provenance import record_derived
+
+    record_derived(Path(plan.root), step, out_dir, artifacts, consumed, args.argv, started)
 
 
 def cmd_sweep_best(args: argparse.Namespace) -> int:
     from .sweeps import choose_best
 
-    plan = _plan(args)
-    choose_best(plan, args.sweep, Path(args.out))
+    started, plan, out = time.time(), _plan(args), Path(args.out)
+    _, read = choose_best(plan, args.sweep, out)
+    _record_derived(plan, "sweep_best", out.parent, [out], read, args, started)
     return 0
 
 
 def cmd_sweep_rung(args: argparse.Namespace) -> int:
     from .sweeps import decide_rung
 
-    decide_rung(_plan(args), args.sweep, args.rung, Path(args.out))
+    started, plan, out = time.time(), _plan(args), Path(args.out)
+    _, read = decide_rung(plan, args.sweep, args.rung, out)
+    _record_derived(plan, f"sweep_rung{args.rung}", out.parent, [out], read, args, started)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    plan = _plan(args)
-    files = write_report(plan, Path(args.out) if args.out else None)
+    started, plan = time.time(), _plan(args)
+    files, consumed = write_report(plan, Path(args.out) if args.out else None)
+    _record_derived(plan, "report", files["summary.md"].parent, list(files.values()), consumed,
+                    args, started)
     print((Path(files["summary.md"])).read_text(), end="")
     for path in files.values():
         print(f"wrote {path}")
@@ -322,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rest = argv[2:] if argv[0] == "setup" else argv[1:]
     else:
         args = parser.parse_args(argv)
+    args.argv = ["taomake", *argv]  # recorded in provenance
     try:
         return args.func(args)
     except TaomakeError as exc:

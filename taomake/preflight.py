@@ -222,8 +222,7 @@ def preflight(project_file: str | Path, *, slurm: bool | None = None,
               docker_client: Callable | None = None) -> list[Check]:
     """Every check for the project's runner(s); `slurm` None: when a partition is set."""
     from compiler import load_project
-
-    from .runners.apptainer import image_file
+    from compiler.layout import image_file
 
     lp = load_project(project_file)
     checks: list[Check] = []

@@ -112,6 +112,36 @@ def write_provenance(out_dir: Path, action: str, *, root: Path, artifacts: list[
     return record
 
 
+def record_derived(root: Path, step: str, out_dir: Path, artifacts: list[Path],
+                   consumed: list[Path], command: list[str], started: float) -> dict[str, Any]:
+    """Provenance of an artifact taomake itself computes from built ones (ONNX parity, a sweep
+    decision, the report): what it read, by hash, and the command that made it."""
+
+    def rel(path: Path) -> str:
+        path = path if path.is_absolute() else Path.cwd() / path
+        try:
+            return str(path.resolve().relative_to(root.resolve()))
+        except ValueError:
+            return str(path)
+
+    record = {
+        "action": step,
+        "artifacts": {rel(a): {"sha256": sha256_file(a), "size": a.stat().st_size}
+                      for a in artifacts if a.is_file()},
+        "consumed": {rel(c): sha256_file(c) for c in sorted(set(consumed)) if c.is_file()},
+        "taomake": __version__,
+        "git": git_state(root),
+        "command": command,
+        "host": platform.node(),
+        "start": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "end": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "exit_status": 0,
+    }
+    atomic_write(out_dir / ".taomake" / f"provenance-{step}.json",
+                 json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
+
+
 def record_selection(root: Path, train_dir: Path, model: str, action: str, source: str,
                      how: str) -> None:
     """model.pth: which checkpoint it is, and the training run that produced it."""

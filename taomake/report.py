@@ -42,6 +42,7 @@ class Run:
     seed: int | None
     values: dict[str, float | None] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
+    read: list[Path] = field(default_factory=list)  # the files its numbers come from
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -89,8 +90,12 @@ def collect(plan: BuildPlan) -> list[Run]:
         trt = _json(base / "trt_evaluate" / "metrics.json") or {}
         v["engine_ms"] = trt.get("latency_ms")
         group = winners.get(exp.name, exp.group or exp.name)
-        runs.append(Run(exp.name, group, exp.seed, v,
-                        _curve(base / exp.source_action / "curve.csv")))
+        curve = base / exp.source_action / "curve.csv"
+        read = [base / "evaluate" / "metrics.json", base / exp.source_action / "selection.json",
+                bench, onnx, base / "export" / "parity.json",
+                base / "trt_evaluate" / "metrics.json", curve]
+        runs.append(Run(exp.name, group, exp.seed, v, _curve(curve),
+                        [p for p in read if p.exists()]))
     return runs
 
 
@@ -166,8 +171,9 @@ def plot_curves(runs: list[Run], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     for r in runs:
         if not r.curve:
             continue
@@ -179,6 +185,7 @@ def plot_curves(runs: list[Run], path: Path) -> None:
                          strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     _png(fig, path)
@@ -213,7 +220,7 @@ def plot_sweep(best: dict[str, Any], path: Path) -> None:
 
     params = sorted({k for t in best["trials"] for k in t["values"]})
     fig, axes = plt.subplots(1, max(1, len(params)), figsize=(5 * max(1, len(params)), 4),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], params, strict=False):
         xs = [t["values"][key] for t in best["trials"]]
         ys = [t["score"] for t in best["trials"]]
@@ -240,6 +247,7 @@ def plot_rungs(decisions: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4))
     trials = dict.fromkeys(t for d in decisions for t in d["scores"])
@@ -248,6 +256,7 @@ def plot_rungs(decisions: list[dict[str, Any]], path: Path) -> None:
         ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o",
                 label=trial.rsplit(".", 1)[-1])
     ax.set_xlabel("epochs (rung)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(decisions[0]["metric"])
     ax.set_title(f"sweep {decisions[0]['sweep']}: successive halving")
     ax.grid(alpha=0.3)
@@ -256,10 +265,13 @@ def plot_rungs(decisions: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(plan: BuildPlan, out_dir: Path | None = None) -> dict[str, Path]:
+def write_report(plan: BuildPlan,
+                 out_dir: Path | None = None) -> tuple[dict[str, Path], list[Path]]:
+    """Write every report file; returns them by name, and the files they were made from."""
     root = Path(plan.root)
     out_dir = out_dir or root / plan.results / "report"
     runs = collect(plan)
+    read = [p for r in runs for p in r.read]
     summary = summarize(runs)
     keys = [k for k, _, _ in COLUMNS]
     files = {name: out_dir / name for name in ("results.csv", "summary.csv", "summary.md",
@@ -284,6 +296,7 @@ def write_report(plan: BuildPlan, out_dir: Path | None = None) -> dict[str, Path
     for name in plan.sweeps:
         best = _json(root / plan.results / name / "sweep" / "best.json")
         if best:
+            read.append(root / plan.results / name / "sweep" / "best.json")
             files[f"sweep_{name}.png"] = out_dir / f"sweep_{name}.png"
             plot_sweep(best, files[f"sweep_{name}.png"])
         decisions = [_json(root / plan.results / name / "sweep" / f"rung{r}.json")
@@ -291,4 +304,4 @@ def write_report(plan: BuildPlan, out_dir: Path | None = None) -> dict[str, Path
         if decisions and all(decisions):
             files[f"sweep_{name}_rungs.png"] = out_dir / f"sweep_{name}_rungs.png"
             plot_rungs(decisions, files[f"sweep_{name}_rungs.png"])
-    return files
+    return files, read

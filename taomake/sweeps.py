@@ -52,14 +52,16 @@ def survivors(plan: BuildPlan, sweep: str, rung: int) -> list[str]:
     return json.loads(rung_file(plan, sweep, rung - 1).read_text())["promoted"]
 
 
-def decide_rung(plan: BuildPlan, sweep: str, rung: int, out: Path) -> dict[str, Any]:
-    """Successive halving: rank a rung's trials, promote the best 1/eta to the next rung."""
+def decide_rung(plan: BuildPlan, sweep: str, rung: int,
+                out: Path) -> tuple[dict[str, Any], list[Path]]:
+    """Successive halving: rank a rung's trials, promote the best 1/eta to the next rung.
+    Returns the decision and the files it was made from."""
     info = _sweep(plan, sweep)
     root, metric = Path(plan.root), info["metric"]
-    scores = {}
+    scores, read = {}, []
     for trial in survivors(plan, sweep, rung):
-        record = json.loads((root / plan.experiments[trial].layout.root / "train" /
-                             f"rung{rung}.json").read_text())
+        read.append(root / plan.experiments[trial].layout.root / "train" / f"rung{rung}.json")
+        record = json.loads(read[-1].read_text())
         values = [row[metric] for row in record["curve"] if row.get(metric) is not None]
         if not values:
             raise RunError(f"{trial} has no {metric} after rung {rung}: it never validated\n"
@@ -73,19 +75,21 @@ def decide_rung(plan: BuildPlan, sweep: str, rung: int, out: Path) -> dict[str, 
     atomic_write(out, json.dumps(record, indent=1, sort_keys=True) + "\n")
     print(f"sweep {sweep} rung {rung} ({record['epochs']} epochs): promoted "
           f"{', '.join(record['promoted'])} to {record['next_epochs']} epochs")
-    return record
+    return record, read
 
 
-def choose_best(plan: BuildPlan, sweep: str, out: Path) -> dict[str, Any]:
+def choose_best(plan: BuildPlan, sweep: str, out: Path) -> tuple[dict[str, Any], list[Path]]:
+    """The winner and every trial's score in best.json; returns it and the files read."""
     info = _sweep(plan, sweep)
     root, metric = Path(plan.root), info["metric"]
     finalists = (survivors(plan, sweep, len(info["rungs"]) - 1) if info["rungs"]
                  else list(info["trials"]))
-    rows = []
+    rows, read = [], []
     for trial in finalists:
         values = info["trials"][trial]
         exp = plan.experiments[trial]
-        score, epoch = trial_score(root / exp.layout.root / "train" / "curve.csv", metric)
+        read.append(root / exp.layout.root / "train" / "curve.csv")
+        score, epoch = trial_score(read[-1], metric)
         spec = exp.specs["train"]
         rows.append({"trial": trial, "score": score, "epoch": epoch, "values": values,
                      "budget": {"train.num_epochs": spec.data["train"]["num_epochs"]},
@@ -93,7 +97,8 @@ def choose_best(plan: BuildPlan, sweep: str, out: Path) -> dict[str, Any]:
                      "spec_sha256": hashlib.sha256(spec.text.encode()).hexdigest()})
     winner = max(rows, key=lambda r: r["score"])  # max() keeps the first of equal scores
     for rung in range(len(info["rungs"]) - 1):  # trials stopped early, with their last score
-        decision = json.loads(rung_file(plan, sweep, rung).read_text())
+        read.append(rung_file(plan, sweep, rung))
+        decision = json.loads(read[-1].read_text())
         for trial, score in decision["scores"].items():
             if trial not in decision["promoted"]:
                 rows.append({"trial": trial, "score": score, "stopped_at_rung": rung,
@@ -106,4 +111,4 @@ def choose_best(plan: BuildPlan, sweep: str, out: Path) -> dict[str, Any]:
     atomic_write(out, json.dumps(record, indent=1, sort_keys=True) + "\n")
     print(f"sweep {sweep}: {len(rows)} trials, winner {winner['trial']} {metric} "
           f"{winner['score']:.4f} (epoch {winner['epoch']}) with {winner['values']}")
-    return record
+    return record, read

@@ -4,12 +4,17 @@ skipped with a reason when missing locally, and fail the test in CI (CI=true).""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from taomake.tao_wheels import ensure_tao_wheels
 from tests.helpers import IN_CI
+
+# The fake TAO (tests/fake_tao/bin/rtdetr) is a `python3` script that needs this venv's packages
+# (ruamel.yaml), also when a test runs it in-process rather than through Snakemake.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,9 @@ from pathlib import Path
 
 from compiler import compile_project, load_project
 from compiler.actions import ACTIONS
+from compiler.layout import image_file
 from taomake.runners import TaoJob
-from taomake.runners.apptainer import (
-    apptainer_argv,
-    conversion_argv,
-    host_env,
-    image_file,
-)
+from taomake.runners.apptainer import apptainer_argv, conversion_argv, host_env
 from taomake.runners.container_env import container_env
 from taomake.runners.mounts import Mount, job_mounts, spec_paths
 from taomake.runners.pyxis import exported_names, pyxis_argv, srun_env

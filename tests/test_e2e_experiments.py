@@ -91,6 +91,11 @@ def test_provenance_of_the_sweep_winner(built):
     assert record["artifacts"][onnx]["sha256"] and record["exit_status"] == 0
     assert record["consumed"][f"results/{best['winner']}/train/model.pth"]
     assert record["runtime"]["runner"] == "local" and record["runtime"]["venv"]
+    parity = f"results/{best['winner']}/export/parity.json"
+    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "provenance", parity],
+                          cwd=built, capture_output=True, text=True)
+    record = json.loads(proc.stdout)
+    assert record["action"] == "onnx_parity" and record["consumed"][onnx]
 
 
 def test_job_counts_of_first_run(built):

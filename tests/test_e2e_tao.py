@@ -37,12 +37,11 @@ def snakemake(folder: Path, *args: str, check: bool = True) -> tuple[str, dict[s
 
 
 def job_counts(out: str) -> dict[str, int]:
-    """The rules snakemake ran, from its 'Job stats' table."""
-    if "Job stats:" not in out:
-        return {}
-    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
-    counts = {m.group(1): int(m.group(2))
-              for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    """The jobs snakemake ran, per rule, from its log: one 'rule X:' block per job (the 'Job
+    stats' table printed at the start misses jobs a checkpoint adds later)."""
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^(?:local)?(?:rule|checkpoint) (\w+):\s*$", out, re.M):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
     counts.pop("all", None)
     return counts
 

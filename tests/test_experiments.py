@@ -176,6 +176,14 @@ def test_provenance_of_an_artifact(built):
     assert record["action"] == "select_checkpoint" and record["trained_by"]["action"] == "train"
     data = record["trained_by"]["data"]
     assert data["data/shapes/train/annotations.json"]["identity"]["sha256"]
+    best = json.loads(taomake(built, "provenance", "results/tuned/sweep/best.json").stdout)
+    assert best["action"] == "sweep_best" and best["command"][:2] == ["taomake", "sweep-best"]
+    assert sorted(best["consumed"]) == [f"results/tuned.t00{i}/train/curve.csv"
+                                        for i in range(4)]
+    report = json.loads(taomake(built, "provenance", "results/report/summary.tex").stdout)
+    assert report["action"] == "report"
+    assert "results/small-s2/evaluate/metrics.json" in report["consumed"]
+    assert "results/tuned/sweep/best.json" in report["consumed"]
     everything = "".join(p.read_text(errors="replace") for p in
                          (built / "results").rglob("provenance-*.json"))
     assert "s3cr3t-value-123" not in everything  # names only, never values
@@ -299,10 +307,15 @@ def test_successive_halving_interrupted_mid_rung_resumes(tmp_path):
     assert trained_epochs(folder, best["winner"]) == [0, 1, 2, 3]  # resumed, nothing redone
 
 
-def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu(tmp_path):
+def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu_on_every_runner(tmp_path):
+    from dataclasses import replace
+
     from compiler.actions import ACTIONS
     from taomake.jobs import make_job
+    from taomake.runners.apptainer import ApptainerRunner, apptainer_argv
+    from taomake.runners.container_env import container_env
     from taomake.runners.docker import DockerRunner, User
+    from taomake.runners.pyxis import PyxisRunner, pyxis_argv
 
     make_project(tmp_path, variant("int8_engine").replace("    kind: local", "    kind: docker"))
     lp = load_project(tmp_path / "project.yaml")
@@ -323,3 +336,14 @@ def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu(tmp_path):
         needed = (tmp_path / ("results/base/export/model.onnx" if action == "gen_trt_engine"
                               else engine))
         assert any(needed.is_relative_to(m) for m in mounted), (action, mounted)
+        # the same job through apptainer and pyxis: the deploy image's converted file, 1 GPU
+        sif = ApptainerRunner(tmp_path / "images").image(job)
+        assert sif.endswith("-deploy.sif") and sif != ApptainerRunner(
+            tmp_path / "images").image(replace(job, image=p.tao.pytorch_image_ref))
+        argv = apptainer_argv(job, sif, env=container_env(job, "u"))
+        assert argv[:3] == ["apptainer", "exec", "--nv"] and argv[argv.index(sif) + 1:] == \
+            job.tao_argv()
+        sqsh = PyxisRunner(tmp_path / "images").image(job)
+        argv = pyxis_argv(job, sqsh, env_names=["HOME"])
+        assert argv[:4] == ["srun", "--nodes=1", "--ntasks=1", "--gpus-per-node=1"]
+        assert f"--container-image={sqsh}" in argv and sqsh.endswith("-deploy.sqsh")

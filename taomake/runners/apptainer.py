@@ -19,7 +19,6 @@ The image is converted once, outside any GPU job, by rules/images.smk
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,32 +26,17 @@ from pathlib import Path
 from typing import IO
 
 from compiler.errors import RunError
+from compiler.layout import image_file
 
 from ..process import run_tree
 from . import TaoJob
 from .container_env import container_env, make_env_dirs
 
-EXTENSIONS = {"apptainer": ".sif", "pyxis": ".sqsh"}
 # environment of the container-starting process itself (PATH finds apptainer/srun)
 HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME")
 
 
 # --------------------------------------------------------------------------- images
-
-
-def sanitise(image_ref: str) -> str:
-    """A file name for an image reference: nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt ->
-    nvcr.io_nvidia_tao_tao-toolkit_6.26.3-pyt (digests keep their hex)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", image_ref).strip("_.")
-
-
-def image_file(image_ref: str, image_dir: str, kind: str) -> str:
-    """Where the converted image of `image_ref` lives: <image_dir>/<sanitised ref>.sif|.sqsh."""
-    try:
-        ext = EXTENSIONS[kind]
-    except KeyError:
-        raise ValueError(f"no image file for runner kind {kind!r}") from None
-    return os.path.join(image_dir, sanitise(image_ref) + ext)
 
 
 def enroot_uri(image_ref: str) -> str:
@@ -70,31 +54,6 @@ def conversion_argv(image_ref: str, output: str, kind: str) -> list[str]:
     if kind == "pyxis":
         return ["enroot", "import", "--output", output, enroot_uri(image_ref)]
     raise ValueError(f"no image conversion for runner kind {kind!r}")
-
-
-def project_images(project_file: str | Path) -> dict[str, dict[str, tuple[str, str]]]:
-    """{experiment: {flavor: (image file relative to the project folder, image ref)}} for the
-    experiments whose runner is apptainer or pyxis; {} for everything else.
-
-    Cheap for the common case: a project file that never mentions either runner is not parsed
-    (Snakemake calls this on every start)."""
-    text = Path(project_file).read_text(encoding="utf-8")
-    if "apptainer" not in text and "pyxis" not in text:
-        return {}
-    from compiler import load_project
-
-    lp = load_project(project_file)
-    out: dict[str, dict[str, tuple[str, str]]] = {}
-    for name, exp in lp.experiments.items():
-        p = exp.project
-        kind = p.hardware.runner.kind
-        if kind not in EXTENSIONS:
-            continue
-        image_dir = getattr(p.hardware.runner, kind).image_dir
-        out[name] = {flavor: (image_file(ref, image_dir, kind), ref)
-                     for flavor, ref in (("pytorch", p.tao.pytorch_image_ref),
-                                         ("deploy", p.tao.deploy_image_ref))}
-    return out
 
 
 # --------------------------------------------------------------------------- environment

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import IO
 
 from compiler.errors import RunError
+from compiler.layout import image_file
 
 from ..process import run_tree
 from . import TaoJob
-from .apptainer import host_env, image_file
+from .apptainer import host_env
 from .container_env import container_env, make_env_dirs
 from .multinode import srun_prefix
 
