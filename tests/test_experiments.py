@@ -64,10 +64,15 @@ def test_seeds_and_trials_are_independent_branches(built):
     winner = json.loads((built / "results/tuned/sweep/winner.json").read_text())
     assert winner["winner"] == best["winner"]
     assert (built / f"results/{best['winner']}/evaluate/metrics.json").exists()
-    # only the winner is evaluated and exported
+    # only the winner gets a selected checkpoint, an evaluation and an export
     for t in best["trials"]:
-        exported = (built / f"results/{t['trial']}/export/model.onnx").exists()
-        assert exported == (t["trial"] == best["winner"])
+        for artifact in ("train/model.pth", "export/model.onnx"):
+            built_it = (built / f"results/{t['trial']}/{artifact}").exists()
+            assert built_it == (t["trial"] == best["winner"]), (t["trial"], artifact)
+    # one runtime marker per experiment; the sweep's trials share theirs
+    markers = sorted(p.name for p in (built / "results/.taomake/runtime").iterdir())
+    assert markers == [f"{e}.pytorch.ready" for e in ("small-s1", "small-s2", "tuned",
+                                                       "wide-s1", "wide-s2")]
 
 
 def test_report_numbers_equal_the_metrics_files(built):
