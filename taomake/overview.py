@@ -63,8 +63,21 @@ def _detail(root: Path, path: str) -> str:
     if path.endswith("summary.json"):
         s = _json(p)
         return f"{s.get('detections', 0)} detections on {s.get('images', 0)} images"
-    if path.endswith((".onnx", ".engine", ".pth")):
+    if path.endswith(".onnx"):
+        parity = _json(p.parent / "parity.json")
+        verdict = "ok" if parity.get("ok") else "FAILED"
+        checked = (f", ONNX Runtime: mAP gap {parity['gap']:.4f} ({verdict}), "
+                   f"{parity['latency_ms_median']:.1f} ms median"
+                   if parity.get("gap") is not None else "")
+        return f"{p.stat().st_size / 1e6:.1f} MB{checked}"
+    if path.endswith((".engine", ".pth")):
         return f"{p.stat().st_size / 1e6:.1f} MB"
+    if path.endswith("curve.csv"):  # a sweep trial
+        import csv
+
+        rows = list(csv.DictReader(p.open()))
+        scores = [float(r["val_mAP"]) for r in rows if r.get("val_mAP") not in (None, "")]
+        return f"{len(rows)} epochs" + (f", best val_mAP={max(scores):.4f}" if scores else "")
     return ""
 
 
