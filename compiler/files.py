@@ -1,7 +1,8 @@
-"""Atomic, change-only file writes (light: no third-party imports)."""
+"""Atomic, change-only file writes and file hashes (light: no third-party imports)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -32,3 +33,12 @@ def write_if_changed(path: Path, content: str) -> bool:
         pass
     atomic_write(path, content)
     return True
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

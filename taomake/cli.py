@@ -168,10 +168,10 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if exp is None or "evaluate" not in exp.specs or "export" not in exp.specs:
         raise UsageError(f"experiment {args.experiment!r} does not both evaluate and export")
     started, root, out = time.time(), Path(plan.root), Path(args.out)
-    run_parity(root, exp, out)
+    onnx = Path(args.onnx).resolve() if args.onnx else root / exp.layout.onnx
+    run_parity(root, exp, out, onnx=onnx, tolerance=args.tolerance)
     _record_derived(plan, "onnx_parity", out.parent, [out],
-                    [root / exp.layout.onnx, root / exp.layout.root / "evaluate/metrics.json"],
-                    args, started)
+                    [onnx, root / exp.layout.root / "evaluate/metrics.json"], args, started)
     return 0
 
 
@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(the `onnx_parity` rule)")
     p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
     p.add_argument("--out", required=True, help="parity.json to write when within tolerance")
+    p.add_argument("--onnx", help="check this ONNX file instead of the experiment's export")
+    p.add_argument("--tolerance", type=float,
+                   help="largest accepted mAP gap (default: export.parity_tolerance)")
     p = add("sweep-best", cmd_sweep_best, "choose a sweep's winner (the `sweep_best` rule)")
     p.add_argument("--sweep", required=True, help="the swept experiment")
     p.add_argument("--out", required=True, help="best.json to write")

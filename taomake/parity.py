@@ -136,24 +136,28 @@ def check_parity(onnx: Path, annotations: Path, image_dir: Path, metrics: Path, 
         input_size=list(size), provider="CPUExecutionProvider")
 
 
-def run_parity(root: Path, exp, out: Path) -> ParityResult:
-    """The `onnx_parity` rule: paths from the experiment's evaluate and export specs."""
+def run_parity(root: Path, exp, out: Path, onnx: Path | None = None,
+               tolerance: float | None = None) -> ParityResult:
+    """The `onnx_parity` rule: paths from the experiment's evaluate and export specs.  `onnx`
+    and `tolerance` (by hand) check another ONNX file, or with another tolerance."""
     ev = exp.specs["evaluate"].data
     ex = exp.specs["export"].data["export"]
     test = ev["dataset"]["test_data_sources"]
     lay = exp.layout
+    onnx = onnx or root / lay.onnx
     result = check_parity(
-        root / lay.onnx, root / test["json_file"], root / test["image_dir"],
+        onnx, root / test["json_file"], root / test["image_dir"],
         root / lay.root / "evaluate" / "metrics.json",
         size=(ex["input_height"], ex["input_width"]),
-        num_select=ev["model"].get("num_select", 300), tolerance=exp.parity_tolerance)
+        num_select=ev["model"].get("num_select", 300),
+        tolerance=exp.parity_tolerance if tolerance is None else tolerance)
     verdict = (f"ONNX mAP {result.onnx_mAP:.4f} vs PyTorch {result.pytorch_mAP:.4f}: gap "
                f"{result.gap:.4f} (tolerance {result.tolerance}); latency median "
                f"{result.latency_ms_median:.1f} ms, p90 {result.latency_ms_p90:.1f} ms")
     print(verdict, flush=True)
     if not result.ok:
         out.unlink(missing_ok=True)
-        raise RunError(f"{lay.onnx} does not match its checkpoint: {verdict}\n"
+        raise RunError(f"{onnx} does not match the checkpoint {exp.name} evaluated: {verdict}\n"
                        "    fix: re-export (delete the ONNX and rebuild); if the gap is expected "
                        "(e.g. a quantized export), raise export.parity_tolerance")
     atomic_write(out, json.dumps(asdict(result), indent=1, sort_keys=True) + "\n")

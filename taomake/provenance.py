@@ -20,18 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import UsageError
-from compiler.files import atomic_write
+from compiler.files import atomic_write, sha256_file
 from compiler.layout import DataSource
 
 from . import __version__
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_state(folder: Path) -> dict[str, Any]:

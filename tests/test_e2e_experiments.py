@@ -104,3 +104,34 @@ def test_job_counts_of_first_run(built):
     # share one runtime marker
     assert counts["select_checkpoint"] == 5 and counts["data_check"] == 3
     assert counts["runtime_ready"] == 5 and counts["sweep_done"] == 1
+
+
+def test_onnx_of_another_checkpoint_fails_parity(built):
+    """Real TAO models: the ONNX of one seed checked against another's PyTorch evaluation.
+    2-epoch models score near 0, so the gap is small: the tolerance is set just below it."""
+    import subprocess
+    import sys
+
+    runs = ["small-s1", "small-s2", "wide-s1", "wide-s2"]
+    scores = {r: json.loads((built / f"results/{r}/evaluate/metrics.json").read_text())
+              ["test_mAP"] for r in runs}
+    a, b = max(runs, key=scores.get), min(runs, key=scores.get)
+    gap = scores[a] - scores[b]
+    if gap == 0:
+        pytest.skip(f"every seed scored test_mAP {scores[a]} after 2 epochs: no two checkpoints "
+                    "to tell apart")
+
+    def parity(onnx: str, tolerance: float) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "taomake.cli", "parity", "-e", a, "--onnx", onnx,
+             "--tolerance", str(tolerance), "--out", str(built / "swapped-parity.json")],
+            cwd=built, capture_output=True, text=True, timeout=600)
+
+    own = parity(f"results/{a}/export/model.onnx", gap / 2)
+    assert own.returncode == 0, own.stderr  # its own export matches within half the gap
+    swapped = parity(f"results/{b}/export/model.onnx", gap / 2)
+    assert swapped.returncode == 1, swapped.stdout + swapped.stderr
+    assert f"results/{b}/export/model.onnx does not match the checkpoint {a} evaluated" \
+        in swapped.stderr and "Traceback" not in swapped.stderr
+    assert not (built / "swapped-parity.json").exists()  # a failed check leaves no result
+

@@ -83,7 +83,7 @@ def test_onnx_from_another_checkpoint_fails_with_the_gap(tmp_path, split):
     other.rename(tmp_path / lay.onnx)
     metrics(tmp_path / "results/base/evaluate", 1.0)
     exp = SimpleNamespace(
-        layout=lay, parity_tolerance=0.02,
+        name="base", layout=lay, parity_tolerance=0.02,
         specs={"evaluate": SimpleNamespace(data={
                    "dataset": {"test_data_sources": {"json_file": str(ann),
                                                      "image_dir": str(images)}},
@@ -93,7 +93,7 @@ def test_onnx_from_another_checkpoint_fails_with_the_gap(tmp_path, split):
     out = tmp_path / "parity.json"
     with pytest.raises(RunError) as err:
         run_parity(tmp_path, exp, out)
-    assert "does not match its checkpoint" in str(err.value)
+    assert "does not match the checkpoint base evaluated" in str(err.value)
     assert "gap 1.0000" in str(err.value) and "parity_tolerance" in str(err.value)
     assert not out.exists()
 

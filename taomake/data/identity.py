@@ -18,21 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compiler.files import atomic_write, write_if_changed
+from compiler.files import atomic_write, sha256_file, write_if_changed
 from compiler.layout import DataSource
 
 from .s3 import S3Store
 
 HASH_CACHE = "hashes.json"
-CHUNK = 1 << 20
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _HashCache:
@@ -53,7 +44,7 @@ class _HashCache:
         if old and old[:3] == key:
             sha = old[3]
         else:
-            sha = _sha256(path)
+            sha = sha256_file(path)
             self.hashed_bytes += st.st_size
         self.fresh[rel] = key + [sha]
         return sha

@@ -7,23 +7,14 @@ receipt (`<results>/<exp>/upload.json`, the rule's output) lists URI, sha256, si
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from compiler.errors import RunError
-from compiler.files import atomic_write
+from compiler.files import atomic_write, sha256_file
 
 from .s3 import S3Store
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def artifact_files(exp, artifacts: list[str]) -> dict[str, list[str]]:
