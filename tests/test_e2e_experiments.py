@@ -135,3 +135,45 @@ def test_onnx_of_another_checkpoint_fails_parity(built):
         in swapped.stderr and "Traceback" not in swapped.stderr
     assert not (built / "swapped-parity.json").exists()  # a failed check leaves no result
 
+
+
+HALVING = """
+sweep:
+  method: successive_halving
+  trials: 3
+  eta: 3
+  min_epochs: 1
+  parameters:
+    train.optim.lr: {min: 0.00005, max: 0.001, log: true}
+"""
+
+
+def test_successive_halving_continues_promoted_trials(tao_venv, tmp_path):
+    """Rung 0 trains 3 trials for 1 epoch; the best one continues to epoch 2 from its own
+    checkpoint (TAO resumes), then is evaluated and exported; a rerun builds nothing."""
+    folder = tmp_path / "sh"
+    text = project_text(tao_venv).replace("  inference:\n    images: data/shapes/infer/images\n",
+                                          "")
+    make_project(folder, text + HALVING, copy_data=True)
+    out, counts = snakemake(folder)
+    assert counts["sweep_rung_train"] == 3 and counts["sweep_rung"] == 1, counts
+    assert counts["train"] == 1 and counts["evaluate"] == 1 and counts["sweep_best"] == 1
+    decision = json.loads((folder / "results/base/sweep/rung0.json").read_text())
+    assert len(decision["scores"]) == 3 and decision["next_epochs"] == 2
+    [winner] = decision["promoted"]
+    best = json.loads((folder / "results/base/sweep/best.json").read_text())
+    assert best["winner"] == winner and best["budget"] == {"train.num_epochs": 2}
+    assert sum(1 for t in best["trials"] if "stopped_at_rung" in t) == 2
+    train = folder / f"results/{winner}/train"
+    rung = json.loads((train / "rung0.json").read_text())
+    assert [row["epoch"] for row in rung["curve"]] == [0]
+    final = (folder / f"results/{winner}/logs/train.log").read_text()
+    # TAO itself resumed from the rung-0 checkpoint, which was not written again afterwards
+    assert f"Setting resume checkpoint to {train / 'model_epoch_000.pth'}" in final
+    decided = (folder / "results/base/sweep/rung0.json").stat().st_mtime
+    assert (train / "model_epoch_000.pth").stat().st_mtime < decided
+    assert (train / "model_epoch_001.pth").stat().st_mtime > decided
+    assert [r["epoch"] for r in csv.DictReader((train / "curve.csv").open())] == ["0", "1"]
+    assert (folder / f"results/{winner}/export/parity.json").exists()
+    out, counts = snakemake(folder)
+    assert counts == {} and "Nothing to be done" in out
