@@ -37,6 +37,22 @@ def image_key(ref: str) -> str:
     return f"{tag[:24]}-{hashlib.sha256(ref.encode()).hexdigest()[:6]}"
 
 
+def dataset_paths(spec: dict, role: str | None = None) -> list[str]:
+    """Every image folder and annotation file a spec's `dataset.*_data_sources` name (only
+    `<role>_data_sources` with a role), in order, without repeats."""
+    paths: list[str] = []
+    for key, value in (spec.get("dataset") or {}).items():
+        if not key.endswith("_data_sources") or (role and key != f"{role}_data_sources"):
+            continue
+        for source in value if isinstance(value, list) else [value] if value else []:
+            for field in ("image_dir", "json_file"):
+                entry = source.get(field)
+                for path in entry if isinstance(entry, list) else [entry]:
+                    if path and path not in paths:
+                        paths.append(path)
+    return paths
+
+
 IMAGE_EXTENSIONS = {"apptainer": ".sif", "pyxis": ".sqsh"}  # converted-image runners
 
 

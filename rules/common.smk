@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from compiler.errors import TaomakeError
+from compiler.layout import dataset_paths
 from compiler.plan import load_plan
 
 
@@ -90,19 +91,9 @@ def model_of(exp):
 def data_paths(exp, action):
     """What an action's data is in the DAG: for each annotation file and image folder its
     spec reads, the source's stamp (local, content-hashed) or staging marker (S3, archives)."""
-    dataset = EXPS[exp].specs[action].data.get("dataset", {})
-    paths = []
-    for key, value in dataset.items():
-        if not key.endswith("_data_sources"):
-            continue
-        for source in value if isinstance(value, list) else [value]:
-            for field in ("image_dir", "json_file"):
-                entry = source.get(field)
-                for path in entry if isinstance(entry, list) else [entry]:
-                    if path in SOURCE_OF:
-                        paths.append(SOURCE_OF[path].dependency(R))
-                    elif path and not os.path.isabs(path):
-                        paths.append(path)
+    paths = [SOURCE_OF[path].dependency(R) if path in SOURCE_OF else path
+             for path in dataset_paths(EXPS[exp].specs[action].data)
+             if path in SOURCE_OF or not os.path.isabs(path)]
     return sorted(set(paths))
 
 
@@ -141,19 +132,8 @@ def role_inputs(w):
     evaluate spec's)."""
     exp, role = CHECKS[w.check]
     action = "evaluate" if role == "test" else EXPS[exp].source_action
-    spec = EXPS[exp].specs[action]
-    targets = []
-    ds = spec.data.get("dataset", {})
-    keys = {"train": ["train_data_sources"], "val": ["val_data_sources"],
-            "test": ["test_data_sources"]}[role]
-    for key in keys:
-        value = ds.get(key) or []
-        for source in value if isinstance(value, list) else [value]:
-            for field in ("image_dir", "json_file"):
-                path = source.get(field)
-                if path in SOURCE_OF:
-                    targets.append(SOURCE_OF[path].dependency(R))
-    return {"data": sorted(set(targets))}
+    paths = dataset_paths(EXPS[exp].specs[action].data, role)
+    return {"data": sorted({SOURCE_OF[p].dependency(R) for p in paths if p in SOURCE_OF})}
 
 
 def engine_of(w):

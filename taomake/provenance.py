@@ -21,7 +21,7 @@ from typing import Any
 
 from compiler.errors import UsageError
 from compiler.files import atomic_write, sha256_file
-from compiler.layout import DataSource
+from compiler.layout import DataSource, dataset_paths
 
 from . import __version__
 
@@ -46,21 +46,15 @@ def data_identities(root: Path, results: str, spec: dict[str, Any],
     """Path the spec reads -> the source's URI and recorded identity (its stamp)."""
     by_target = {s.target(results): s for s in sources}
     out: dict[str, Any] = {}
-    for key, value in spec.get("dataset", {}).items():
-        if not key.endswith("_data_sources"):
+    for path in dataset_paths(spec):
+        s = by_target.get(path)
+        if s is None:
             continue
-        for source in value if isinstance(value, list) else [value]:
-            for field in ("image_dir", "json_file"):
-                entry = source.get(field)
-                for path in entry if isinstance(entry, list) else [entry]:
-                    s = by_target.get(path)
-                    if s is None:
-                        continue
-                    try:
-                        stamp = json.loads((root / s.stamp(results)).read_text())["identity"]
-                    except (OSError, ValueError, KeyError):
-                        stamp = None
-                    out[path] = {"uri": s.uri, "identity": stamp}
+        try:
+            stamp = json.loads((root / s.stamp(results)).read_text())["identity"]
+        except (OSError, ValueError, KeyError):
+            stamp = None
+        out[path] = {"uri": s.uri, "identity": stamp}
     return out
 
 
