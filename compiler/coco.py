@@ -133,21 +133,48 @@ def _is_box(b: Any) -> bool:
         return False
 
 
-def _load(path: Path) -> tuple[Any, str | None]:
-    """(document, None) or (None, what went wrong)."""
+BOMS = ((b"\xef\xbb\xbf", "a UTF-8 byte-order mark"),
+        (b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+        (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+COCO_HINT = "point the dataset at a COCO detection JSON file"
+SAVE_AS_UTF8 = ("re-save it as UTF-8 without a byte-order mark (e.g. python3 -c \"import json,"
+                "sys; p=sys.argv[1]; d=json.load(open(p, encoding='utf-8-sig')); "
+                "json.dump(d, open(p, 'w'))\" FILE)")
+
+
+def _load(path: Path) -> tuple[Any, str | None, str]:
+    """(document, None, "") or (None, what went wrong, how to fix it).
+
+    Read the way pycocotools inside TAO reads it (`json.load(open(f))`: UTF-8 text), not the
+    way `json.loads(bytes)` would (that guesses UTF-16/32 and skips a BOM, so such a file
+    would pass here and fail inside TAO)."""
     try:
         with open(path, "rb") as f:
-            return json.load(f), None
+            raw = f.read()
     except FileNotFoundError:
-        return None, "file not found"
+        return None, "file not found", COCO_HINT
     except IsADirectoryError:
-        return None, "is a directory, not a JSON file"
-    except json.JSONDecodeError as e:
-        return None, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-    except UnicodeDecodeError as e:
-        return None, f"not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})"
+        return None, "is a directory, not a JSON file", COCO_HINT
     except OSError as e:
-        return None, f"cannot be read: {e.strerror or e}"
+        return None, f"cannot be read: {e.strerror or e}", "check the file and its permissions"
+    for bom, what in BOMS:
+        if raw.startswith(bom):
+            enc = f"starts with {what}" if what.startswith("a ") else f"is {what} text"
+            return None, f"{enc}; TAO (pycocotools) reads UTF-8 only", SAVE_AS_UTF8
+    if len(raw) >= 4 and b"\x00" in raw[:4]:
+        return None, "is UTF-16 or UTF-32 text; TAO (pycocotools) reads UTF-8 only", \
+            SAVE_AS_UTF8
+    try:
+        return json.loads(raw.decode("utf-8")), None, ""
+    except UnicodeDecodeError as e:
+        return None, f"is not UTF-8 text ({e.reason} at byte {e.start}); TAO (pycocotools) " \
+                     "reads UTF-8 only", SAVE_AS_UTF8.replace("utf-8-sig", "ENCODING")
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", \
+            "fix the JSON syntax there (or export the file again)"
+    except RecursionError:
+        return None, "is nested too deeply to be a COCO file (it exhausts Python's JSON " \
+                     "parser, which TAO uses too)", COCO_HINT
 
 
 def _missing_lists(doc: Any) -> str | None:
@@ -213,11 +240,11 @@ def read_coco_summary(path: Path) -> CocoSummary:
         hit = _CACHE.get(key[0])
         if hit is not None and hit[:2] == key[1:]:
             return hit[2]
-    doc, problem = _load(path)
+    doc, problem, hint = _load(path)
     if problem is None:
-        problem = _missing_lists(doc)
+        problem, hint = _missing_lists(doc), COCO_HINT
     if problem is not None:
-        raise DataError(f"{path}: COCO annotation file {problem}")
+        raise DataError(f"{path}: COCO annotation file {problem}\n    fix: {hint}")
     summary = _summarize(doc)
     if key is not None:
         _CACHE[key[0]] = (key[1], key[2], summary)
@@ -232,12 +259,14 @@ def clear_cache() -> None:
 
 
 def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = None,
-               declared: dict[int, str] | None = None, open_images: bool = True) -> CocoReport:
+               declared: dict[int, str] | None = None, open_images: bool = True,
+               decoder: Decoder | None = None) -> CocoReport:
     """Check one COCO file (and its images under `image_dir`, if given) against TAO's needs.
 
     `declared` are the project's classes (id -> name), `num_classes` the model's
     `dataset.num_classes`.  Image files are only looked for when `image_dir` is given, and only
-    decoded (Pillow `verify()` plus a size check) when `open_images` is true.
+    decoded (every pixel, plus a size check) when `open_images` is true, by `decoder`
+    (default: one after the other; `taomake data check` passes a parallel, cached one).
     """
     path = Path(path)
     file = str(path)
@@ -250,9 +279,9 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
         report.warnings.append(Finding(file, record, message, hint, code))
 
     key = _stat_key(path)
-    doc, problem = _load(path)
+    doc, problem, hint = _load(path)
     if problem is not None:
-        err("", problem, "point the dataset at a COCO detection JSON file", "unreadable")
+        err("", problem, hint, "unreadable")
         return report
     if not isinstance(doc, dict):
         err("", _missing_lists(doc) or "", "the file must be a COCO JSON object", "not-coco")
@@ -289,7 +318,7 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
     report.images_per_category = dict(sorted(Counter(c for c, _ in cat_images).items()))
 
     if image_dir is not None:
-        _check_image_files(Path(image_dir), files, open_images, report, err)
+        _check_image_files(Path(image_dir), files, open_images, report, err, decoder)
     return report
 
 
@@ -346,11 +375,29 @@ def _check_images(images: list[Any], err: Report,
         if not isinstance(fname, str) or not fname:
             err(rec, "needs a non-empty 'file_name'", code="image-file-name")
             continue
+        outside = _outside(fname)
+        if outside:
+            err(rec, f"file_name {outside}: TAO would read an image from outside image_dir, "
+                "which taomake neither tracks (a change rebuilds nothing) nor mounts into "
+                "containers", "make file_name relative to image_dir and put the image there",
+                "image-outside-folder")
+            continue
         if fname in seen_names:
             warn(rec, f"same file_name as images[{seen_names[fname]}]", code="duplicate-file-name")
         seen_names[fname] = i
         files.append((rec, fname, w if size_ok else None, h if size_ok else None))
     return sizes, files
+
+
+def _outside(fname: str) -> str | None:
+    """Why a file_name would leave the image folder (os.path.join lets an absolute one win)."""
+    if fname.startswith("h5://"):
+        return None
+    if fname.startswith(("/", "\\")) or (len(fname) > 1 and fname[1] == ":"):
+        return f"{fname!r} is an absolute path"
+    if ".." in fname.replace("\\", "/").split("/"):
+        return f"{fname!r} climbs out of the folder with '..'"
+    return None
 
 
 def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] | None],
@@ -362,6 +409,7 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
     per_cat: Counter[int] = Counter()
     cat_images: set[tuple[int, int]] = set()
     bad_cats: dict[int, list[Any]] = {}  # category id -> [first record, count]
+    crowd: list[Any] = []  # [first record, count] of iscrowd annotations
     tol = BBOX_TOLERANCE
 
     def rec(i: int, a: dict[str, Any]) -> str:
@@ -417,10 +465,22 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
             err(rec(i, a), "has no 'area'" if "area" not in a
                 else f"'area' must be a number (got {area!r})",
                 "TAO raises KeyError without it; use w*h of the bbox", "missing-area")
+        if a.get("iscrowd", 0):
+            if crowd:
+                crowd[1] += 1
+            else:
+                crowd[:] = [rec(i, a), 1]
         if a.get("ignore", 0) != 0:
             err(rec(i, a), f"'ignore' is {a['ignore']!r}", "TAO needs ignore absent or 0",
                 "ignore")
 
+    if crowd:
+        first, n = crowd
+        warn(first, f"{n} annotation{'s have' if n != 1 else ' has'} iscrowd set (this is the "
+             "first): TAO's loader drops crowd boxes from training, and COCO evaluation counts "
+             "them as regions to ignore, not as objects",
+             "set iscrowd to 0 where the box is one object; leave it for true crowd regions",
+             "iscrowd")
     # Category ids used by annotations but not in `categories`: one finding per id, not per box.
     for cid, (first, n) in sorted(bad_cats.items()):
         err(first, f"category_id {cid} is not in this file's categories (used by {n} "
@@ -448,7 +508,8 @@ def _check_class_id(err: Report, warn: Report, rec: str, cid: int, num_classes: 
 
 
 def _check_image_files(image_dir: Path, files: list[tuple[str, str, int | None, int | None]],
-                       open_images: bool, report: CocoReport, err: Report) -> None:
+                       open_images: bool, report: CocoReport, err: Report,
+                       decoder: Decoder | None) -> None:
     if not image_dir.is_dir():
         err("", f"image_dir {image_dir} is not a directory",
             "TAO reads images from a plain folder (no tar/zip, TAO-FACTS §5)", "image-dir")
@@ -465,8 +526,7 @@ def _check_image_files(image_dir: Path, files: list[tuple[str, str, int | None, 
                 listings[parent] = set()
         return name in listings[parent]
 
-    if open_images:
-        from PIL import Image  # lazy: the compiler's fast path never needs Pillow
+    to_decode: list[tuple[str, str, int | None, int | None]] = []
     for rec, fname, w, h in files:
         if fname.startswith("h5://"):
             # h5://<basename>:<key> lives in <image_dir>/<basename>.h5 (TAO-FACTS §5)
@@ -474,22 +534,44 @@ def _check_image_files(image_dir: Path, files: list[tuple[str, str, int | None, 
             if not exists(os.path.join(image_dir, base + ".h5")):
                 err(rec, f"HDF5 file {base}.h5 not found in {image_dir}", code="image-missing")
             continue
-        p = os.path.join(image_dir, fname)  # same join as TAO: an absolute file_name wins
+        p = os.path.join(image_dir, fname)
         if not exists(p):
             err(rec, f"image file {p} not found", "check image_dir and file_name",
                 "image-missing")
             continue
-        if not open_images:
-            continue
-        try:
-            with Image.open(p) as im:
-                actual = im.size
-                im.verify()  # decodes enough to catch truncated/corrupt files, cheaply
-        except Exception as e:
-            err(rec, f"image file {p} cannot be read by Pillow: {e}", "replace the file",
+        if open_images:
+            to_decode.append((rec, p, w, h))
+    if not to_decode:
+        return
+    verdicts = (decoder or decode_images)([p for _, p, _, _ in to_decode])
+    for rec, p, w, h in to_decode:
+        actual, problem = verdicts[p]
+        if problem is not None or actual is None:
+            err(rec, f"image file {p} cannot be decoded: {problem}", "replace the file",
                 "image-unreadable")
             continue
         report.images_opened += 1
-        if w is not None and actual != (w, h):
+        if w is not None and tuple(actual) != (w, h):
             err(rec, f"width/height in the JSON are {w}x{h} but {p} is {actual[0]}x{actual[1]}",
                 "fix width/height (an EXIF-rotated photo can cause this)", "image-size-mismatch")
+
+
+Verdict = tuple[tuple[int, int] | None, str | None]  # (width, height) or None, problem or None
+Decoder = Callable[[list[str]], dict[str, Verdict]]
+
+
+def decode_image(path: str) -> Verdict:
+    """Decode every pixel (what TAO's loader will do): `Image.verify()` alone passes a
+    truncated JPEG, `load()` does not."""
+    from PIL import Image  # lazy: the compiler's fast path never needs Pillow
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.size, None
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+def decode_images(paths: list[str]) -> dict[str, Verdict]:
+    return {p: decode_image(p) for p in paths}

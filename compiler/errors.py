@@ -103,3 +103,9 @@ class StorageAccessError(StorageError):
     """Credentials rejected, bucket or object missing: fixable by the user (exit 2)."""
 
     exit_code = 2
+
+
+class DiskSpaceError(TaomakeError):
+    """The disk is full or would be: the machine's problem, not the input's (exit 1)."""
+
+    exit_code = 1

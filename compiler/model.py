@@ -355,7 +355,8 @@ class Wandb(Strict):
 
 
 class Storage(Strict):
-    """How taomake reaches s3:// sources and upload targets.  Credentials always come from the
+    """How taomake reaches s3:// sources and upload targets, and how much an archive or a
+    remote folder may expand to.  Credentials always come from the
     standard AWS chain (AWS_* environment variables, ~/.aws files, instance roles): this file
     holds no secret."""
 
@@ -370,6 +371,12 @@ class Storage(Strict):
                                     "download/upload) and parallel objects for folders.")
     attempts: PosInt = Field(5, description="Tries per transfer (backoff 1, 2, 4... s) before "
                              "the staging job fails.")
+    archive_max_ratio: float = Field(
+        100.0, ge=1, description="An archive source may expand to at most this many times "
+        "its own size (checked past 128 MB written): a zip or tar.gz bomb stops there and is "
+        "rejected.")
+    archive_max_gb: float = Field(500.0, gt=0, description="An archive or S3 folder may "
+                                  "expand to at most this many GB, whatever the ratio.")
 
 
 class Upload(Strict):
@@ -449,7 +456,8 @@ class Project(Strict):
     distill: Distill | None = Field(None, description="Distill a student instead of training.")
     quantize: Quantize | None = Field(None, description="Quantize the selected checkpoint.")
     wandb: Wandb = Field(Wandb(), description="Weights & Biases logging.")
-    storage: Storage = Field(Storage(), description="S3 access for s3:// data and uploads.")
+    storage: Storage = Field(Storage(), description="S3 access for s3:// data and uploads; "
+                               "how far archives may expand.")
     seeds: list[int] | None = Field(
         None, min_length=1, description="Train every experiment once per seed "
         "(`<experiment>-s<seed>`); reports give mean ± std over seeds. Default: train.seed.")

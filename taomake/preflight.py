@@ -202,6 +202,29 @@ def check_data(lp) -> Iterator[Check]:
         yield _ok("data", f"{len(seen)} local path(s) readable")
 
 
+def check_upload(lp) -> Iterator[Check]:
+    """`upload.to` reachable and writable now, not after hours of training."""
+    from compiler.errors import StorageError
+
+    from .data.s3 import S3Settings, S3Store
+
+    targets = sorted({e.project.upload.to for e in lp.experiments.values()
+                      if e.project.upload is not None})
+    if not targets:
+        return
+    from dataclasses import replace
+
+    store = S3Store(replace(S3Settings.of(lp.base.storage), attempts=1))
+    for to in targets:
+        try:
+            store.check_writable(to)
+        except StorageError as exc:
+            head, _, fix = exc.render().partition("\n    fix: ")
+            yield Check("FAIL", "upload", head, fix or "check upload.to and the credentials")
+        else:
+            yield _ok("upload", f"{to} is writable")
+
+
 # --------------------------------------------------------------------------- all
 
 
@@ -244,6 +267,7 @@ def preflight(project_file: str | Path, *, slurm: bool | None = None,
         checks += check_slurm()
     checks.append(check_disk(lp.root / lp.base.results))
     checks += check_data(lp)
+    checks += check_upload(lp)
     return checks
 
 

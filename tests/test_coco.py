@@ -187,13 +187,13 @@ def test_images_without_annotations_counted(shapes: Path, tmp_path: Path) -> Non
 
 def test_summary_cache(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = json.load
+    real = coco._load
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(coco.json, "load", counting)
+    monkeypatch.setattr(coco, "_load", counting)
     clear_cache()
     p = tmp_path / "a.json"
     shutil.copy(shapes / "val" / "annotations.json", p)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.coco import CocoReport, check_coco
+from compiler.coco import CocoReport, Decoder, check_coco
 from compiler.errors import DataError
 from compiler.layout import DataSource
 
@@ -86,7 +86,7 @@ ROLES = ("train", "val", "test")
 
 
 def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str, ...] = ROLES,
-                  open_images: bool = True) -> DatasetCheck:
+                  open_images: bool = True, decoder: Decoder | None = None) -> DatasetCheck:
     """Check an experiment's splits of the given roles (train, val, test); staged sources
     must be staged already.  The build checks each role on its own, so a changed test split
     re-checks (and re-evaluates) without retraining."""
@@ -112,7 +112,7 @@ def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str
                                 + ("\n    fix: stage it first (`taomake data stage`)"
                                    if source.staged else ""))
         report = check_coco(ann_path, img_path, num_classes=num_classes, declared=classes,
-                            open_images=open_images)
+                            open_images=open_images, decoder=decoder)
         report.file = split.annotations if ann.staged else str(ann.target(project.results))
         result.splits.append(SplitCheck(name, split.annotations, report))
     if "train" not in roles:

@@ -43,6 +43,7 @@ def cmd_refresh(plan: BuildPlan, args: argparse.Namespace) -> int:
 
 
 def cmd_stage(plan: BuildPlan, args: argparse.Namespace) -> int:
+    from .archive import Limits
     from .identity import refresh_stamps
     from .stage import Stager
 
@@ -51,7 +52,7 @@ def cmd_stage(plan: BuildPlan, args: argparse.Namespace) -> int:
     store = store_of(plan)
     if not args.from_stamp:  # by hand: look at the sources now
         refresh_stamps(root, plan.results, sources, store)
-    stager = Stager(root, plan.results, store)
+    stager = Stager(root, plan.results, store, Limits.of(plan.storage))
     for source in sources:
         done = stager.stage(source)
         what = "up to date" if done.reused else f"{done.downloaded / 1e6:.1f} MB downloaded"
@@ -64,6 +65,7 @@ def cmd_check(plan: BuildPlan, args: argparse.Namespace) -> int:
     from compiler import load_project
 
     from .check import ROLES, check_dataset, write_report
+    from .decode import CachedDecoder
 
     lp = load_project(Path(plan.root) / plan.project_file)
     names = args.experiment or list(lp.experiments)
@@ -74,9 +76,11 @@ def cmd_check(plan: BuildPlan, args: argparse.Namespace) -> int:
     if not args.from_stamp:  # by hand: make sure staged sources are there
         cmd_stage(plan, argparse.Namespace(key=None, from_stamp=False))
     failed = False
+    decoder = CachedDecoder(Path(plan.root) / plan.results / "_data" / "checks")
     for name in names:
         check = check_dataset(lp.experiments[name].project, name, Path(plan.root),
-                              roles=tuple(args.split or ROLES), open_images=not args.no_open)
+                              roles=tuple(args.split or ROLES), open_images=not args.no_open,
+                              decoder=decoder)
         print(check.render(), flush=True)
         if args.json:
             if not check.ok:

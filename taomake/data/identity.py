@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from compiler.errors import DataError
 from compiler.files import atomic_write, sha256_file, write_if_changed
 from compiler.layout import DataSource
 
@@ -27,7 +28,10 @@ HASH_CACHE = "hashes.json"
 
 
 class _HashCache:
-    """Per-source cache: relative name -> [size, mtime_ns, inode, sha256]."""
+    """Per-source cache: relative name -> [size, mtime_ns, ctime_ns, inode, device, sha256].
+
+    ctime is in the key because an in-place edit can restore the mtime (`touch -d`, rsync -t,
+    a careless tool) but never the ctime."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -39,10 +43,10 @@ class _HashCache:
         self.hashed_bytes = 0
 
     def digest(self, rel: str, path: Path, st: os.stat_result) -> str:
-        key = [st.st_size, st.st_mtime_ns, st.st_ino]
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
         old = self.entries.get(rel)
-        if old and old[:3] == key:
-            sha = old[3]
+        if old and old[:-1] == key:
+            sha = old[-1]
         else:
             sha = sha256_file(path)
             self.hashed_bytes += st.st_size
@@ -58,18 +62,24 @@ def local_identity(path: Path, cache_file: Path) -> dict[str, Any]:
     """sha256 of a file, or of a folder's (relative name, sha256) list (hidden files skipped)."""
     cache = _HashCache(cache_file)
     started = time.monotonic()
-    if path.is_file():
-        st = path.stat()
-        identity = {"sha256": cache.digest(path.name, path, st), "size": st.st_size}
-    elif path.is_dir():
-        h, files, total = hashlib.sha256(), 0, 0
-        for rel, full, st in sorted(_walk(path)):
-            h.update(f"{rel}\0{cache.digest(rel, full, st)}\n".encode())
-            files += 1
-            total += st.st_size
-        identity = {"tree_sha256": h.hexdigest(), "files": files, "size": total}
-    else:
-        raise FileNotFoundError(path)
+    try:
+        if path.is_file():
+            st = path.stat()
+            identity = {"sha256": cache.digest(path.name, path, st), "size": st.st_size}
+        elif path.is_dir():
+            h, files, total = hashlib.sha256(), 0, 0
+            for rel, full, st in sorted(_walk(path)):
+                h.update(f"{rel}\0{cache.digest(rel, full, st)}\n".encode())
+                files += 1
+                total += st.st_size
+            identity = {"tree_sha256": h.hexdigest(), "files": files, "size": total}
+        else:
+            raise FileNotFoundError(path)
+    except (FileNotFoundError, DataError):
+        raise
+    except OSError as exc:  # permissions, a vanished file, an I/O error
+        raise DataError(f"{exc.filename or path}: cannot be read ({exc.strerror or exc})\n"
+                        "    fix: check the file and its permissions") from None
     cache.save()
     if cache.hashed_bytes > 256 * 1024 * 1024:
         print(f"taomake: hashed {cache.hashed_bytes / 1e6:.0f} MB of {path} in "
@@ -78,15 +88,27 @@ def local_identity(path: Path, cache_file: Path) -> dict[str, Any]:
 
 
 def _walk(root: Path):
-    stack = [root]
+    """(relative name, path, stat) of every file, following symbolic links as TAO does; a link
+    that leads back to a folder it is in is a loop (TAO would read forever): an error."""
+    st = root.stat()
+    stack = [(root, ((st.st_dev, st.st_ino),))]
     while stack:
-        folder = stack.pop()
+        folder, ancestors = stack.pop()
         with os.scandir(folder) as it:
             for entry in it:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir():
-                    stack.append(Path(entry.path))
+                    st = entry.stat()
+                    ident = (st.st_dev, st.st_ino)
+                    if ident in ancestors:
+                        rel = Path(entry.path).relative_to(root).as_posix()
+                        raise DataError(
+                            f"{entry.path}: symbolic link loop ({rel} -> "
+                            f"{os.readlink(entry.path) if entry.is_symlink() else '?'} leads "
+                            f"back into a folder that contains it)\n"
+                            "    fix: remove or replace that link in the image folder")
+                    stack.append((Path(entry.path), (*ancestors, ident)))
                 elif entry.is_file():
                     full = Path(entry.path)
                     yield full.relative_to(root).as_posix(), full, entry.stat()

@@ -11,10 +11,12 @@ the job instead of being taken for the planned one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -281,6 +283,40 @@ class S3Store:
 
         self._retrying(uri, "uploading", once)
         return self.head(uri)
+
+    def expected_etag(self, path: Path) -> str:
+        """The ETag S3 computes for `path` uploaded with this store's transfer settings: the
+        MD5 of the bytes, or for a multipart upload the MD5 of the parts' MD5s and "-N".
+        Comparing it with the remote ETag compares content S3 itself hashed (not metadata we
+        wrote); another part size or SSE-KMS gives another ETag, and the file is re-sent."""
+        size = path.stat().st_size
+        cfg = self.transfer_config
+        if size < cfg.multipart_threshold:
+            h = hashlib.md5(usedforsecurity=False)
+            with path.open("rb") as f:
+                while block := f.read(MB):
+                    h.update(block)
+            return h.hexdigest()
+        chunk = cfg.multipart_chunksize
+        while -(-size // chunk) > 10_000:  # what s3transfer's ChunksizeAdjuster does
+            chunk *= 2
+        parts = []
+        with path.open("rb") as f:
+            while block := f.read(chunk):
+                parts.append(hashlib.md5(block, usedforsecurity=False).digest())
+        return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+    def check_writable(self, uri: str) -> None:
+        """Put and delete a small object under `uri`: the bucket exists and these credentials
+        may write there (raises StorageError/StorageAccessError with the fix)."""
+        bucket, key = split_uri(uri)
+        probe = f"{key.rstrip('/')}/.taomake-write-check-{uuid.uuid4().hex[:12]}".lstrip("/")
+
+        def once() -> None:
+            self.client.put_object(Bucket=bucket, Key=probe, Body=b"")
+            self.client.delete_object(Bucket=bucket, Key=probe)
+
+        self._retrying(uri, "checking write access to", once)
 
     def metadata(self, uri: str) -> tuple[ObjectId, dict[str, str]] | None:
         """Identity and user metadata of an object, or None when it does not exist."""

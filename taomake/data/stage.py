@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import DataError
+from compiler.errors import DataError, UnsafeArchiveError
 from compiler.files import atomic_write
 from compiler.layout import DataSource
 
-from .archive import extract_archive
+from .archive import Limits, ensure_free, extract_archive
 from .identity import read_stamp
 from .s3 import ObjectId, S3Store
+from .tree import NameProblem, Tree
 
 LEDGER = "transfers.jsonl"
 
@@ -96,10 +97,12 @@ def _clean(folder: Path, keep: set[str]) -> None:
 
 
 class Stager:
-    def __init__(self, root: Path, results: str, store: S3Store | None = None) -> None:
+    def __init__(self, root: Path, results: str, store: S3Store | None = None,
+                 limits: Limits | None = None) -> None:
         self.root = root
         self.results = results
         self.store = store or S3Store()
+        self.limits = limits or Limits()
         self.data_dir = root / results / "_data"
 
     def stage(self, source: DataSource) -> Staged:
@@ -134,6 +137,7 @@ class Stager:
         """Fetch/extract; returns bytes downloaded and what state.json should remember."""
         folder.mkdir(parents=True, exist_ok=True)
         if source.kind == "file":  # remote annotations
+            ensure_free(f"download {source.uri}", identity["size"], folder)
             n = self.store.download(source.uri, folder / "annotations.json",
                                     ObjectId(identity["etag"], identity["size"]))
             _log_transfer(self.data_dir, source.uri, n)
@@ -146,13 +150,14 @@ class Stager:
                 archive = folder / "download" / source.uri.rsplit("/", 1)[-1]
                 if _read_json(folder / "download.json").get("id") != want or \
                         not archive.is_file():
+                    ensure_free(f"download {source.uri}", identity["size"], folder)
                     downloaded = self.store.download(source.uri, archive,
                                                      ObjectId(identity["etag"], identity["size"]))
                     _log_transfer(self.data_dir, source.uri, downloaded)
                     atomic_write(folder / "download.json", json.dumps({"id": want}))
             if (folder / version).exists():
                 shutil.rmtree(folder / version)  # an interrupted swap: extract again
-            extracted = extract_archive(archive, folder / version)
+            extracted = extract_archive(archive, folder / version, self.limits)
             print(f"taomake: extracted {extracted.files} files ({extracted.bytes / 1e6:.1f} MB)"
                   f" from {source.uri}" + (f" (top folder {extracted.stripped}/ stripped)"
                                            if extracted.stripped else ""), flush=True)
@@ -162,11 +167,33 @@ class Stager:
         _clean(folder, keep={version, "images", "source.json", "state.json", "hashes.json"})
         return downloaded, extra
 
+    def _check_listing(self, uri: str, objects: dict[str, ObjectId], folder: Path) -> None:
+        """The objects under a prefix become files: their names must make a tree (no
+        `a.jpg` beside `a.jpg/b.jpg`, no `..`), and their total must fit the limits and the
+        disk."""
+        tree = Tree()
+        for rel in sorted(objects):
+            try:
+                tree.add(rel, "file")
+            except NameProblem as p:
+                raise DataError(f"{uri}: object {p}; nothing was downloaded\n"
+                                "    fix: rename or remove that object so that the prefix "
+                                "is a plain folder of files") from None
+        total = sum(o.size for o in objects.values())
+        if total > self.limits.max_bytes:
+            raise UnsafeArchiveError(
+                f"{uri}: holds {total / 1e9:.1f} GB in {len(objects)} objects, more than "
+                f"storage.archive_max_gb ({self.limits.max_bytes / 1e9:g} GB); nothing was "
+                "downloaded\n    fix: point the project at a smaller prefix, or raise "
+                "storage.archive_max_gb in project.yaml")
+        ensure_free(f"download {uri}", total, folder)
+
     def _sync_folder(self, source: DataSource, folder: Path, version: str,
                      state: dict[str, Any]) -> tuple[int, dict[str, str]]:
         """Download an S3 prefix; files whose ETag did not change are hard-linked from the
         previous version instead of downloaded again."""
         objects = self.store.list(source.uri)
+        self._check_listing(source.uri, objects, folder)
         previous = folder / str(state.get("version", ""))
         old_etags = state.get("etags", {}) if previous.is_dir() else {}
         tmp = folder / f".{version}"

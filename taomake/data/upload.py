@@ -1,7 +1,10 @@
 """Push an experiment's built artifacts to `upload.to/<experiment>/...` with their sha256.
 
-An object that already holds the same bytes (size and the sha256 in its metadata) is not sent
-again, so re-running the upload rule after an unrelated rebuild costs one HEAD per file.  The
+An object that already holds the same bytes is not sent again: same size and the same ETag,
+which S3 computes from the bytes it stored (the sha256 in the object's metadata is ours, written
+by us, and proves nothing about the content: it is recorded, never trusted).  Re-running the
+upload rule after an unrelated rebuild costs one HEAD per file.  `taomake preflight` (before
+the first job) checks that the bucket exists and the credentials may write there.  The
 receipt (`<results>/<exp>/upload.json`, the rule's output) lists URI, sha256, size and ETag.
 """
 
@@ -48,7 +51,8 @@ def upload_experiment(root: Path, exp, store: S3Store, receipt: Path) -> dict[st
             uri = (f"{to}/{Path(rel).relative_to(exp.layout.root).as_posix()}" if inside
                    else f"{base}/{Path(rel).relative_to(exp.results).as_posix()}")
             existing = store.metadata(uri)
-            if existing and existing[0].size == size and existing[1].get("sha256") == digest:
+            if existing and existing[0].size == size and \
+                    existing[0].etag == store.expected_etag(path):
                 oid, sent = existing[0], False
             else:
                 oid, sent = store.upload(path, uri, {"sha256": digest}), True
