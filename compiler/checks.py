@@ -459,7 +459,8 @@ def check_annotations(ctx: _Ctx) -> None:
         try:
             summary = read_coco_summary(path)
         except DataError as exc:
-            _err(ctx, _at(ctx, f"{key}.annotations"), str(exc), "fix or replace the file",
+            message, _, hint = str(exc).partition("\n    fix: ")
+            _err(ctx, _at(ctx, f"{key}.annotations"), message, hint or "fix or replace the file",
                  "annotations")
             continue
         if key.startswith("dataset.train"):

@@ -477,8 +477,9 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
     if crowd:
         first, n = crowd
         warn(first, f"{n} annotation{'s have' if n != 1 else ' has'} iscrowd set (this is the "
-             "first): TAO's loader drops crowd boxes from training, and COCO evaluation counts "
-             "them as regions to ignore, not as objects",
+             "first): TAO trains on crowd boxes as if each were one object "
+             "(rtdetr/dataloader/serialized_dataset.py keeps them), while COCO evaluation "
+             "treats them as regions to ignore, so training and evaluation disagree",
              "set iscrowd to 0 where the box is one object; leave it for true crowd regions",
              "iscrowd")
     # Category ids used by annotations but not in `categories`: one finding per id, not per box.

@@ -263,6 +263,35 @@ def test_upload_pushes_artifacts_with_checksums_once(tmp_path, s3_env, s3_bucket
     sent = {e["artifact"]: e["sent"] for e in receipt["files"]}
     assert sent["model"] is False and sent["onnx"] is False  # unchanged: not sent again
 
+    # someone replaced the remote ONNX with other bytes of the same size and kept our sha256
+    # metadata: the ETag S3 computed differs, so it is sent again (metadata is not trusted)
+    onnx_bytes = (folder / "results/base/export/model.onnx").read_bytes()
+    client.put_object(Bucket=bucket, Key="runs/base/export/model.onnx",
+                      Body=bytes(len(onnx_bytes)), Metadata={"sha256": local.hexdigest()})
+    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "data", "upload", "-e", "base",
+                           "--receipt", str(tmp_path / "receipt.json")], cwd=folder,
+                          env={**os.environ, **s3_env}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sent = {e["artifact"]: e["sent"] for e in json.loads((tmp_path / "receipt.json")
+                                                         .read_text())["files"]}
+    assert sent == {"model": False, "onnx": True, "metrics": False}
+    body = client.get_object(Bucket=bucket, Key="runs/base/export/model.onnx")["Body"].read()
+    assert body == onnx_bytes
+
+
+def test_expected_etag_matches_what_s3_computes(tmp_path, s3_env, s3_bucket, monkeypatch):
+    """Single-part and multipart (8 MB parts): our ETag of a local file equals the server's."""
+    bucket, _client = s3_bucket
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+    store = S3Store(S3Settings())
+    for size in (1000, 20 * 1024 * 1024 + 5):
+        path = tmp_path / f"f{size}"
+        path.write_bytes(os.urandom(size))
+        oid = store.upload(path, f"s3://{bucket}/etag/{size}", {})
+        assert store.expected_etag(path) == oid.etag
+        assert ("-" in oid.etag) == (size > 8 * 1024 * 1024)
+
 
 def test_data_stage_by_hand(tmp_path, s3_env, s3_bucket):
     bucket, client = s3_bucket

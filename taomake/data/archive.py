@@ -248,12 +248,13 @@ class _Writer:
         top = self.tree.single_top()
         checked = []
         for path in self.tree.links():
-            end = self.tree.resolve(path)
-            if top and not (end + "/").startswith(top + "/"):
-                # the top folder is stripped: a link out of it would leave the result
-                raise NameProblem(self.tree.nodes[path].name,
-                                  f"is a symbolic link to {self.tree.nodes[path].link!r}, "
-                                  f"outside the archive's top folder {top!r}")
+            try:
+                self.tree.resolve(path, top)
+            except NameProblem as p:
+                if top and not is_junk(path):
+                    raise NameProblem(p.name, f"{p.why} (or outside its top folder {top!r}, "
+                                      "which is stripped)") from None
+                raise
             checked.append(path)
         for path in checked:
             if is_junk(path):

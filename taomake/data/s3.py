@@ -313,6 +313,8 @@ class S3Store:
         probe = f"{key.rstrip('/')}/.taomake-write-check-{uuid.uuid4().hex[:12]}".lstrip("/")
 
         def once() -> None:
+            # first: some S3 servers (SeaweedFS) create a missing bucket on the first PUT
+            self.client.head_bucket(Bucket=bucket)
             self.client.put_object(Bucket=bucket, Key=probe, Body=b"")
             self.client.delete_object(Bucket=bucket, Key=probe)
 

@@ -122,9 +122,11 @@ class Tree:
 
     # ------------------------------------------------------------------ symbolic links
 
-    def resolve(self, path: str) -> str:
+    def resolve(self, path: str, top: str | None = None) -> str:
         """Where the symbolic link at `path` ends, resolved inside the tree; raises
-        NameProblem when it leaves the tree, loops, or ends at nothing."""
+        NameProblem when it leaves the tree (or the `top` folder that will be stripped: a
+        `..` out of it would leave the result), loops, or ends at nothing."""
+        floor = 1 if top else 0
         node = self.nodes[path]
         queue = posixpath.dirname(path).split("/") + node.link.split("/")
         if node.link.startswith("/") or "\x00" in node.link or "\\" in node.link:
@@ -137,7 +139,7 @@ class Tree:
             if c in ("", "."):
                 continue
             if c == "..":
-                if not out:
+                if len(out) <= floor:
                     raise NameProblem(node.name, f"is a symbolic link to {node.link!r}, "
                                       "outside the archive")
                 out.pop()
