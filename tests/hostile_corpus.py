@@ -245,6 +245,15 @@ def zip_corrupt_deflate(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+def zip_bad_crc(path: Path) -> None:
+    """A stored (uncompressed) member with one byte flipped: only its CRC-32 tells."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("images/a.png", _png_bytes())
+    raw = bytearray(path.read_bytes())
+    raw[30 + len("images/a.png") + 100] ^= 0xFF  # local header, name, then the data
+    path.write_bytes(bytes(raw))
+
+
 def _patch_zip(path: Path, *, flag: int | None = None, method: int | None = None) -> None:
     raw = bytearray(path.read_bytes())
     for sig, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
@@ -309,6 +318,7 @@ ARCHIVES: dict[str, tuple[str, Builder, int, str]] = {
                                           r"not an earlier file of the archive"),
     "zip corrupt deflate data": ("train.zip", zip_corrupt_deflate, 2,
                                  r"cannot be read: member 'images/a.txt'"),
+    "zip bad CRC": ("train.zip", zip_bad_crc, 2, r"member 'images/a.png'.*Bad CRC-32"),
     "zip encrypted member": ("train.zip", zip_encrypted, 2, r"is encrypted"),
     "zip unsupported method": ("train.zip", zip_unsupported_method, 2,
                                r"compression method 98"),
