@@ -30,6 +30,7 @@ ANNOTATED_SPLITS = ("train", "val", "test")
 JPEG_QUALITY = 85
 NOISE = 0.3  # blend weight of the grey noise over the gradient
 MAX_SHAPES = 3
+SIZE_RANGE = (3, 7)  # shape side in sixteenths of the image side
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 Colour = tuple[int, int, int]
@@ -73,7 +74,7 @@ def _overlaps(a: Box, b: Box, margin: int = 2) -> bool:
 
 def _place(rng: random.Random, size: int, shape: str, taken: list[Box]) -> Box:
     """A box for `shape` not overlapping `taken` (occlusion would make the boxes lie)."""
-    lo, hi = max(4, size * 3 // 16), max(5, size * 7 // 16)
+    lo, hi = max(4, size * SIZE_RANGE[0] // 16), max(5, size * SIZE_RANGE[1] // 16)
     box: Box = (0, 0, lo, lo)
     for attempt in range(200):
         s = rng.randint(lo, hi if attempt < 100 else lo)  # second half: smallest size only
