@@ -20,7 +20,7 @@ from compiler import compile_project, load_project  # noqa: E402
 
 
 def project_with_experiments(folder: Path, n: int) -> Path:
-    text = (REPO / "project.yaml").read_text() + "experiments:\n"
+    text = (REPO / "tests" / "smoke_project.yaml").read_text() + "experiments:\n"
     for i in range(n):
         text += (f"  e{i:03d}:\n    train.lr: {0.0001 + i * 1e-6:.7f}\n"
                  f"    model.num_queries: {20 + i % 20}\n")
@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     rows = []
-    first, warm, specs = timed(REPO / "project.yaml", args.repeat)
+    first, warm, specs = timed(REPO / "tests" / "smoke_project.yaml", args.repeat)
     rows.append(("sample project (1 experiment)", specs, first, warm, 0.100))
     with tempfile.TemporaryDirectory() as tmp:
         big = project_with_experiments(Path(tmp), 200)

@@ -68,7 +68,7 @@ def timed(cmd: list[str], cwd: Path, repeat: int) -> float:
 
 
 def make_demo(folder: Path) -> None:
-    shutil.copy(REPO / "project.yaml", folder / "project.yaml")
+    shutil.copy(REPO / "tests" / "smoke_project.yaml", folder / "project.yaml")
     shutil.copytree(REPO / "data", folder / "data")
 
 

@@ -102,6 +102,11 @@ class Layout:
         return posixpath.join(self.root, source_action, "model.pth")
 
     @property
+    def detections(self) -> str:
+        """Per-class scores under the class names and the test-image grid (`detections`)."""
+        return posixpath.join(self.root, "detections")
+
+    @property
     def onnx(self) -> str:
         return posixpath.join(self.root, "export", "model.onnx")
 

@@ -90,7 +90,11 @@ class ExperimentPlan:
             out["gen_trt_engine"] = [gen["trt_engine"]]
             if gen["tensorrt"]["data_type"].lower() == "int8":
                 out["gen_trt_engine"].append(gen["tensorrt"]["calibration"]["cal_cache_file"])
-        return {action: out[action] for action in specs}
+        built = {action: out[action] for action in specs}
+        if "evaluate" in specs and "inference" in specs:  # both see the test split's classes
+            built["detections"] = [f"{lay.detections}/per_class.json",
+                                   f"{lay.detections}/test_grid.png"]
+        return built
 
 
 @dataclass

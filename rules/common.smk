@@ -145,6 +145,15 @@ def teacher_inputs(w):
     return [ref] if ref else []
 
 
+def detections_inputs(w):
+    """The inference labels and, when the export is checked, the ONNX per-class scores."""
+    e = EXPS[w.exp]
+    out = {"inference": f"{R}/{w.exp}/inference/summary.json"}
+    if "export" in e.specs and e.parity:
+        out["parity"] = f"{R}/{w.exp}/export/parity.json"
+    return out
+
+
 def upload_files(exp):
     from taomake.data.upload import artifact_files
 

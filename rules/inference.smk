@@ -19,3 +19,23 @@ rule inference:
         **resources_for("inference"),
     shell:
         "exec taomake run inference -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+
+
+
+rule detections:
+    input:
+        unpack(detections_inputs),
+        data=data_inputs("evaluate"),
+    output:
+        per_class=f"{R}/{{exp}}/detections/per_class.json",
+        table=f"{R}/{{exp}}/detections/per_class.md",
+        grid=report(f"{R}/{{exp}}/detections/test_grid.png",
+                    caption="../report/test_grid.rst", category="Detections"),
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/detections.log",
+    conda:
+        "../envs/taomake.yaml"
+    shell:
+        "exec taomake detections -p {params.project:q} -e {wildcards.exp} > {log:q} 2>&1"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up, then build the demo project (train 2 epochs -> evaluate -> export ->
-# ONNX parity -> inference -> report on the bundled shapes data, real TAO on CPU) and print
-# where results are and the report table.
+# The main job: set up, then build the demo project (train 40 epochs -> evaluate -> export ->
+# ONNX parity -> inference -> per-class detections -> report on the bundled shapes data, real
+# TAO on CPU) and print where results are, the report table and the per-class table.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"
@@ -12,3 +12,5 @@ printf '\n== results\n'
 "$ROOT/.venv/bin/taomake" status
 printf '\n== report (results/report/: summary.{md,csv,tex}, curves.png, accuracy_latency.png)\n'
 cat "$ROOT/results/report/summary.md"
+printf '\n== per class (results/base/detections/: per_class.md, test_grid.png)\n'
+cat "$ROOT/results/base/detections/per_class.md"

@@ -175,6 +175,25 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detections(args: argparse.Namespace) -> int:
+    from .detections import markdown, run_detections
+
+    started, plan = time.time(), _plan(args)
+    exp = plan.experiments.get(args.experiment)
+    if exp is None or not {"evaluate", "inference"} <= set(exp.specs):
+        raise UsageError(f"experiment {args.experiment!r} does not both evaluate and infer")
+    root = Path(plan.root)
+    out = root / exp.layout.detections
+    table = run_detections(root, exp, out)
+    print(markdown(table), end="")
+    files = [out / n for n in ("per_class.json", "per_class.md", "test_grid.png")]
+    consumed = [root / exp.layout.root / "inference" / "summary.json",
+                root / exp.layout.root / "export" / "parity.json"]
+    _record_derived(plan, "detections", out, files, [p for p in consumed if p.exists()], args,
+                    started)
+    return 0
+
+
 def _record_derived(plan, step: str, out_dir: Path, artifacts: list[Path],
                     consumed: list[Path], args: argparse.Namespace, started: float) -> None:
     from .provenance import record_derived
@@ -293,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="check this ONNX file instead of the experiment's export")
     p.add_argument("--tolerance", type=float,
                    help="largest accepted mAP gap (default: export.parity_tolerance)")
+    p = add("detections", cmd_detections, "per-class AP under the class names (PyTorch "
+            "inference labels, ONNX Runtime) and a grid of test images (the `detections` rule)")
+    p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
     p = add("sweep-best", cmd_sweep_best, "choose a sweep's winner (the `sweep_best` rule)")
     p.add_argument("--sweep", required=True, help="the swept experiment")
     p.add_argument("--out", required=True, help="best.json to write")

@@ -220,12 +220,34 @@ def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
 # --------------------------------------------------------------------------- entry point
 
 
-class _Progress:
-    """Print a line per finished epoch (train/distill) while TAO runs."""
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"
 
-    def __init__(self, status: Path, skip: int, label: str):
-        self.status, self.skip, self.label = status, skip, label
+
+class _Progress:
+    """Print a line per finished epoch (train/distill) while TAO runs: the losses, the
+    validation mAPs and an ETA from the pace of the epochs seen so far (the first epoch is
+    timed from the job's start, so it also carries TAO's start-up)."""
+
+    def __init__(self, status: Path, skip: int, label: str, epochs: int | None = None):
+        self.status, self.skip, self.label, self.epochs = status, skip, label, epochs
         self.next_check, self.seen = 0.0, -1
+        self.started = time.monotonic()
+        self.done_at: list[tuple[int, float]] = []  # (epoch, when its line was seen)
+
+    def eta(self, epoch: int) -> str:
+        if not self.epochs or epoch + 1 >= self.epochs:
+            return ""
+        first_epoch, first = self.done_at[0]
+        if len(self.done_at) > 1:
+            last_epoch, last = self.done_at[-1]
+            pace = (last - first) / max(1, last_epoch - first_epoch)
+        else:
+            pace = first - self.started
+        return f", ETA {_duration(pace * (self.epochs - 1 - epoch))}"
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -236,9 +258,13 @@ class _Progress:
         for row in rows:
             if row.epoch > self.seen and row.train_loss is not None:
                 self.seen = row.epoch
+                self.done_at.append((row.epoch, now))
                 extra = f", val_mAP {row.val_mAP:.4f}" if row.val_mAP is not None else ""
-                _say(f"{self.label}: epoch {row.epoch} done, train_loss "
-                     f"{row.train_loss:.4f}{extra}")
+                if row.val_mAP50 is not None:
+                    extra += f", val_mAP50 {row.val_mAP50:.4f}"
+                of = f" ({row.epoch + 1}/{self.epochs})" if self.epochs else ""
+                _say(f"{self.label}: epoch {row.epoch} done{of}, train_loss "
+                     f"{row.train_loss:.4f}{extra}{self.eta(row.epoch)}")
 
 
 def run_action(project: Path, experiment: str, action_name: str, log_path: Path, *,
@@ -290,8 +316,9 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
             started = time.monotonic()
             started_wall = time.time()
             try:
-                rc = runner.run(job, log, on_tick=_Progress(status, before, label)
-                                if action.name in ("train", "distill") else None)
+                rc = runner.run(job, log, on_tick=_Progress(
+                    status, before, label, spec.data.get("train", {}).get("num_epochs"))
+                    if action.name in ("train", "distill") else None)
             except Interrupted as exc:
                 _note(log, f"{label}: {exc}; TAO stopped, no process left behind")
                 raise

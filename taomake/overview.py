@@ -60,6 +60,15 @@ def _detail(root: Path, path: str) -> str:
     if path.endswith("metrics.json"):
         m = _json(p)
         return ", ".join(f"{k}={m[k]:.4f}" for k in ("test_mAP", "test_mAP50") if k in m)
+    if path.endswith("per_class.json"):
+        t = _json(p)
+        sides = [(label, t.get(key)) for label, key in (("PyTorch", "pytorch"), ("ONNX", "onnx"))
+                 if t.get(key)]
+        if not sides:
+            return ""
+        label, side = sides[0]
+        cells = ", ".join(f"{name} {c['AP50']:.2f}" for name, c in side.items())
+        return f"AP50 per class ({label}): {cells}; grid: {p.parent / 'test_grid.png'}"
     if path.endswith("summary.json"):
         s = _json(p)
         return f"{s.get('detections', 0)} detections on {s.get('images', 0)} images"
@@ -110,6 +119,13 @@ def print_status(project: Path) -> None:
         print(f"\nexperiment {exp}")
         for r in (r for r in rows if r.experiment == exp):
             print(f"  {r.artifact:{width}}  {r.state:12}  {r.detail}")
+    report = Path(plan.root) / plan.results / "report"
+    plots = sorted(report.glob("*.png")) + sorted(
+        (Path(plan.root) / e.layout.detections / "test_grid.png")
+        for e in plan.experiments.values())
+    shown = [str(p.relative_to(plan.root)) for p in plots if p.exists()]
+    if shown:
+        print("\nplots: " + ", ".join(shown))
 
 
 # --------------------------------------------------------------------------- explain

@@ -40,6 +40,7 @@ class ParityResult:
     latency_ms_p90: float
     input_size: list[int]
     provider: str
+    per_class: dict[str, dict[str, Any]]  # class name -> id, AP, AP50, objects
 
 
 def _preprocess(path: Path, size: tuple[int, int]):
@@ -93,7 +94,7 @@ def coco_map(annotations: Path, detections: list[dict[str, Any]]) -> tuple[float
 
 def check_parity(onnx: Path, annotations: Path, image_dir: Path, metrics: Path, *,
                  size: tuple[int, int], num_select: int, tolerance: float,
-                 latency_runs: int = 30) -> ParityResult:
+                 latency_runs: int = 30, names: dict[int, str] | None = None) -> ParityResult:
     import numpy as np
     import onnxruntime as ort
 
@@ -113,6 +114,10 @@ def check_parity(onnx: Path, annotations: Path, image_dir: Path, metrics: Path, 
         for det in _postprocess(logits, boxes, orig, num_select):
             detections.append({"image_id": image["id"], **det})
     mAP, mAP50 = coco_map(annotations, detections)
+    from .detections import per_class_ap  # label index = category id (TAO-FACTS §5)
+
+    per_class = per_class_ap(annotations, detections, names or {
+        c["id"]: c["name"] for c in doc["categories"]})
 
     reference = json.loads(metrics.read_text())
     ref_map = float(reference["test_mAP"])
@@ -133,7 +138,17 @@ def check_parity(onnx: Path, annotations: Path, image_dir: Path, metrics: Path, 
         pytorch_mAP50=ref_50, gap=round(gap, 6), tolerance=tolerance, ok=gap <= tolerance,
         images=len(doc["images"]), latency_ms_median=round(statistics.median(times), 3),
         latency_ms_p90=round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
-        input_size=list(size), provider="CPUExecutionProvider")
+        input_size=list(size), provider="CPUExecutionProvider", per_class=per_class)
+
+
+def _class_names(root: Path, exp) -> dict[int, str] | None:
+    """id -> the project's class name, from the compiled class map (None: no inference)."""
+    if "inference" not in exp.specs:
+        return None
+    from .detections import read_classmap
+
+    path = root / exp.specs["inference"].data["dataset"]["infer_data_sources"]["classmap"]
+    return {i: n for n, i in read_classmap(path).items()} if path.is_file() else None
 
 
 def run_parity(root: Path, exp, out: Path, onnx: Path | None = None,
@@ -150,7 +165,8 @@ def run_parity(root: Path, exp, out: Path, onnx: Path | None = None,
         root / lay.root / "evaluate" / "metrics.json",
         size=(ex["input_height"], ex["input_width"]),
         num_select=ev["model"].get("num_select", 300),
-        tolerance=exp.parity_tolerance if tolerance is None else tolerance)
+        tolerance=exp.parity_tolerance if tolerance is None else tolerance,
+        names=_class_names(root, exp))
     verdict = (f"ONNX mAP {result.onnx_mAP:.4f} vs PyTorch {result.pytorch_mAP:.4f}: gap "
                f"{result.gap:.4f} (tolerance {result.tolerance}); latency median "
                f"{result.latency_ms_median:.1f} ms, p90 {result.latency_ms_p90:.1f} ms")

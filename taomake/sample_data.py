@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,36 @@ DEFAULT_CLASSES: dict[int, str] = {1: "circle", 3: "triangle", 4: "square"}
 SHAPES = ("circle", "triangle", "square", "diamond")
 ANNOTATED_SPLITS = ("train", "val", "test")
 JPEG_QUALITY = 85
-NOISE = 0.3  # blend weight of the grey noise over the gradient
-MAX_SHAPES = 3
-SIZE_RANGE = (3, 7)  # shape side in sixteenths of the image side
+
+
+@dataclass(frozen=True)
+class Style:
+    """How hard the images are.  The defaults make the small test dataset (data/shapes); the
+    demo dataset (data/demo) uses fewer, larger shapes on calmer backgrounds, which a tiny
+    RT-DETR learns on a CPU in minutes."""
+
+    max_shapes: int = 3  # shapes per image: 1..max_shapes
+    sizes: tuple[int, int] = (3, 7)  # shape side, in sixteenths of the image side
+    noise: float = 0.3  # blend weight of the grey noise over the gradient
+
+    def args(self) -> str:
+        """The command-line options that give this style (empty for the default)."""
+        d = Style()
+        out = []
+        if self.max_shapes != d.max_shapes:
+            out.append(f"--max-shapes {self.max_shapes}")
+        if self.sizes != d.sizes:
+            out.append(f"--sizes {self.sizes[0]}:{self.sizes[1]}")
+        if self.noise != d.noise:
+            out.append(f"--noise {self.noise:g}")
+        return " ".join(out)
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 Colour = tuple[int, int, int]
 
 
-def _background(rng: random.Random, size: int) -> tuple[Image.Image, Colour, Colour]:
+def _background(rng: random.Random, size: int,
+                noise_weight: float) -> tuple[Image.Image, Colour, Colour]:
     """A two-colour vertical gradient plus blurred grey noise, and its top/bottom colours."""
     top = (rng.randrange(20, 200), rng.randrange(20, 200), rng.randrange(20, 200))
     bottom = (rng.randrange(20, 200), rng.randrange(20, 200), rng.randrange(20, 200))
@@ -46,14 +68,15 @@ def _background(rng: random.Random, size: int) -> tuple[Image.Image, Colour, Col
     # randbytes is seeded by rng (Image.effect_noise is not); blur keeps the JPEGs small.
     noise = Image.frombytes("L", (size, size), rng.randbytes(size * size))
     noise = noise.filter(ImageFilter.GaussianBlur(1)).convert("RGB")
-    return Image.blend(img, noise, NOISE), top, bottom
+    return Image.blend(img, noise, noise_weight), top, bottom
 
 
-def _expected_background(top: Colour, bottom: Colour, y: float, size: int) -> Colour:
+def _expected_background(top: Colour, bottom: Colour, y: float, size: int,
+                         noise: float) -> Colour:
     """The background colour at row y, computed rather than read from the pixels, so the
     random draws (and so the annotations) do not depend on Pillow's blur/resize arithmetic."""
     t = y / max(1, size - 1)
-    r, g, b = (round((1 - NOISE) * (lo + (hi - lo) * t) + NOISE * 128)
+    r, g, b = (round((1 - noise) * (lo + (hi - lo) * t) + noise * 128)
                for lo, hi in zip(top, bottom, strict=False))
     return r, g, b
 
@@ -72,9 +95,10 @@ def _overlaps(a: Box, b: Box, margin: int = 2) -> bool:
                 or a[1] + a[3] + margin <= b[1] or b[1] + b[3] + margin <= a[1])
 
 
-def _place(rng: random.Random, size: int, shape: str, taken: list[Box]) -> Box:
+def _place(rng: random.Random, size: int, shape: str, taken: list[Box],
+           sizes: tuple[int, int]) -> Box:
     """A box for `shape` not overlapping `taken` (occlusion would make the boxes lie)."""
-    lo, hi = max(4, size * SIZE_RANGE[0] // 16), max(5, size * SIZE_RANGE[1] // 16)
+    lo, hi = max(4, size * sizes[0] // 16), max(5, size * sizes[1] // 16)
     box: Box = (0, 0, lo, lo)
     for attempt in range(200):
         s = rng.randint(lo, hi if attempt < 100 else lo)  # second half: smallest size only
@@ -102,15 +126,15 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: Box, fill: tuple[int, int,
 
 
 def _split_classes(rng: random.Random, n_images: int, class_ids: list[int],
-                   annotated: bool) -> list[list[int]]:
+                   annotated: bool, max_shapes: int) -> list[list[int]]:
     """Class ids per image, 1-3 each; in annotated splits every class appears at least once."""
-    counts = [rng.randint(1, MAX_SHAPES) for _ in range(n_images)]
+    counts = [rng.randint(1, max_shapes) for _ in range(n_images)]
     if annotated:
-        if n_images * MAX_SHAPES < len(class_ids):
+        if n_images * max_shapes < len(class_ids):
             raise ValueError(f"{n_images} images cannot hold all {len(class_ids)} classes")
         i = 0
         while sum(counts) < len(class_ids):  # rare: bump counts until every class fits
-            counts[i % n_images] = min(MAX_SHAPES, counts[i % n_images] + 1)
+            counts[i % n_images] = min(max_shapes, counts[i % n_images] + 1)
             i += 1
     slots = [rng.choice(class_ids) for _ in range(sum(counts))]
     if annotated:  # guarantee coverage: a random permutation of all classes in random slots
@@ -125,24 +149,25 @@ def _split_classes(rng: random.Random, n_images: int, class_ids: list[int],
 
 
 def _write_split(root: Path, split: str, n_images: int, rng: random.Random, size: int,
-                 classes: dict[int, str]) -> dict[int, int]:
+                 classes: dict[int, str], style: Style) -> dict[int, int]:
     annotated = split in ANNOTATED_SPLITS
     img_dir = root / split / "images"
     img_dir.mkdir(parents=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     per_class = {cid: 0 for cid in sorted(classes)}
-    for index, cids in enumerate(_split_classes(rng, n_images, sorted(classes), annotated)):
+    for index, cids in enumerate(_split_classes(rng, n_images, sorted(classes), annotated,
+                                                style.max_shapes)):
         image_id, file_name = index + 1, f"{split}_{index:04d}.jpg"
-        img, top, bottom = _background(rng, size)
+        img, top, bottom = _background(rng, size, style.noise)
         draw = ImageDraw.Draw(img)
         taken: list[Box] = []
         for cid in cids:
-            box = _place(rng, size, classes[cid], taken)
+            box = _place(rng, size, classes[cid], taken, style.sizes)
             taken.append(box)
             per_class[cid] += 1
             x, y, w, h = box
-            local = _expected_background(top, bottom, y + h / 2, size)
+            local = _expected_background(top, bottom, y + h / 2, size, style.noise)
             _draw(draw, classes[cid], box, _colour(rng, local))
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": cid,
@@ -165,7 +190,7 @@ def _write_split(root: Path, split: str, n_images: int, rng: random.Random, size
     return per_class if annotated else {cid: 0 for cid in per_class}
 
 
-def _readme(summary: dict, seed: int, size: int) -> str:
+def _readme(summary: dict, seed: int, size: int, style: Style) -> str:
     classes: dict[int, str] = summary["classes"]
     splits = summary["splits"]
     head = "| split | images | " + " | ".join(f"{cid} {n}" for cid, n in classes.items()) + " |"
@@ -178,15 +203,16 @@ def _readme(summary: dict, seed: int, size: int) -> str:
 
 A tiny COCO detection dataset of coloured shapes on noisy gradient backgrounds, generated by
 `taomake/sample_data.py`. It exists so that examples, tests and a CPU smoke run of TAO RT-DETR
-have real data without any download. Each image is {size}x{size} px with 1-{MAX_SHAPES}
-non-overlapping shapes; shape colours are random, so the class is the shape, not the colour.
+have real data without any download. Each image is {size}x{size} px with 1-{style.max_shapes}
+non-overlapping shapes of {style.sizes[0]}/16 to {style.sizes[1]}/16 of the image side; shape
+colours are random, so the class is the shape, not the colour.
 
 Generated with the command below (same seed and Pillow build => byte-identical files; the
 committed `data/shapes/` is `<out_dir>` = `data/shapes`, add `--overwrite` to regenerate it):
 
     taomake sample-data <out_dir> --seed {seed} --size {size} --train {splits['train']['images']} \\
         --val {splits['val']['images']} --test {splits['test']['images']} \\
-        --infer {splits['infer']['images']}
+        --infer {splits['infer']['images']}{(' ' + style.args()) if style.args() else ''}
 
 Layout: `{{train,val,test}}/images/*.jpg` with `{{train,val,test}}/annotations.json`
 (COCO: images, annotations with `area` and `iscrowd: 0`, categories), and `infer/images/*.jpg`
@@ -211,7 +237,7 @@ checks and the classmap placeholder lines.
 def make_shapes_dataset(out_dir: Path, *, seed: int = 0, size: int = 128, n_train: int = 32,
                         n_val: int = 8, n_test: int = 8, n_infer: int = 4,
                         classes: dict[int, str] | None = None,
-                        overwrite: bool = False) -> dict:
+                        overwrite: bool = False, style: Style = Style()) -> dict:
     """Write the dataset to `out_dir` atomically and return a JSON-able summary.
 
     The tree is built in a sibling temp dir and renamed into place, so a crash never leaves a
@@ -225,6 +251,8 @@ def make_shapes_dataset(out_dir: Path, *, seed: int = 0, size: int = 128, n_trai
             raise ValueError(f"class id {cid!r} must be a non-negative integer")
         if name not in SHAPES:
             raise ValueError(f"class {cid}: unknown shape {name!r} (known: {', '.join(SHAPES)})")
+    if style.max_shapes < 1 or not 0 <= style.noise <= 1:
+        raise ValueError(f"max_shapes must be >= 1 and noise within 0..1 (got {style})")
     if size < 32:
         raise ValueError(f"size {size} is too small (minimum 32)")
     counts = {"train": n_train, "val": n_val, "test": n_test, "infer": n_infer}
@@ -245,13 +273,16 @@ def make_shapes_dataset(out_dir: Path, *, seed: int = 0, size: int = 128, n_trai
         for split, n in counts.items():
             # One child generator per split: changing n_train does not change the val images.
             split_rng = random.Random(f"{seed}/{split}")
-            per_class = _write_split(tmp, split, n, split_rng, size, classes)
+            if n == 0 and split not in ANNOTATED_SPLITS:  # no empty folder (git drops it)
+                per_class = dict.fromkeys(sorted(classes), 0)
+            else:
+                per_class = _write_split(tmp, split, n, split_rng, size, classes, style)
             splits[split] = {"images": n, "annotations": sum(per_class.values()),
                              "per_class": per_class}
         summary = {"root": str(out_dir), "seed": seed, "size": size,
                    "classes": dict(sorted(classes.items())),
                    "num_classes": max(classes) + 1, "splits": splits}
-        (tmp / "README.md").write_text(_readme(summary, seed, size), encoding="utf-8")
+        (tmp / "README.md").write_text(_readme(summary, seed, size, style), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the dataset is meant to be shared
         _swap_into_place(tmp, out_dir)
     except BaseException:
@@ -273,6 +304,14 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         os.rename(old, out_dir)  # put the previous dataset back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _parse_sizes(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition(":")
+    if not (sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 15):
+        raise argparse.ArgumentTypeError(f"expected LO:HI sixteenths, 1 <= LO <= HI <= 15, "
+                                         f"got {text!r}")
+    return int(lo), int(hi)
 
 
 def _parse_classes(text: str) -> dict[int, str]:
@@ -299,13 +338,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--classes", type=_parse_classes, default=None,
                    help=f"ID:SHAPE list, shapes from {', '.join(SHAPES)} "
                         "(default 1:circle,3:triangle,4:square)")
+    p.add_argument("--max-shapes", type=int, default=Style.max_shapes,
+                   help="shapes per image: 1..N (default %(default)s)")
+    p.add_argument("--sizes", type=_parse_sizes, default=Style.sizes, metavar="LO:HI",
+                   help="shape side in sixteenths of the image side (default 3:7)")
+    p.add_argument("--noise", type=float, default=Style.noise,
+                   help="weight of the background noise, 0..1 (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty out_dir")
     args = p.parse_args(argv)
     try:
         s = make_shapes_dataset(args.out_dir, seed=args.seed, size=args.size,
                                 n_train=args.train, n_val=args.val, n_test=args.test,
                                 n_infer=args.infer, classes=args.classes,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite,
+                                style=Style(args.max_shapes, args.sizes, args.noise))
     except (ValueError, FileExistsError) as e:
         print(f"taomake sample-data: {e}", file=sys.stderr)
         return 2

@@ -10,11 +10,14 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+SMOKE_PROJECT = REPO / "tests" / "smoke_project.yaml"  # the demo's shape, 2 epochs, data/shapes
+
+
 def make_project(folder: Path, text: str | None = None, *, copy_data: bool = False) -> Path:
     """A project folder with the demo project.yaml (or `text`) and the bundled data."""
     folder.mkdir(parents=True, exist_ok=True)
     project = folder / "project.yaml"
-    project.write_text(text if text is not None else (REPO / "project.yaml").read_text())
+    project.write_text(text if text is not None else SMOKE_PROJECT.read_text())
     data = folder / "data"
     if not data.exists():
         if copy_data:

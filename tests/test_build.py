@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_project, processes_matching
+from tests.helpers import REPO, SMOKE_PROJECT, make_project, processes_matching
 
 FAKE_VENV = REPO / "tests" / "fake_tao"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
@@ -25,7 +25,7 @@ ALL = {"train", "evaluate", "export", "inference"}
 
 def fake_project_text(extra_env: str = "") -> str:
     """The demo project on the fake TAO (whose ONNX is not a model: no parity check)."""
-    text = (REPO / "project.yaml").read_text().replace("  opset: 17\n",
+    text = SMOKE_PROJECT.read_text().replace("  opset: 17\n",
                                                        "  opset: 17\n  parity: false\n")
     assert "parity: false" in text
     return text.replace(

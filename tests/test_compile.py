@@ -12,9 +12,9 @@ from compiler import compile_project, load_project, load_project_text, write_exp
 from compiler.actions import ACTIONS
 from compiler.compile import classmap_lines
 from taomake.cli import main as cli
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, SMOKE_PROJECT, make_project
 
-DEMO = (REPO / "project.yaml").read_text()
+DEMO = SMOKE_PROJECT.read_text()
 GPU = DEMO.replace("  gpus_per_node: 0             # CPU: TAO runs in the venv made by `taomake "
                    "setup tao-cpu`", "  gpus_per_node: 2")
 

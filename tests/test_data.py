@@ -17,7 +17,7 @@ from compiler.layout import DataSource
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Store
 from taomake.data.stage import Stager
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, SMOKE_PROJECT, make_project
 from tests.test_build import calls, fake_project_text, snakemake
 
 
@@ -142,7 +142,7 @@ def test_data_check_catches_broken_datasets(tmp_path, case):
 
 
 def test_data_check_needs_one_batch_of_training_images(tmp_path):
-    text = (REPO / "project.yaml").read_text().replace("  batch_size: 4", "  batch_size: 400")
+    text = SMOKE_PROJECT.read_text().replace("  batch_size: 4", "  batch_size: 400")
     assert "batch_size: 400" in text
     make_project(tmp_path, text)
     proc = taomake(tmp_path, "data", "check", "--no-open", "-s", "train")

@@ -22,7 +22,7 @@ from compiler.errors import RunError, UsageError
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner, User
 from taomake.runners.mounts import Mount
-from tests.helpers import IN_CI, REPO, make_project
+from tests.helpers import IN_CI, REPO, SMOKE_PROJECT, make_project
 
 IMAGE = os.environ.get("TAO_CPU_IMAGE", "taomake/tao-cpu-test:1")
 SECRET = "s3cr3t-value-never-logged"
@@ -220,7 +220,7 @@ def test_sigterm_stops_and_removes_the_container(docker_client, test_image, tmp_
 
 
 def docker_project_text(venv: Path, base: Path, allow_root: bool) -> str:
-    text = (REPO / "project.yaml").read_text()
+    text = SMOKE_PROJECT.read_text()
     text = text.replace('  version: "6.26.3"', f'  version: "6.26.3"\n  pytorch_image: {IMAGE}')
     settings = (f"    docker:\n      tao_bin: {venv}/bin\n      stop_timeout: 5\n"
                 f"      allow_root: {str(allow_root).lower()}\n      ulimits: {{}}\n"
@@ -286,7 +286,7 @@ def fake_project(folder: Path) -> Path:
     bindir.mkdir(parents=True, exist_ok=True)
     (bindir / "rtdetr").write_text(FAKE_RTDETR)
     (bindir / "rtdetr").chmod(0o755)
-    text = (REPO / "project.yaml").read_text()
+    text = SMOKE_PROJECT.read_text()
     text = text.replace('  version: "6.26.3"', f'  version: "6.26.3"\n  pytorch_image: {IMAGE}')
     text = text.replace("    kind: local\n", (
         "    kind: docker\n    retries: 0\n    env: [FAKE_EXIT, FAKE_SLEEP]\n"

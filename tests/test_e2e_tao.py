@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_project, processes_matching
+from tests.helpers import REPO, SMOKE_PROJECT, make_project, processes_matching
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
 
 
 def project_text(venv: Path, epochs: int = 2) -> str:
-    text = (REPO / "project.yaml").read_text()
+    text = SMOKE_PROJECT.read_text()
     text = text.replace("    kind: local", f"    kind: local\n    local: {{venv: {venv}}}")
     return text.replace("  epochs: 2", f"  epochs: {epochs}")
 

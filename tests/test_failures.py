@@ -8,7 +8,7 @@ from compiler import compile_project, load_project, write_experiment
 from compiler.errors import RunError
 from taomake.failures import classify
 from taomake.jobs import run_action
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, SMOKE_PROJECT, make_project
 
 TABLE = [
     # infrastructure
@@ -76,7 +76,7 @@ def test_nothing_known_is_unknown_and_not_retried():
 
 
 def _project(tmp_path):
-    text = (REPO / "project.yaml").read_text().replace(
+    text = SMOKE_PROJECT.read_text().replace(
         "    kind: local",
         f"    kind: local\n    local: {{venv: {REPO / 'tests' / 'fake_tao'}}}\n"
         "    env: [FAKE_TAO_FAIL]")

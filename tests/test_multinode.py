@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taomake.runners.multinode import srun_prefix, task_env
+from tests.helpers import SMOKE_PROJECT
 
 
 def fake_expand(nodelist):
@@ -78,10 +79,10 @@ def test_resources_cpu_project_requests_no_gpu():
 def test_resources_do_not_change_specs(tmp_path):
     """hardware.slurm only sizes jobs: the compiled specs are the same bytes."""
     from compiler.plan import load_plan
-    from tests.helpers import REPO, make_project
+    from tests.helpers import make_project
 
     a = load_plan(make_project(tmp_path / "a"))
-    text = (REPO / "project.yaml").read_text().replace(
+    text = SMOKE_PROJECT.read_text().replace(
         "  shm_size: 2g", "  shm_size: 2g\n  slurm: {partition: x, account: y, cpus_per_gpu: 3}")
     b = load_plan(make_project(tmp_path / "b", text))
     sa, sb = a.experiments["base"], b.experiments["base"]

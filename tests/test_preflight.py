@@ -13,13 +13,13 @@ import pytest
 
 from taomake import preflight as pf
 from taomake.cli import main as cli_main
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, SMOKE_PROJECT, make_project
 
 FAKE_VENV = REPO / "tests" / "fake_tao"
 
 
 def project(tmp_path: Path, runner: str = "    kind: local") -> Path:
-    text = (REPO / "project.yaml").read_text().replace("    kind: local", runner)
+    text = SMOKE_PROJECT.read_text().replace("    kind: local", runner)
     return make_project(tmp_path / "proj", text)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.helpers import REPO, make_project
+from tests.helpers import SMOKE_PROJECT, make_project
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _line_of(text: str, marker: str) -> int:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_broken_project(case: Case, tmp_path):
-    text = (REPO / "project.yaml").read_text()
+    text = SMOKE_PROJECT.read_text()
     for old, new in case.edits:
         assert text.count(old) == 1, f"edit anchor {old!r} not unique in project.yaml"
         text = text.replace(old, new)

@@ -7,10 +7,10 @@ import pytest
 
 from compiler import compile_project, load_project, write_experiment
 from compiler.actions import ACTIONS
-from tests.helpers import REPO, make_project
+from tests.helpers import SMOKE_PROJECT, make_project
 from tests.tao_oracle import load_with_tao
 
-DEMO = (REPO / "project.yaml").read_text()
+DEMO = SMOKE_PROJECT.read_text()
 CPU_LINE = ("  gpus_per_node: 0             # CPU: TAO runs in the venv made by `taomake setup "
             "tao-cpu`")
 
