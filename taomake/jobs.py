@@ -229,24 +229,21 @@ def _duration(seconds: float) -> str:
 
 class _Progress:
     """Print a line per finished epoch (train/distill) while TAO runs: the losses, the
-    validation mAPs and an ETA from the pace of the epochs seen so far (the first epoch is
-    timed from the job's start, so it also carries TAO's start-up)."""
+    validation mAPs and, from the second epoch on, an ETA from the pace of the epochs since
+    the first."""
 
     def __init__(self, status: Path, skip: int, label: str, epochs: int | None = None):
         self.status, self.skip, self.label, self.epochs = status, skip, label, epochs
         self.next_check, self.seen = 0.0, -1
-        self.started = time.monotonic()
         self.done_at: list[tuple[int, float]] = []  # (epoch, when its line was seen)
 
     def eta(self, epoch: int) -> str:
         if not self.epochs or epoch + 1 >= self.epochs:
             return ""
-        first_epoch, first = self.done_at[0]
-        if len(self.done_at) > 1:
-            last_epoch, last = self.done_at[-1]
-            pace = (last - first) / max(1, last_epoch - first_epoch)
-        else:
-            pace = first - self.started
+        if len(self.done_at) < 2:  # the first epoch also carries TAO's start-up
+            return ""
+        (first_epoch, first), (last_epoch, last) = self.done_at[0], self.done_at[-1]
+        pace = (last - first) / max(1, last_epoch - first_epoch)
         return f", ETA {_duration(pace * (self.epochs - 1 - epoch))}"
 
     def __call__(self) -> None:

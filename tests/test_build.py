@@ -78,7 +78,7 @@ def edit(folder: Path, old: str, new: str) -> None:
 
 
 MATRIX = [
-    ("comment and whitespace", "# taomake demo project", "#   taomake demo project  ", set()),
+    ("comment and whitespace", "# The tests' smoke", "#   The tests' smoke  ", set()),
     ("inference threshold", "  conf_threshold: 0.1", "  conf_threshold: 0.3", {"inference"}),
     ("export opset", "  opset: 17", "  opset: 18", {"export"}),
     ("test split", "images: data/shapes/test/images\n    annotations: data/shapes/test/",

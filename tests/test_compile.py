@@ -94,7 +94,7 @@ def test_specs_hold_only_their_sections(tmp_path):
     ("  hidden_dim: 64", "  hidden_dim: 128", {"train", "evaluate", "inference", "export"}),
     ("    3: triangle", "    3: tri", {"inference"}),
     ("    kind: local", "    kind: docker", set()),
-    ("# taomake demo project", "# a different comment", set()),
+    ("# The tests' smoke project", "# a different comment", set()),
 ])
 def test_edit_changes_only_its_specs(tmp_path, old, new, changed):
     assert DEMO.count(old) == 1

@@ -1,5 +1,7 @@
-"""With the real TAO RT-DETR on CPU: 2 experiments × 2 seeds and a 4-trial random sweep, end
-to end, with the report, ONNX parity and provenance checked against the files TAO wrote."""
+"""With the real TAO RT-DETR on CPU: an experiment × 2 seeds, a second experiment and a 2-trial
+random sweep, end to end, with the report, ONNX parity and provenance checked against the files
+TAO wrote.  (An ONNX of another checkpoint failing parity at the default tolerance needs models
+that learned: tests/test_e2e_learning.py.)"""
 
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ pytestmark = [pytest.mark.tao, pytest.mark.slow]
 EXPERIMENTS = """
 experiments:
   small: {seeds: [1, 2]}
-  wide: {model.dim_feedforward: 512, seeds: [1, 2]}
+  wide: {model.dim_feedforward: 512}
   tuned:
     sweep:
       method: random
-      trials: 4
+      trials: 2
       parameters:
         train.optim.lr: {min: 0.00005, max: 0.001, log: true}
         dataset.augmentation.distortion_prob: [0.2, 0.5, 0.8]
@@ -38,8 +40,8 @@ def built(tao_venv, tmp_path_factory) -> Path:
                                           "")
     make_project(folder, text + EXPERIMENTS, copy_data=True)
     out, counts = snakemake(folder)
-    assert counts["train"] == 8 and counts["evaluate"] == 5 and counts["export"] == 5, counts
-    assert counts["onnx_parity"] == 5 and counts["report"] == 1 and counts["sweep_best"] == 1
+    assert counts["train"] == 5 and counts["evaluate"] == 4 and counts["export"] == 4, counts
+    assert counts["onnx_parity"] == 4 and counts["report"] == 1 and counts["sweep_best"] == 1
     (folder / "first-run.log").write_text(out)
     return folder
 
@@ -48,7 +50,7 @@ def test_report_equals_the_metrics_files(built):
     report = built / "results/report"
     best = json.loads((built / "results/tuned/sweep/best.json").read_text())
     runs = {r["experiment"]: r for r in csv.DictReader((report / "results.csv").open())}
-    assert set(runs) == {"small-s1", "small-s2", "wide-s1", "wide-s2", best["winner"]}
+    assert set(runs) == {"small-s1", "small-s2", "wide", best["winner"]}
     for name, row in runs.items():
         metrics = json.loads((built / f"results/{name}/evaluate/metrics.json").read_text())
         assert float(row["test_mAP"]) == metrics["test_mAP"]
@@ -60,10 +62,9 @@ def test_report_equals_the_metrics_files(built):
                                             .open(), delimiter="\t"))["s"])
         assert math.isclose(float(row["train_minutes"]), train_s / 60)
     summary = {r["experiment"]: r for r in csv.DictReader((report / "summary.csv").open())}
-    for group in ("small", "wide"):
-        values = [float(runs[f"{group}-s{s}"]["test_mAP"]) for s in (1, 2)]
-        assert float(summary[group]["test_mAP_mean"]) == pytest.approx(sum(values) / 2)
-        assert summary[group]["runs"] == "2"
+    values = [float(runs[f"small-s{s}"]["test_mAP"]) for s in (1, 2)]
+    assert float(summary["small"]["test_mAP_mean"]) == pytest.approx(sum(values) / 2)
+    assert summary["small"]["runs"] == "2" and summary["wide"]["runs"] == "1"
     # every trial's score is its curve's best val_mAP
     for t in best["trials"]:
         curve = list(csv.DictReader((built / f"results/{t['trial']}/train/curve.csv").open()))
@@ -102,38 +103,8 @@ def test_job_counts_of_first_run(built):
     counts = job_counts((built / "first-run.log").read_text())
     # a checkpoint is selected for each seed and for the sweep's winner only; the trials
     # share one runtime marker
-    assert counts["select_checkpoint"] == 5 and counts["data_check"] == 3
-    assert counts["runtime_ready"] == 5 and counts["sweep_done"] == 1
-
-
-def test_onnx_of_another_checkpoint_fails_parity(built):
-    """Real TAO models: the ONNX of one seed checked against another's PyTorch evaluation.
-    2-epoch models score near 0, so the gap is small: the tolerance is set just below it."""
-    import subprocess
-    import sys
-
-    runs = ["small-s1", "small-s2", "wide-s1", "wide-s2"]
-    scores = {r: json.loads((built / f"results/{r}/evaluate/metrics.json").read_text())
-              ["test_mAP"] for r in runs}
-    a, b = max(runs, key=scores.get), min(runs, key=scores.get)
-    gap = scores[a] - scores[b]
-    if gap == 0:
-        pytest.skip(f"every seed scored test_mAP {scores[a]} after 2 epochs: no two checkpoints "
-                    "to tell apart")
-
-    def parity(onnx: str, tolerance: float) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "taomake.cli", "parity", "-e", a, "--onnx", onnx,
-             "--tolerance", str(tolerance), "--out", str(built / "swapped-parity.json")],
-            cwd=built, capture_output=True, text=True, timeout=600)
-
-    own = parity(f"results/{a}/export/model.onnx", gap / 2)
-    assert own.returncode == 0, own.stderr  # its own export matches within half the gap
-    swapped = parity(f"results/{b}/export/model.onnx", gap / 2)
-    assert swapped.returncode == 1, swapped.stdout + swapped.stderr
-    assert f"results/{b}/export/model.onnx does not match the checkpoint {a} evaluated" \
-        in swapped.stderr and "Traceback" not in swapped.stderr
-    assert not (built / "swapped-parity.json").exists()  # a failed check leaves no result
+    assert counts["select_checkpoint"] == 4 and counts["data_check"] == 3
+    assert counts["runtime_ready"] == 4 and counts["sweep_done"] == 1
 
 
 

@@ -53,7 +53,7 @@ def demo(tao_venv, tmp_path_factory) -> Path:
     out, counts = snakemake(folder)
     assert counts == {"runtime_ready": 1, "data_check": 3, "train": 1, "select_checkpoint": 1,
                       "evaluate": 1, "export": 1, "onnx_parity": 1, "inference": 1,
-                      "report": 1}, out[-3000:]
+                      "detections": 1, "report": 1}, out[-3000:]
     return folder
 
 
@@ -98,8 +98,8 @@ def test_second_run_executes_nothing(demo):
 
 
 @pytest.mark.parametrize("old,new,expected", [
-    ("# taomake demo project", "#  taomake demo project (edited comment)", {}),
-    ("  conf_threshold: 0.1", "  conf_threshold: 0.05", {"inference": 1}),
+    ("# The tests' smoke project", "#  The tests' smoke project (edited comment)", {}),
+    ("  conf_threshold: 0.1", "  conf_threshold: 0.05", {"inference": 1, "detections": 1}),
 ])
 def test_minimal_rebuilds_with_real_tao(demo, old, new, expected):
     project = demo / "project.yaml"
@@ -117,7 +117,7 @@ def test_minimal_rebuilds_with_real_tao(demo, old, new, expected):
 def test_deleting_onnx_rebuilds_export_only(demo):
     (demo / "results/base/export/model.onnx").unlink()
     _, counts = snakemake(demo)
-    assert counts == {"export": 1, "onnx_parity": 1, "report": 1}
+    assert counts == {"export": 1, "onnx_parity": 1, "detections": 1, "report": 1}
 
 
 def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):

@@ -42,7 +42,7 @@ CASES = [
          "dataset.classes.3", "empty name"),
     Case("duplicate class name", [("    4: square", "    4: circle")], "4: circle",
          "dataset.classes.4", "unique"),
-    Case("name missing", [("name: shapes-demo\n", "")], "# taomake demo project", "name",
+    Case("name missing", [("name: shapes-demo\n", "")], "# The tests' smoke project", "name",
          "required"),
     Case("bad project name", [("name: shapes-demo", "name: shapes demo!")], "name: shapes",
          "name", "pattern"),
