@@ -67,7 +67,8 @@ def _detail(root: Path, path: str) -> str:
         if not sides:
             return ""
         label, side = sides[0]
-        cells = ", ".join(f"{name} {c['AP50']:.2f}" for name, c in side.items())
+        cells = ", ".join(f"{name} {c['AP50']:.2f}"
+                          for name, c in sorted(side.items(), key=lambda kv: kv[1]["id"]))
         return f"AP50 per class ({label}): {cells}; grid: {p.parent / 'test_grid.png'}"
     if path.endswith("summary.json"):
         s = _json(p)

@@ -179,15 +179,20 @@ def plot_curves(runs: list[Run], path: Path) -> None:
             continue
         epochs = [row["epoch"] for row in r.curve]
         for ax, key in zip(axes, ("val_mAP", "train_loss", "val_loss"), strict=True):
-            ax.plot(epochs, [row.get(key, math.nan) for row in r.curve], marker="o",
-                    label=r.experiment)
+            line, = ax.plot(epochs, [row.get(key, math.nan) for row in r.curve], marker="o",
+                            markersize=3, label=r.experiment)
+        chosen = r.values.get("epoch")
+        picked = [row for row in r.curve if row["epoch"] == chosen]
+        if picked:  # the checkpoint that was evaluated and exported
+            axes[0].plot([chosen], [picked[0].get("val_mAP", math.nan)], marker="*",
+                         markersize=14, color=line.get_color(), linestyle="none")
     for ax, title in zip(axes, ("validation mAP", "training loss", "validation loss"),
                          strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, title="★ selected epoch", title_fontsize=8)
     _png(fig, path)
     plt.close(fig)
 
