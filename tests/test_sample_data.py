@@ -134,3 +134,22 @@ def test_committed_dataset_is_valid_and_reproducible(tmp_path: Path) -> None:
         report = check_coco(committed / split / "annotations.json", committed / split / "images",
                             num_classes=5, declared=DEFAULT_CLASSES)
         assert report.ok, report.render()
+
+
+def test_committed_demo_dataset_is_reproducible_from_its_readme(tmp_path: Path) -> None:
+    """data/demo (the learning demo's data) is what the command in its README makes."""
+    import re
+    import shlex
+
+    committed = REPO / "data" / "demo"
+    readme = (committed / "README.md").read_text()
+    command = re.search(r"taomake sample-data <out_dir> (.*?)\n\n", readme, re.S)[1]
+    args = shlex.split(command.replace("\\\n", " "))
+    assert main([str(tmp_path / "demo"), *args]) == 0
+    fresh = tmp_path / "demo"
+    for name in ("README.md", *(f"{s}/annotations.json" for s in ("train", "val", "test"))):
+        assert (committed / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert sorted(tree(committed)) == sorted(tree(fresh))
+    report = check_coco(committed / "test" / "annotations.json", committed / "test" / "images",
+                        num_classes=5, declared=DEFAULT_CLASSES)
+    assert report.ok and report.summary.n_images == 32
