@@ -42,3 +42,11 @@ def sha256_file(path: Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` or its closest existing parent (where a disk-space question can be asked)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

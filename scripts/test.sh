@@ -20,4 +20,4 @@ fi
 printf '\n== service: s3\n'
 PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/s3.sh"
 printf '\n== pytest\n'
-exec "$ROOT/.venv/bin/python" -m pytest "$@"
+exec "$ROOT/.venv/bin/python" -m pytest --durations=15 "$@"

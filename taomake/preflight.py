@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from compiler.errors import RunError
+from compiler.files import nearest_existing
 
 Level = Literal["PASS", "WARN", "FAIL"]
 MIN_FREE_GB = 10.0
@@ -170,10 +171,7 @@ def check_slurm() -> Iterator[Check]:
 
 
 def check_disk(folder: Path, min_gb: float = MIN_FREE_GB) -> Check:
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free / 1e9
+    free = shutil.disk_usage(nearest_existing(folder)).free / 1e9
     if free < min_gb:
         return Check("WARN", "disk", f"{free:.1f} GB free under {folder} (< {min_gb:.0f} GB)",
                      "free space or set `results:` to a bigger disk; checkpoints and images "

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO
 
 from compiler.errors import DataError, DiskSpaceError, UnsafeArchiveError
+from compiler.files import nearest_existing
 
 from .tree import NameProblem, Tree, is_junk
 
@@ -136,10 +137,7 @@ def disk_space_error(doing: str, need: int, where: Path, free: int) -> DiskSpace
 
 def ensure_free(doing: str, need: int, where: Path) -> None:
     """Refuse (DiskSpaceError, exit 1) to start writing `need` bytes into `where`."""
-    existing = Path(where)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free - RESERVE
+    free = shutil.disk_usage(nearest_existing(where)).free - RESERVE
     if need > free:
         raise disk_space_error(doing, need, Path(where), free)
 
