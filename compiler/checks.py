@@ -140,7 +140,7 @@ def _warn(ctx: _Ctx, where: Location, msg: str, hint: str, check: str) -> None:
 
 
 def project_checks(ctx: _Ctx) -> None:
-    for check in (check_class_ids, check_hardware, check_intervals, check_sizes,
+    for check in (check_class_ids, check_hardware, check_intervals, check_sizes, check_export,
                   check_backbone, check_engine, check_distill, check_quantize, check_colors,
                   check_local_files, check_annotations):
         check(ctx)
@@ -158,9 +158,13 @@ def check_class_ids(ctx: _Ctx) -> None:
         if not name.strip():
             _err(ctx, where, f"class {cid} has an empty name", "give every class a name",
                  "class_ids")
-        elif name != name.strip() or "\n" in name:
-            _err(ctx, where, f"class {cid} name {name!r} has surrounding spaces or a newline",
-                 "write the name on one line without surrounding spaces", "class_ids")
+        elif any(c.isspace() for c in name):
+            # TAO writes KITTI label lines "<name> 0.00 0 ...": a space splits the name into
+            # two fields, so every downstream reader (and summary.json counts) gets it wrong
+            _err(ctx, where, f"class {cid} name {name!r} contains whitespace, which breaks "
+                 "TAO's KITTI label files (the name is the first space-separated field)",
+                 f"use {'_'.join(name.split())!r} (underscores or hyphens instead of spaces)",
+                 "class_ids")
         if name in seen:
             _err(ctx, where, f"class name {name!r} is used by ids {seen[name]} and {cid}",
                  "class names must be unique (inference maps names to labels)", "class_ids")
@@ -183,9 +187,13 @@ def check_hardware(ctx: _Ctx) -> None:
         if hw.precision == "fp16":
             _err(ctx, _at(ctx, "hardware.precision"), "fp16 training does not run on CPU",
                  "use fp32 (or bf16) when gpus_per_node is 0", "cpu")
-    if hw.strategy == "fsdp" and hw.precision == "fp32" and hw.gpus_per_node * hw.nodes > 1:
-        _warn(ctx, _at(ctx, "hardware.strategy"), "TAO forces fp16 for fsdp on several GPUs",
-              "set hardware.precision: fp16 to say what will happen", "fsdp")
+    if hw.strategy == "fsdp" and hw.precision != "fp16" and hw.gpus_per_node > 1:
+        # PT:cv/rtdetr/scripts/train.py: fsdp on several devices sets precision '16-mixed'
+        _err(ctx, _at(ctx, "hardware.precision"),
+             f"{hw.precision} is not what would train: TAO switches fsdp on several GPUs to "
+             "16-bit mixed precision whatever the spec says",
+             "set hardware.precision: fp16 with fsdp, or use hardware.strategy: ddp for "
+             f"{hw.precision}", "fsdp")
 
 
 def check_intervals(ctx: _Ctx) -> None:
@@ -219,11 +227,34 @@ def check_sizes(ctx: _Ctx) -> None:
             _err(ctx, _at(ctx, f"dataset.augmentation.{key}"),
                  f"{size} is not a multiple of 32", "RT-DETR's largest stride is 32: use "
                  "e.g. 640 or 512", "spatial_size")
+    h, w = aug.train_size
+    if h != w and aug.multi_scales != []:
+        # PT:cv/rtdetr/model/pl_rtdetr_model.py training_step: F.interpolate(data, [sz, sz])
+        scales = aug.multi_scales or f"default [{h}]"
+        _err(ctx, _at(ctx, "dataset.augmentation.train_size"),
+             f"train_size {aug.train_size} is not square, but multi-scale training resizes "
+             f"every batch to a square [s, s] (s from multi_scales {scales}), so TAO would "
+             "not train at this size",
+             "make train_size square, or set dataset.augmentation.multi_scales: [] to train "
+             "at train_size (eval_size may stay non-square)", "spatial_size")
     if p.export.size is not None and p.export.size != aug.eval_size:
         _err(ctx, _at(ctx, "export.size"),
              f"export size {p.export.size} differs from eval_size {aug.eval_size}",
              "the model's anchors are fixed to eval_size: drop export.size (it defaults to "
              "eval_size) or change dataset.augmentation.eval_size", "export_size")
+
+
+def check_export(ctx: _Ctx) -> None:
+    p = ctx.exp.project
+    ids = sorted(p.dataset.classes)
+    if p.export.serialize_nvdsinfer and ids != list(range(1, len(ids) + 1)):
+        # PT:cv/rtdetr/scripts/export.py get_class_info asserts num_classes == len(names) + 1
+        _err(ctx, _at(ctx, "export.serialize_nvdsinfer"),
+             f"DeepStream files need class ids 1..{len(ids)} without gaps (TAO asserts "
+             f"num_classes == number of classes + 1 when writing labels.txt); these are "
+             f"{', '.join(map(str, ids))}, num_classes {ids[-1] + 1}",
+             "renumber the classes 1..n in the annotations and dataset.classes, or set "
+             "export.serialize_nvdsinfer: false", "nvdsinfer")
 
 
 def _backbone_names() -> list[str]:

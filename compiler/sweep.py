@@ -58,7 +58,10 @@ def domain(key: str, spec: Any) -> tuple[dict[str, Any], str | None]:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or \
                     (lo is not None and v < lo) or (hi is not None and v > hi):
                 return {}, f"{key}: value {v!r} is outside TAO's bounds [{lo}, {hi}]"
-        return {"values": list(values)}, None
+            if integer and not float(v).is_integer():
+                return {}, f"{key}: value {v!r} is not a whole number (TAO's {key} is an int)"
+        # the type TAO's schema gives the key: TAO's loader refuses 2.0 for an int field
+        return {"values": [int(v) if integer else float(v) for v in values]}, None
     lo_user, hi_user = spec.get("min", lo), spec.get("max", hi)
     if lo_user is None or hi_user is None:
         return {}, f"{key}: TAO's schema gives no bounds; set min and max (or values)"

@@ -132,6 +132,7 @@ def test_trial_set_is_a_pure_function_of_the_project(tmp_path):
     ("train.num_epochs: [1, 2]", "not one of TAO's AutoML parameters"),
     ("train.optim.lr: {min: 0.0001, max: 5.0}", "outside TAO's bounds"),
     ("dataset.augmentation.distortion_prob: [0.5, 1.5]", "outside TAO's bounds"),
+    ("model.dec_layers: [2, 2.5]", "2.5 is not a whole number (TAO's model.dec_layers is an int)"),
 ])
 def test_bad_sweep_parameters(tmp_path, param, message):
     text = fake_project_text() + ("experiments:\n  tuned:\n    sweep:\n      parameters:\n"

@@ -42,6 +42,17 @@ CASES = [
          "dataset.classes.3", "empty name"),
     Case("duplicate class name", [("    4: square", "    4: circle")], "4: circle",
          "dataset.classes.4", "unique"),
+    Case("DeepStream files with class id gaps", [("  opset: 17", "  opset: 17\n"
+                                                  "  serialize_nvdsinfer: true")],
+         "serialize_nvdsinfer: true", "export.serialize_nvdsinfer", "ids 1..3 without gaps"),
+    Case("non-square train size with multi-scale", [
+        ("    train_size: [128, 128]", "    train_size: [128, 160]")], "train_size: [128, 160]",
+        "dataset.augmentation.train_size", "resizes every batch to a square"),
+    Case("bf16 under fsdp", [(GPU[0], "  gpus_per_node: 2\n  strategy: fsdp\n"
+                                      "  precision: bf16")], "precision: bf16",
+         "hardware.precision", "16-bit mixed precision"),
+    Case("class name with a space", [("    3: triangle", "    3: red triangle")],
+         "3: red triangle", "dataset.classes.3", "breaks TAO's KITTI label files"),
     Case("name missing", [("name: shapes-demo\n", "")], "# The tests' smoke project", "name",
          "required"),
     Case("bad project name", [("name: shapes-demo", "name: shapes demo!")], "name: shapes",

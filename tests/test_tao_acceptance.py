@@ -49,11 +49,16 @@ def variant(name: str) -> str:
                        "    model.num_queries: 60\n    dataset.augmentation.eval_size: [160, 160]"
                        "\n    dataset.augmentation.train_size: [160, 160]\n"
                        "    dataset.augmentation.multi_scales: [160]\n")
+    if name == "sweep_grid_integers":  # README's own example: integer keys from value lists
+        return DEMO + ("experiments:\n  tuned:\n    sweep:\n      method: grid\n"
+                       "      parameters:\n        model.dec_layers: [2, 3]\n"
+                       "        dataset.batch_size: [2, 4.0]\n"
+                       "        train.optim.lr: [0.001]\n")
     raise KeyError(name)
 
 
 VARIANTS = ["cpu", "multi_gpu_fp16_engine", "int8_engine", "distill_and_quantize",
-            "experiments_with_overrides"]
+            "experiments_with_overrides", "sweep_grid_integers"]
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -106,6 +111,14 @@ def test_tao_accepts_every_compiled_spec(name, tmp_path, tao_roots):
                 section["tensorrt"] = {k: v for k, v in section["tensorrt"].items()
                                        if k != "calibration"}  # read for INT8 only
             assert "???" not in list(_leaves(section)), action
+    if name == "sweep_grid_integers":
+        trials = [c.specs["train"].data for e, c in compiled.items() if e.startswith("tuned")]
+        assert len(trials) == 4
+        assert {(t["model"]["dec_layers"], t["dataset"]["batch_size"]) for t in trials} == \
+            {(2, 2), (2, 4), (3, 2), (3, 4)}
+        for t in trials:  # the types TAO's schema gives the keys, not a float for every value
+            assert type(t["model"]["dec_layers"]) is int and type(t["dataset"]["batch_size"]) \
+                is int and type(t["train"]["optim"]["lr"]) is float
     expected = {"cpu": {"train", "evaluate", "inference", "export"},
                 "distill_and_quantize": {"distill", "quantize", "train"}}.get(name)
     if expected:
