@@ -124,15 +124,17 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise ProjectError(
-            [
-                Problem(
-                    Location(file, line, col),
-                    f"not valid YAML: {exc.problem or exc.context}",
-                    "fix the YAML syntax at that position (indentation, a missing ':' or quote)",
-                )
-            ]
-        ) from None
+        message, hint = f"not valid YAML: {exc.problem or exc.context}", \
+            "fix the YAML syntax at that position (indentation, a missing ':' or quote)"
+        opened = exc.context_mark
+        if exc.problem and opened is not None and opened.line + 1 != line:
+            # the parser gives up where it noticed, often lines after the real mistake: an
+            # unclosed quote or bracket opened where the construct it was parsing started
+            message += (f" ({exc.context} that starts at line {opened.line + 1}, column "
+                        f"{opened.column + 1})")
+            hint = (f"look from line {opened.line + 1} to line {line}: an unclosed quote or "
+                    "bracket, or wrong indentation, is usually there")
+        raise ProjectError([Problem(Location(file, line, col), message, hint)]) from None
     return _plain(raw, (), smap), smap
 
 

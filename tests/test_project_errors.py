@@ -126,6 +126,9 @@ CASES = [
          "bad name"),
     Case("yaml syntax", [("  batch_size: 4", "  batch_size: [4")], "workers: 2", "",
          "not valid YAML"),
+    # an unclosed quote: the parser gives up lines later; the message names where it started
+    Case("unclosed quote", [("name: shapes-demo", 'name: "shapes-demo')], "  version:", "",
+         "block mapping that starts at line"),
     Case("color for unknown class", [("  conf_threshold: 0.1", "  conf_threshold: 0.1\n"
                                       "  colors: {hexagon: red}")], "colors:",
          "inference.colors.hexagon", "not a class name"),
