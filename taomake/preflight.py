@@ -72,8 +72,18 @@ def check_local(p, root: Path) -> Iterator[Check]:
                         "(`taomake setup tao-cpu`)")
 
 
+def _uid() -> int:
+    return os.getuid()
+
+
 def check_docker(p, images: list[str], client_factory: Callable | None = None
                  ) -> Iterator[Check]:
+    if _uid() == 0 and not p.hardware.runner.docker.allow_root:
+        # the runner refuses it at the first job (root-owned results); say so before the build
+        yield Check("FAIL", "docker user", "running as root (uid 0): the docker runner would "
+                    "run TAO as root with writable mounts and refuses to",
+                    "run taomake as a normal user (in the docker group), or set "
+                    "hardware.runner.docker.allow_root: true")
     try:
         import docker
         from docker.errors import DockerException, ImageNotFound

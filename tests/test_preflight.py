@@ -122,8 +122,9 @@ class _FakeClient:
         return {"ServerVersion": "20.10", "Runtimes": {r: {} for r in self.runtimes}}
 
 
-def test_docker_image_and_nvidia_runtime(tmp_path):
+def test_docker_image_and_nvidia_runtime(tmp_path, monkeypatch):
     pytest.importorskip("docker")
+    monkeypatch.setattr(pf, "_uid", lambda: 1000)
     p = project(tmp_path, "    kind: docker")
     ref = "nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt"
     checks = pf.preflight(p, docker_client=lambda: _FakeClient())
@@ -138,6 +139,19 @@ def test_docker_image_and_nvidia_runtime(tmp_path):
     checks = pf.preflight(p, docker_client=lambda: _FakeClient([ref, deploy],
                                                                 ("runc", "nvidia")))
     assert all(c.level == "PASS" for c in checks), [c.render() for c in checks]
+
+
+def test_docker_as_root_fails_unless_allowed(tmp_path, monkeypatch):
+    pytest.importorskip("docker")
+    monkeypatch.setattr(pf, "_uid", lambda: 0)
+    ref = "nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt"
+    p = project(tmp_path, "    kind: docker")
+    checks = pf.preflight(p, docker_client=lambda: _FakeClient([ref]))
+    assert levels(checks)["docker user"] == "FAIL"
+    assert "allow_root: true" in next(c.fix for c in checks if c.what == "docker user")
+    p = project(tmp_path, "    kind: docker\n    docker: {allow_root: true}")
+    checks = pf.preflight(p, docker_client=lambda: _FakeClient([ref]))
+    assert "docker user" not in levels(checks)
 
 
 def test_docker_daemon_unreachable(tmp_path):

@@ -113,6 +113,9 @@ class DockerRunner:
             "labels": {"taomake.job": job.label, "taomake.runner": self.name},
             "ulimits": [Ulimit(name=k, soft=v, hard=v) for k, v in self.ulimits.items()],
             "network_mode": "bridge" if self.network else "none",
+            # an init as PID 1 passes `docker stop`'s SIGTERM on to rtdetr/torchrun: as PID 1
+            # itself TAO would ignore it, train on until the SIGKILL and keep writing
+            "init": True,
             "detach": True,
         }
         if not self.network:
