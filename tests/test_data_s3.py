@@ -100,7 +100,7 @@ def test_unchanged_s3_data_is_never_downloaded_again(s3_project, s3_bucket):
     assert [c[0] for c in calls(folder)] == ["evaluate"]
     ran = {line.split("rule ")[1].rstrip(":") for line in proc.stderr.splitlines()
            if line.startswith(("rule ", "localrule "))}
-    assert ran == {"stage_data", "data_check", "evaluate", "report", "all"}, ran
+    assert ran == {"stage_data", "data_check", "evaluate", "detections", "report", "all"}, ran
     assert downloaded_bytes(data) == first + len(body)
 
 
