@@ -187,6 +187,13 @@ def check_hardware(ctx: _Ctx) -> None:
         if hw.precision == "fp16":
             _err(ctx, _at(ctx, "hardware.precision"), "fp16 training does not run on CPU",
                  "use fp32 (or bf16) when gpus_per_node is 0", "cpu")
+    if hw.nodes > 1 and hw.runner.kind in ("docker", "apptainer"):
+        # docker starts one container on this machine; apptainer has no multi-node launcher
+        # here: refused now, not after an allocation
+        _err(ctx, _at(ctx, "hardware.nodes"),
+             f"the {hw.runner.kind} runner cannot train on {hw.nodes} nodes (it starts TAO on "
+             "one machine)", "on a SLURM cluster use hardware.runner.kind: pyxis (or local "
+             "with TAO installed on every node), or set hardware.nodes: 1", "multinode")
     if hw.strategy == "fsdp" and hw.precision != "fp16" and hw.gpus_per_node > 1:
         # PT:cv/rtdetr/scripts/train.py: fsdp on several devices sets precision '16-mixed'
         _err(ctx, _at(ctx, "hardware.precision"),

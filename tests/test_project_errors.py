@@ -51,6 +51,9 @@ CASES = [
     Case("bf16 under fsdp", [(GPU[0], "  gpus_per_node: 2\n  strategy: fsdp\n"
                                       "  precision: bf16")], "precision: bf16",
          "hardware.precision", "16-bit mixed precision"),
+    Case("multi-node with docker", [(GPU[0], "  gpus_per_node: 1\n  nodes: 2"),
+                                     ("    kind: local", "    kind: docker")], "nodes: 2",
+         "hardware.nodes", "docker runner cannot train on 2 nodes"),
     Case("class name with a space", [("    3: triangle", "    3: red triangle")],
          "3: red triangle", "dataset.classes.3", "breaks TAO's KITTI label files"),
     Case("name missing", [("name: shapes-demo\n", "")], "# The tests' smoke project", "name",
