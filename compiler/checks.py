@@ -349,6 +349,17 @@ def check_distill(ctx: _Ctx) -> None:
                 _err(ctx, _at(ctx, key), f"IOU binding with teacher hidden_dim {teacher_hidden}"
                      f" != student {p.model.hidden_dim}", "IOU multiplies the feature maps: "
                      "use equal hidden_dim or an L2 binding", "distill_bindings")
+            # srcs: one map per backbone level; dsrcs: one per decoder feature level
+            field = "return_interm_indices" if b.student == "srcs" else "num_feature_levels"
+            mine = getattr(p.model, field)
+            theirs = p.distill.teacher.model.get(field, mine)
+            levels = (len(mine), len(theirs)) if field == "return_interm_indices" else \
+                (mine, theirs)
+            if levels[0] != levels[1]:
+                _err(ctx, _at(ctx, key), f"IOU binding on {b.student!r} pairs the student's "
+                     f"{levels[0]} feature levels with the teacher's {levels[1]} "
+                     f"(model.{field})", "give teacher and student the same feature levels, "
+                     "or use an L2 binding on a module both have", "distill_bindings")
     unknown = set(p.distill.teacher.model) - set(type(p.model).model_fields)
     for k in sorted(unknown):
         close = difflib.get_close_matches(k, list(p.model.model_fields), n=1)

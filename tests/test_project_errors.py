@@ -54,6 +54,13 @@ CASES = [
     Case("multi-node with docker", [(GPU[0], "  gpus_per_node: 1\n  nodes: 2"),
                                      ("    kind: local", "    kind: docker")], "nodes: 2",
          "hardware.nodes", "docker runner cannot train on 2 nodes"),
+    Case("IOU binding across 4 and 3 feature levels", [DISTILL, (
+        "    checkpoint: teacher.pth\n", "    checkpoint: teacher.pth\n    model:\n"
+        "      return_interm_indices: [0, 1, 2, 3]\n      feat_strides: [4, 8, 16, 32]\n"
+        "      num_feature_levels: 4\n"), ("student: model.encoder, teacher: model.encoder",
+                                          "student: srcs, teacher: srcs")],
+        "- {student: srcs", "distill.bindings[0]",
+        "student's 3 feature levels with the teacher's 4"),
     Case("class name with a space", [("    3: triangle", "    3: red triangle")],
          "3: red triangle", "dataset.classes.3", "breaks TAO's KITTI label files"),
     Case("name missing", [("name: shapes-demo\n", "")], "# The tests' smoke project", "name",
