@@ -83,11 +83,17 @@ def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
     deploy = [("gen_trt_engine", True, ""),
               ("trt_evaluate", p.dataset.test, "no dataset.test split"),
               ("trt_inference", p.dataset.inference, "no dataset.inference images")]
-    if p.hardware.gpus_per_node > 0:
-        optional += deploy
-    else:
-        skipped.update({name: "TensorRT needs a GPU (hardware.gpus_per_node is 0)"
+    if p.hardware.gpus_per_node == 0:
+        skipped.update({name: "hardware.gpus_per_node is 0 (TensorRT needs a GPU)"
                         for name, _, _ in deploy})
+    elif p.hardware.runner.kind == "local":
+        # TAO's TensorRT code lives in its deploy image; a local venv's `rtdetr evaluate` is
+        # the PyTorch one and would quietly evaluate the checkpoint instead of the engine
+        skipped.update({name: "the local runner has no TensorRT (TAO deploy runs in its "
+                        "image: use hardware.runner.kind docker, apptainer or pyxis)"
+                        for name, _, _ in deploy})
+    else:
+        optional += deploy
     for name, present, why in optional:
         if present:
             actions.append(name)

@@ -28,7 +28,8 @@ workdir: PLAN.root
 
 
 if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
-    sys.stderr.write("taomake: TensorRT targets left out: hardware.gpus_per_node is 0\n")
+    sys.stderr.write("taomake: TensorRT targets left out: "
+                     f"{next(iter(EXPS.values())).skipped['gen_trt_engine']}\n")
 
 R = PLAN.results
 PROJECT = PLAN.project_file  # jobs run in the project folder

@@ -16,7 +16,8 @@ from tests.helpers import REPO, SMOKE_PROJECT, make_project
 
 DEMO = SMOKE_PROJECT.read_text()
 GPU = DEMO.replace("  gpus_per_node: 0             # CPU: TAO runs in the venv made by `taomake "
-                   "setup tao-cpu`", "  gpus_per_node: 2")
+                   "setup tao-cpu`", "  gpus_per_node: 2").replace("    kind: local",
+                                                                    "    kind: docker")
 
 
 def compiled(text: str, tmp_path, exp: str = "base"):
@@ -250,3 +251,11 @@ def test_emitter_round_trips_every_spec(tmp_path):
     tricky = {"a": ["yes", "no", "1e-05", "null", "x: y", " pad", "#c", "", "ü"],
               "b": {"on": 1.5e-07, "k": [{"x": None, "y": [True, -1]}]}, "c": {}, "d": []}
     assert YAML(typ="safe", pure=True).load(dump_yaml(tricky)) == tricky
+
+
+def test_local_runner_on_gpus_leaves_the_tensorrt_chain_out(tmp_path):
+    """A local venv's `rtdetr evaluate` is PyTorch's: TensorRT jobs need the deploy image."""
+    c = compiled(GPU.replace("    kind: docker", "    kind: local"), tmp_path)
+    assert not {"gen_trt_engine", "trt_evaluate", "trt_inference"} & set(c.specs)
+    assert "local runner has no TensorRT" in c.skipped["trt_evaluate"]
+    assert {"train", "evaluate", "export", "inference"} <= set(c.specs)

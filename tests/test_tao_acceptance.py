@@ -19,7 +19,8 @@ def variant(name: str) -> str:
     if name == "cpu":
         return DEMO
     gpu = DEMO.replace(CPU_LINE, "  gpus_per_node: 4\n  nodes: 2\n  strategy: fsdp\n"
-                                 "  precision: fp16")
+                                 "  precision: fp16").replace("    kind: local",
+                                                              "    kind: pyxis")
     if name == "multi_gpu_fp16_engine":
         return gpu
     if name == "int8_engine":
