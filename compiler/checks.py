@@ -313,6 +313,13 @@ def check_engine(ctx: _Ctx) -> None:
         _err(ctx, _at(ctx, "engine.workspace_mb"), f"{p.engine.workspace_mb} MB is not a "
              "multiple of 1024", "TAO passes workspace_mb // 1024 GB to TensorRT", "workspace")
     if p.engine.precision == "INT8":
+        # DP:cv/deformable_detr/engine_builder.py calibrates with ImageNet mean/std while
+        # RT-DETR inference feeds 0..1 without normalisation (TAO-FACTS §8)
+        _warn(ctx, _at(ctx, "engine.precision"), "TAO calibrates RT-DETR INT8 engines with "
+              "the Deformable-DETR preprocessing (ImageNet mean/std), not RT-DETR's (0..1): "
+              "the calibration ranges may not fit and accuracy can drop",
+              "compare trt_evaluate's mAP with PyTorch evaluate's; FP16 is the safer choice",
+              "int8_calibration")
         if p.dataset.calibration is None:
             _err(ctx, _at(ctx, "engine.precision"), "INT8 needs calibration images",
                  "add dataset.calibration.images (a few hundred representative images), "

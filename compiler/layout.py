@@ -39,7 +39,8 @@ def image_key(ref: str) -> str:
 
 def dataset_paths(spec: dict, role: str | None = None) -> list[str]:
     """Every image folder and annotation file a spec's `dataset.*_data_sources` name (only
-    `<role>_data_sources` with a role), in order, without repeats."""
+    `<role>_data_sources` with a role), and an INT8 engine's calibration images, in order,
+    without repeats."""
     paths: list[str] = []
     for key, value in (spec.get("dataset") or {}).items():
         if not key.endswith("_data_sources") or (role and key != f"{role}_data_sources"):
@@ -50,6 +51,15 @@ def dataset_paths(spec: dict, role: str | None = None) -> list[str]:
                 for path in entry if isinstance(entry, list) else [entry]:
                     if path and path not in paths:
                         paths.append(path)
+    if role is None:  # INT8 engines read calibration images outside `dataset`
+        calibration = ((spec.get("gen_trt_engine") or {}).get("tensorrt") or {}).get(
+            "calibration") or {}
+        data_type = str(((spec.get("gen_trt_engine") or {}).get("tensorrt") or {}).get(
+            "data_type", "")).upper()
+        if data_type == "INT8":
+            for path in calibration.get("cal_image_dir") or []:
+                if path and path not in paths:
+                    paths.append(path)
     return paths
 
 

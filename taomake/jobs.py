@@ -382,6 +382,10 @@ def _record_provenance(root: Path, lp, experiment: str, compiled: CompiledExperi
     else:
         runtime["image"] = job.image
         runtime["digest"] = image_digest(job.image) if runner.name == "docker" else None
+    if job.gpus:
+        from .provenance import gpu_models
+
+        runtime["gpus"] = gpu_models(job.gpu_ids)
     consumed = ([compiled.layout.model(compiled.source_action)]
                 if action.name not in ("train", "distill") else [])
     write_provenance(out_dir, action.name, root=root, artifacts=sorted(set(artifacts)),

@@ -26,6 +26,23 @@ from compiler.layout import DataSource, dataset_paths
 from . import __version__
 
 
+def gpu_models(ids: list[int] | tuple[int, ...] = ()) -> list[str]:
+    """Name and driver of the GPUs a job used (`nvidia-smi`; [] without one).  A TensorRT
+    engine only runs on the GPU model and TensorRT it was built with: provenance says which."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=15).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
+    return [f"{name} (driver {driver})" for index, name, driver, *_ in
+            (r for r in rows if len(r) >= 3) if not ids or int(index) in ids]
+
 def git_state(folder: Path) -> dict[str, Any]:
     """Commit and dirty flag of the git work tree holding `folder` (None outside git)."""
     try:

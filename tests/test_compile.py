@@ -259,3 +259,15 @@ def test_local_runner_on_gpus_leaves_the_tensorrt_chain_out(tmp_path):
     assert not {"gen_trt_engine", "trt_evaluate", "trt_inference"} & set(c.specs)
     assert "local runner has no TensorRT" in c.skipped["trt_evaluate"]
     assert {"train", "evaluate", "export", "inference"} <= set(c.specs)
+
+
+def test_int8_warns_about_the_calibration_preprocessing(tmp_path):
+    text = GPU.replace("  inference:\n    images: data/shapes/infer/images",
+                       "  inference:\n    images: data/shapes/infer/images\n"
+                       "  calibration:\n    images: data/shapes/train/images") + (
+        "engine:\n  precision: INT8\n  calibration: {batches: 8, batch_size: 4}\n")
+    c = compiled(text, tmp_path)
+    [w] = [w for w in c.warnings if w.check == "int8_calibration"]
+    assert "ImageNet mean/std" in w.message and w.location.key == "engine.precision"
+    assert not [w for w in compiled(GPU, tmp_path / "fp16").warnings
+                if w.check == "int8_calibration"]

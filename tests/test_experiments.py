@@ -223,6 +223,29 @@ def test_deploy_chain_only_on_gpu_hardware(tmp_path):
     assert proc.stderr.count("TensorRT targets left out") == 1
 
 
+def test_int8_calibration_images_are_inputs_of_the_engine(tmp_path):
+    """An archived calibration source is staged for the engine job (it used to be left out and
+    the build failed), and a local one is hashed into the engine's inputs (changed images
+    rebuild the engine)."""
+    import tarfile
+
+    from compiler.layout import dataset_paths
+
+    text = variant("int8_engine").replace("    kind: local", "    kind: docker")
+    make_project(tmp_path / "local", text)
+    spec = compile_project(load_project(tmp_path / "local/project.yaml"))["base"].specs[
+        "gen_trt_engine"].data
+    assert dataset_paths(spec) == ["data/shapes/train/images"]
+    archived = tmp_path / "archived"
+    assert text.count("  calibration:\n    images: data/shapes/train/images") == 1
+    make_project(archived, text.replace("  calibration:\n    images: data/shapes/train/images",
+                                        "  calibration:\n    images: calib.tar"))
+    with tarfile.open(archived / "calib.tar", "w") as tar:
+        tar.add(REPO / "data/shapes/train/images", arcname="images")
+    jobs = dry_run_jobs(archived)
+    assert jobs["stage_data"] == 1 and jobs["gen_trt_engine_int8"] == 1, jobs
+
+
 def test_snakemake_report_has_the_plots_with_captions(built, tmp_path):
     html = tmp_path / "report.html"
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
