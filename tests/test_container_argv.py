@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from unittest.mock import patch
 
 from compiler import compile_project, load_project
 from compiler.actions import ACTIONS
@@ -91,8 +92,8 @@ def test_prefix_and_wrapper_for_multinode():
     j = job(2)
     prefix = ["srun", "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=2"]
     argv = pyxis_argv(j, SQSH, env_names=["HOME"], prefix=prefix,
-                      wrapper=["taomake", "node-env", "--"])
-    assert argv[:4] == prefix and argv[-8:-5] == ["taomake", "node-env", "--"]
+                      wrapper=["sh", "-c", "x", "y"])
+    assert argv[:4] == prefix and argv[-9:-5] == ["sh", "-c", "x", "y"]
     assert argv[-5:] == TAO
     a = apptainer_argv(j, SIF, env={}, prefix=prefix, wrapper=["w", "--"])
     assert a[:5] == [*prefix, "apptainer"] and a[-7:] == ["w", "--", *TAO]
@@ -148,7 +149,22 @@ def test_pyxis_runner_uses_the_multinode_prefix_for_two_nodes():
 
     from taomake.runners.pyxis import PyxisRunner
 
-    prefix, wrapper = PyxisRunner.multinode(None, replace(job(4), nodes=2))
-    assert prefix[:4] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1"]
-    assert wrapper == ["taomake", "node-env", "--"]
-    assert PyxisRunner.multinode(None, job(4)) == (None, None)
+    allocation = {"SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_NUM_NODES": "2",
+                  "SLURM_CPUS_PER_TASK": "32", "SLURM_JOB_ID": "42"}
+    runner = PyxisRunner(Path("/images"))
+    with patch("taomake.runners.multinode.scontrol_hostnames",
+               lambda nodes: ["gpu07", "gpu08"]):
+        prefix, wrapper, shared = runner.multinode(replace(job(4), nodes=2), allocation)
+    assert prefix == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
+                      "--kill-on-bad-exit=1", "--gpus-per-node=4", "--cpus-per-task=32"]
+    # nothing of taomake's inside NVIDIA's image: POSIX sh sets the rank per task
+    assert wrapper == ["sh", "-c", 'export NODE_RANK="$SLURM_PROCID"; exec "$@"', "node-rank"]
+    assert shared == {"WORLD_SIZE": "2", "NUM_GPU_PER_NODE": "4", "MASTER_ADDR": "gpu07",
+                      "MASTER_PORT": "29500"}
+    argv = pyxis_argv(replace(job(4), nodes=2), SQSH, env_names=["HOME", *shared],
+                      prefix=prefix, wrapper=wrapper)
+    # srun's options, then Pyxis's, then the wrapper, then rtdetr: the order srun parses
+    assert argv.index("--cpus-per-task=32") < argv.index(f"--container-image={SQSH}") < \
+        argv.index("sh") < argv.index("rtdetr")
+    assert f"--export=HOME,{','.join(shared)}" in argv
+    assert runner.multinode(job(4), allocation) == (None, None, {})

@@ -40,10 +40,10 @@ def test_task_env_outside_srun_fails():
 def test_srun_argv():
     assert srun_prefix(2, 4) == [
         "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
-        "--gpus-per-node=4", "taomake", "node-env", "--"]
+        "--gpus-per-node=4"]
     assert "--wait-all-nodes=1" not in srun_prefix(2, 4)  # sbatch's option, not srun's
-    assert srun_prefix(1, 0, cpus_per_task=8)[-5:] == [
-        "--kill-on-bad-exit=1", "--cpus-per-task=8", "taomake", "node-env", "--"]
+    assert srun_prefix(1, 0, cpus_per_task=8)[-2:] == ["--kill-on-bad-exit=1",
+                                                        "--cpus-per-task=8"]
 
 
 def hardware(**kw):
@@ -92,7 +92,6 @@ def test_resources_do_not_change_specs(tmp_path):
 
 
 def test_local_runner_runs_one_task_per_node_for_multinode_training(tmp_path):
-    import sys
     from dataclasses import replace
     from pathlib import Path
 
@@ -104,9 +103,23 @@ def test_local_runner_runs_one_task_per_node_for_multinode_training(tmp_path):
                  workdir=Path("/p"), image="img", gpus=4, nodes=1)
     runner = LocalRunner(tmp_path)
     assert runner.argv(job)[0] == str(tmp_path / "bin/rtdetr")
-    argv = runner.argv(replace(job, nodes=2))
-    assert argv[:len(srun_prefix(2, 4))] == srun_prefix(2, 4)
-    rest = argv[len(srun_prefix(2, 4)):]
-    assert rest[:5] == [sys.executable, "-m", "taomake.cli", "node-env", "--"]
-    assert rest[5:] == [str(tmp_path / "bin/rtdetr"), "train", "-e", "/p/s.yaml",
+    allocation = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_JOB_NUM_NODES":
+                  "2", "SLURM_CPUS_PER_TASK": "16", "SLURM_STEP_ID": "batch", "PATH": "/bin",
+                  "SECRET_NOT_ASKED_FOR": "x"}
+    two = replace(job, nodes=2)
+    argv = runner.argv(two, allocation)
+    prefix = srun_prefix(2, 4, cpus_per_task=16)
+    assert argv[:len(prefix)] == prefix and "--cpus-per-task=16" in prefix
+    rest = argv[len(prefix):]
+    assert rest[:4] == ["sh", "-c", 'export NODE_RANK="$SLURM_PROCID"; exec "$@"', "node-rank"]
+    assert rest[4:] == [str(tmp_path / "bin/rtdetr"), "train", "-e", "/p/s.yaml",
                         "results_dir=results/base"]
+    from unittest.mock import patch
+
+    with patch("taomake.runners.multinode.scontrol_hostnames", lambda nodes: ["n1", "n2"]):
+        env = runner.env(two, allocation)
+    # a step of this job's allocation (its SLURM_* kept), not a request for a new one
+    assert env["SLURM_JOB_ID"] == "42" and env["SLURM_JOB_NODELIST"] == "n[1-2]"
+    assert env["WORLD_SIZE"] == "2" and env["MASTER_ADDR"] == "n1"
+    assert "NODE_RANK" not in env and "SECRET_NOT_ASKED_FOR" not in env
+    assert "SLURM_JOB_ID" not in runner.env(job, allocation)  # one node: no srun at all

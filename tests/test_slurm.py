@@ -122,6 +122,40 @@ def test_srun_tasks_get_their_own_node_rank(slurm_cluster, tmp_path):
     assert lines == [["0", "1", host, "29500"], ["1", "1", host, "29500"]], proc.stdout
 
 
+def test_nested_srun_is_a_step_of_the_job_and_each_task_sets_its_rank(slurm_cluster,
+                                                                      tmp_path):
+    """What the local and pyxis runners do inside a training job's allocation, on the real
+    cluster: srun with taomake's prefix, the environment kept from the allocation (a step of
+    this job, not a new allocation) and the `sh -c` that sets NODE_RANK per task from
+    SLURM_PROCID (nothing of taomake's inside the task)."""
+    batch = tmp_path / "batch.py"
+    batch.write_text(
+        "import os, subprocess, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from taomake.runners.multinode import (RANK_FROM_PROCID, allocation_env, "
+        "shared_env, srun_prefix, step_cpus)\n"
+        "env = {**allocation_env(os.environ), **shared_env(os.environ), "
+        "'PATH': os.environ['PATH']}\n"
+        "argv = [*srun_prefix(1, 0, cpus_per_task=step_cpus(os.environ), "
+        "extra=['--ntasks=2', '--ntasks-per-node=2']), *RANK_FROM_PROCID, sys.executable, "
+        "'-c', \"import os; print('TASK', *(os.environ.get(k) for k in ('NODE_RANK', "
+        "'WORLD_SIZE', 'MASTER_ADDR', 'SLURM_JOB_ID', 'SLURM_STEP_ID')))\"]\n"
+        "print('BATCH', os.environ['SLURM_JOB_ID'], flush=True)\n"
+        "sys.exit(subprocess.run(argv, env=env).returncode)\n")
+    out = tmp_path / "out.txt"
+    cmd = ["timeout", "-k", "5", "120", "sbatch", "--wait", f"--account={slurm_cluster}",
+           "--partition=debug", "--nodes=1", "--ntasks=2", "--cpus-per-task=1",
+           "--mem-per-cpu=500", f"--output={out}", "--wrap", f"{sys.executable} {batch}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    text = out.read_text() if out.exists() else ""
+    assert proc.returncode == 0, proc.stderr + text
+    [job] = [line.split()[1] for line in text.splitlines() if line.startswith("BATCH")]
+    tasks = sorted(line.split()[1:] for line in text.splitlines() if line.startswith("TASK"))
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert [t[:4] for t in tasks] == [["0", "1", host, job], ["1", "1", host, job]], text
+    assert tasks[0][4] == tasks[1][4] != "batch", text  # one step of the same job
+
+
 def test_gpu_and_requeue_settings_reach_sbatch(slurm_cluster, tmp_path):
     """A 1-GPU project (the cluster's fake gres) with requeue off: the train job asks for the
     GPU and is not requeueable.  The TAO test double keeps it fast."""

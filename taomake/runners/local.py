@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -13,7 +12,7 @@ from compiler.errors import UsageError
 
 from ..process import run_tree
 from . import TaoJob
-from .multinode import srun_prefix
+from .multinode import RANK_FROM_PROCID, allocation_env, shared_env, srun_prefix, step_cpus
 
 # Host variables a Python program needs to behave; everything else must be asked for by name.
 BASE_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
@@ -39,23 +38,33 @@ class LocalRunner:
             return cls(path if path.is_absolute() else project_root / path)
         return cls(default_venv())
 
-    def argv(self, job: TaoJob) -> list[str]:
+    def argv(self, job: TaoJob, environ: Mapping[str, str] | None = None) -> list[str]:
         argv = job.tao_argv()
         argv = [str(self.venv / "bin" / argv[0]), *argv[1:]]
         if job.nodes > 1:
             # inside a SLURM allocation: one task per node, each setting its own NODE_RANK
-            wrapper = [sys.executable, "-m", "taomake.cli", "node-env", "--"]
-            return [*srun_prefix(job.nodes, job.gpus), *wrapper, *argv]
+            environ = os.environ if environ is None else environ
+            prefix = srun_prefix(job.nodes, job.gpus, cpus_per_task=step_cpus(environ))
+            return [*prefix, *RANK_FROM_PROCID, *argv]
         return argv
 
-    def env(self, job: TaoJob) -> dict[str, str]:
-        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
-        env["PATH"] = os.pathsep.join([str(self.venv / "bin"), os.environ.get("PATH", "")])
+    def env(self, job: TaoJob, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        environ = os.environ if environ is None else environ
+        env = {k: environ[k] for k in BASE_ENV if k in environ}
+        if job.nodes > 1:
+            # srun must be a step of this job's allocation (its SLURM_* variables), and every
+            # node shares WORLD_SIZE, NUM_GPU_PER_NODE, MASTER_ADDR and MASTER_PORT
+            env.update(allocation_env(environ))
+            try:
+                env.update(shared_env(environ, gpus_per_node=job.gpus))
+            except ValueError as exc:
+                raise UsageError(f"multi-node training: {exc}") from None
+        env["PATH"] = os.pathsep.join([str(self.venv / "bin"), environ.get("PATH", "")])
         env["VIRTUAL_ENV"] = str(self.venv)
         env["PYTHONUNBUFFERED"] = "1"  # TAO's progress reaches the log as it happens
         for name in job.env_names:
-            if name in os.environ:
-                env[name] = os.environ[name]
+            if name in environ:
+                env[name] = environ[name]
         env.update(job.extra_env)
         if job.gpus:
             # TAO sets CUDA_VISIBLE_DEVICES itself from gpu_ids 0..n-1 (TAO-FACTS §2.2)

@@ -7,7 +7,7 @@ in the environment of the `srun` process (so secrets never appear in argv, logs 
 `--container-env` lists the same names so that our values win over an ENV of the image; PATH
 is not exported, so the image's own PATH is used.
 
-Multi-node: `taomake.runners.multinode` provides the srun prefix and the `taomake node-env --`
+Multi-node: `taomake.runners.multinode` provides the srun prefix and the in-container `sh -c`
 wrapper; `pyxis_argv` takes them as `prefix` and `wrapper` instead of importing them.
 """
 
@@ -27,7 +27,7 @@ from ..process import run_tree
 from . import TaoJob
 from .apptainer import host_env
 from .container_env import container_env, make_env_dirs
-from .multinode import srun_prefix
+from .multinode import RANK_FROM_PROCID, shared_env, srun_prefix, step_cpus
 
 
 def default_prefix(job: TaoJob) -> list[str]:
@@ -44,7 +44,7 @@ def pyxis_argv(job: TaoJob, image: str, *, env_names: list[str],
 
     `env_names`: every variable the container gets (values come from srun's environment).
     `prefix` replaces the default `srun --nodes=1 --ntasks=1 [--gpus-per-node=G]` (multi-node);
-    `wrapper` goes between the Pyxis options and `rtdetr` (e.g. `taomake node-env --`)."""
+    `wrapper` goes between the Pyxis options and `rtdetr` (multinode.RANK_FROM_PROCID)."""
     argv = list(prefix) if prefix else default_prefix(job)
     mounts = ",".join(f"{m.source}:{m.target}" + (":ro" if m.read_only else "")
                       for m in job.mounts)
@@ -90,17 +90,25 @@ class PyxisRunner:
             raise RunError(f"{self.image(job)} is missing: build it with snakemake (rule "
                            f"container_image) or `enroot import` it from docker://{job.image}")
 
-    def multinode(self, job: TaoJob) -> tuple[list[str] | None, list[str] | None]:
-        """One task per node, each setting its own NODE_RANK (`taomake node-env`)."""
+    def multinode(self, job: TaoJob, environ: Mapping[str, str] | None = None
+                  ) -> tuple[list[str] | None, list[str] | None, dict[str, str]]:
+        """(srun prefix, in-container wrapper, shared variables) for one task per node, each
+        setting its own NODE_RANK from SLURM_PROCID; nothing for a single node."""
         if job.nodes <= 1:
-            return None, None
-        return srun_prefix(job.nodes, job.gpus), ["taomake", "node-env", "--"]
+            return None, None, {}
+        environ = os.environ if environ is None else environ
+        prefix = srun_prefix(job.nodes, job.gpus, cpus_per_task=step_cpus(environ))
+        return prefix, list(RANK_FROM_PROCID), shared_env(environ, gpus_per_node=job.gpus)
 
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
         self.check(job)
         values = container_env(job)
         make_env_dirs(values)
-        prefix, wrapper = self.multinode(job)
+        try:
+            prefix, wrapper, shared = self.multinode(job)
+        except ValueError as exc:
+            raise RunError(f"multi-node training: {exc}") from None
+        values.update(shared)
         argv = pyxis_argv(job, self.image(job), env_names=exported_names(job, values),
                           prefix=prefix, wrapper=wrapper)
         return run_tree(argv, cwd=job.workdir, env=srun_env(job, values), log=log,
