@@ -343,6 +343,15 @@ def check_distill(ctx: _Ctx) -> None:
     teacher_hidden = p.distill.teacher.model.get("hidden_dim", p.model.hidden_dim)
     for i, b in enumerate(p.distill.bindings):
         key = f"distill.bindings[{i}]"
+        if b.criterion != "IOU":
+            # PT:cv/rtdetr/distillation/distiller.py makes a CaptureModule per L1/L2/KL binding
+            # but never attaches its hook (DINO's distiller enters them with an ExitStack): the
+            # captured outputs stay None and the first training step fails (run here)
+            _err(ctx, _at(ctx, f"{key}.criterion"), f"{b.criterion} bindings do not work in "
+                 "TAO 7.3.0's RT-DETR distiller: it never hooks the modules, so the first "
+                 "training step fails ('NoneType' object is not iterable)",
+                 "use IOU bindings on srcs or dsrcs (student and teacher the same)",
+                 "distill_bindings")
         if b.criterion == "IOU":
             if b.student not in ("srcs", "dsrcs"):
                 _err(ctx, _at(ctx, f"{key}.student"), f"IOU binding on {b.student!r}",

@@ -156,11 +156,6 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         d["calibration_dir"] = _source_paths(p.results, p.dataset.calibration.images,
                                              None)["image_dir"]
     if p.distill:
-        # TAO 7.3.0 indexes its feature captures (made for non-IOU bindings only) by the
-        # binding's position among *all* bindings (rtdetr/distillation/distiller.py
-        # training_step): an IOU binding before an L1/L2/KL one ends in IndexError. The loss
-        # is a sum, so non-IOU bindings first makes every mix work.
-        d["bindings"] = sorted(p.distill.bindings, key=lambda b: b.criterion == "IOU")
         teacher = p.distill.teacher.checkpoint
         if teacher.startswith("experiment:"):
             other = teacher.split(":", 1)[1]

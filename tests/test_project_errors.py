@@ -61,6 +61,10 @@ CASES = [
                                           "student: srcs, teacher: srcs")],
         "- {student: srcs", "distill.bindings[0]",
         "student's 3 feature levels with the teacher's 4"),
+    Case("L2 distillation binding", [DISTILL, ("student: model.encoder, teacher: model.encoder,"
+                                              " criterion: IOU", "student: model.encoder, "
+                                              "teacher: model.encoder, criterion: L2")],
+         "criterion: L2", "distill.bindings[0].criterion", "never hooks the modules"),
     Case("class name with a space", [("    3: triangle", "    3: red triangle")],
          "3: red triangle", "dataset.classes.3", "breaks TAO's KITTI label files"),
     Case("name missing", [("name: shapes-demo\n", "")], "# The tests' smoke project", "name",

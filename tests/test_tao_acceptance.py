@@ -37,8 +37,7 @@ def variant(name: str) -> str:
             "    distill:\n      teacher:\n        checkpoint: 'experiment:teacher'\n"
             "        model: {hidden_dim: 64, dec_layers: 3}\n"
             "      bindings:\n        - {student: srcs, teacher: srcs, criterion: IOU}\n"
-            "        - {student: model.decoder, teacher: model.decoder, criterion: L2, "
-            "weight: 0.5}\n"
+            "        - {student: dsrcs, teacher: dsrcs, criterion: IOU, weight: 0.5}\n"
             "    quantize:\n      backend: modelopt.pytorch\n      mode: static_ptq\n"
             "      algorithm: minmax\n      layers:\n"
             "        - {module: Conv2d, weights: int8, activations: int8}\n"
@@ -102,8 +101,7 @@ def test_tao_accepts_every_compiled_spec(name, tmp_path, tao_roots):
                 assert cfg["distill"]["pretrained_teacher_model_path"] == \
                     "results/teacher/train/model.pth"
                 assert cfg["distill"]["teacher"]["dec_layers"] == 3
-                # non-IOU bindings first: TAO 7.3.0 indexes its captures as if they were
-                assert [b["criterion"] for b in cfg["distill"]["bindings"]] == ["L2", "IOU"]
+                assert [b["criterion"] for b in cfg["distill"]["bindings"]] == ["IOU", "IOU"]
             if action == "quantize":
                 assert cfg["quantize"]["layers"][0]["weights"]["dtype"] == "int8"
                 assert cfg["quantize"]["device"] == "cpu"
