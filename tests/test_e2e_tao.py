@@ -120,6 +120,40 @@ def test_deleting_onnx_rebuilds_export_only(demo):
     assert counts == {"export": 1, "onnx_parity": 1, "detections": 1, "report": 1}
 
 
+DISTILL = """experiments:
+  base: {}
+  student:
+    distill:
+      teacher:
+        checkpoint: 'experiment:base'
+      bindings:
+        - {student: srcs, teacher: srcs, criterion: IOU}
+"""
+
+
+def test_distill_a_student_from_the_demo_checkpoint(demo):
+    """TAO's distill action for real on CPU: the student learns from the built demo model (its
+    teacher, not retrained) through an IOU feature binding, then is evaluated and exported."""
+    project = demo / "project.yaml"
+    project.write_text(project.read_text() + DISTILL)
+    out, counts = snakemake(demo, "results/student/evaluate/metrics.json",
+                            "results/student/export/model.onnx")
+    assert counts.get("train", 0) == 0 and counts["distill"] == 1, counts  # teacher reused
+    assert counts["evaluate"] == 1 and counts["export"] == 1, counts
+    student = demo / "results/student"
+    spec = (student / "specs/distill.yaml").read_text()
+    assert "pretrained_teacher_model_path: results/base/train/model.pth" in spec
+    last = (student / "distill/status.json").read_text().strip().splitlines()[-1]
+    assert "finished successfully" in json.loads(last)["message"], last
+    assert (student / "distill/model.pth").stat().st_size > 1_000_000
+    curve = (student / "distill/curve.csv").read_text().splitlines()
+    assert len(curve) == 3  # header + 2 epochs
+    metrics = json.loads((student / "evaluate/metrics.json").read_text())
+    assert isinstance(metrics["test_mAP"], float)
+    assert (student / "export/model.onnx").stat().st_size > 1_000_000
+    assert re.search(r"distill \(student\): epoch 1 done \(2/2\)", out), out[-3000:]
+
+
 def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     folder = tmp_path / "interrupt"
     make_project(folder, project_text(tao_venv, epochs=6), copy_data=True)
