@@ -413,6 +413,13 @@ def check_quantize(ctx: _Ctx) -> None:
                      "torchao ignores activation dtypes", "drop activations, or use "
                      "backend: modelopt.pytorch with mode: static_ptq", "quantize_dtypes")
     if q.backend == "modelopt.onnx":
+        # taomake hands every quantize job the selected .pth as model_path and expects
+        # quantized_model_<backend>.pth; modelopt.onnx reads an ONNX and writes
+        # quantized_model.onnx (PT:core/quantization): it could never succeed here
+        _err(ctx, _at(ctx, "quantize.backend"), "modelopt.onnx is not wired up yet: it "
+             "quantizes the exported ONNX (and writes quantized_model.onnx), while taomake's "
+             "quantize step passes the PyTorch checkpoint", "use backend: torchao (weight-only "
+             "PTQ, runs on CPU) or modelopt.pytorch", "quantize_backend")
         dtypes = {d for layer in q.layers for d in (layer.weights, layer.activations)
                   if d not in (None, "native")}
         if len(dtypes) > 1:

@@ -65,6 +65,9 @@ CASES = [
                                               " criterion: IOU", "student: model.encoder, "
                                               "teacher: model.encoder, criterion: L2")],
          "criterion: L2", "distill.bindings[0].criterion", "never hooks the modules"),
+    Case("quantize with modelopt.onnx", [("  opset: 17", "  opset: 17\nquantize:\n"
+                                         "  backend: modelopt.onnx\n  algorithm: max\n")],
+         "backend: modelopt.onnx", "quantize.backend", "not wired up yet"),
     Case("class name with a space", [("    3: triangle", "    3: red triangle")],
          "3: red triangle", "dataset.classes.3", "breaks TAO's KITTI label files"),
     Case("name missing", [("name: shapes-demo\n", "")], "# The tests' smoke project", "name",
