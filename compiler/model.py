@@ -310,7 +310,9 @@ class Teacher(Strict):
 class Binding(Strict):
     student: str = Field(description="Student module name (srcs/dsrcs for IOU).")
     teacher: str = Field(description="Teacher module name.")
-    criterion: Literal["L1", "L2", "KL", "IOU"] = Field(description="Distillation loss.")
+    criterion: Literal["L1", "L2", "KL", "IOU"] = Field(
+        description="Distillation loss. TAO 7.3.0's RT-DETR distiller only runs IOU (on srcs "
+        "or dsrcs); L1/L2/KL are refused at validate.")
     weight: Annotated[float, Field(ge=0.0)] = Field(1.0, description="Weight of this binding.")
 
 
@@ -333,7 +335,8 @@ class QuantLayer(Strict):
 
 class Quantize(Strict):
     backend: Literal["torchao", "modelopt.pytorch", "modelopt.onnx"] = Field(
-        "torchao", description="Quantization library.")
+        "torchao", description="Quantization library: torchao (runs on CPU), modelopt.pytorch; "
+        "modelopt.onnx is refused at validate (not wired up).")
     mode: Literal["weight_only_ptq", "static_ptq"] = Field(
         "weight_only_ptq", description="static_ptq calibrates on dataset.calibration.")
     algorithm: Literal["minmax", "max", "entropy", "awq_clip", "awq_lite", "awq_full",
