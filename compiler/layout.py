@@ -117,6 +117,11 @@ class Layout:
         return posixpath.join(self.root, "detections")
 
     @property
+    def test_grid(self) -> str:
+        """Test images, ground truth next to detections: with the report's other plots."""
+        return posixpath.join(self.results, "report", f"test_grid_{self.experiment}.png")
+
+    @property
     def onnx(self) -> str:
         return posixpath.join(self.root, "export", "model.onnx")
 

@@ -92,8 +92,7 @@ class ExperimentPlan:
                 out["gen_trt_engine"].append(gen["tensorrt"]["calibration"]["cal_cache_file"])
         built = {action: out[action] for action in specs}
         if "evaluate" in specs and "inference" in specs:  # both see the test split's classes
-            built["detections"] = [f"{lay.detections}/per_class.json",
-                                   f"{lay.detections}/test_grid.png"]
+            built["detections"] = [f"{lay.detections}/per_class.json", lay.test_grid]
         return built
 
 

@@ -29,7 +29,7 @@ rule detections:
     output:
         per_class=f"{R}/{{exp}}/detections/per_class.json",
         table=f"{R}/{{exp}}/detections/per_class.md",
-        grid=report(f"{R}/{{exp}}/detections/test_grid.png",
+        grid=report(f"{R}/report/test_grid_{{exp}}.png",
                     caption="../report/test_grid.rst", category="Detections"),
     params:
         project=PROJECT,

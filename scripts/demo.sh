@@ -10,7 +10,7 @@ printf '\n== building the demo pipeline (snakemake --cores all)\n'
 "$ROOT/.venv/bin/snakemake" --cores all --quiet rules "$@"
 printf '\n== results\n'
 "$ROOT/.venv/bin/taomake" status
-printf '\n== report (results/report/: summary.{md,csv,tex}, curves.png, accuracy_latency.png)\n'
+printf '\n== report (results/report/: summary.{md,csv,tex}, curves.png, accuracy_latency.png, test_grid_base.png)\n'
 cat "$ROOT/results/report/summary.md"
-printf '\n== per class (results/base/detections/: per_class.md, test_grid.png)\n'
+printf '\n== per class (results/base/detections/per_class.md)\n'
 cat "$ROOT/results/base/detections/per_class.md"

@@ -186,7 +186,7 @@ def cmd_detections(args: argparse.Namespace) -> int:
     out = root / exp.layout.detections
     table = run_detections(root, exp, out)
     print(markdown(table), end="")
-    files = [out / n for n in ("per_class.json", "per_class.md", "test_grid.png")]
+    files = [out / "per_class.json", out / "per_class.md", root / exp.layout.test_grid]
     consumed = [root / exp.layout.root / "inference" / "summary.json",
                 root / exp.layout.root / "export" / "parity.json"]
     _record_derived(plan, "detections", out, files, [p for p in consumed if p.exists()], args,

@@ -10,7 +10,7 @@ with gaps, names in the wrong lines): a model that finds every shape but calls c
 * **ONNX Runtime**: the per-class scores `onnx_parity` computed from the exported model's
   outputs, whose label index is the category id;
 * a table (`per_class.md`, `per_class.json`) and a grid of test images, ground truth next to
-  the PyTorch detections with their class names (`test_grid.png`).
+  the PyTorch detections with their class names (`<results>/report/test_grid_<exp>.png`).
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def run_detections(root: Path, exp, out_dir: Path) -> dict[str, Any]:
     declared = {c["id"] for c in doc["categories"]}
     names = {i: n for n, i in name_to_id.items() if i in declared}
     table: dict[str, Any] = {"experiment": exp.name, "annotations": ev["json_file"],
-                             "classes": {}, "pytorch": None, "onnx": None, "notes": []}
+                             "classes": {}, "pytorch": None, "onnx": None, "notes": [],
+                             "grid": exp.layout.test_grid}
     labels = root / exp.layout.action_dir("inference") / "labels"
     dets: list[dict[str, Any]] = []
     same = any(d.resolve() == test_images.resolve() for d in infer_dirs)
@@ -193,6 +194,6 @@ def run_detections(root: Path, exp, out_dir: Path) -> dict[str, Any]:
     atomic_write(out_dir / "per_class.json", json.dumps(table, indent=1, sort_keys=True) + "\n")
     atomic_write(out_dir / "per_class.md", markdown(table))
     plot_grid(annotations, test_images, dets if same else None, names,
-              out_dir / "test_grid.png",
+              root / exp.layout.test_grid,
               threshold=float(inf["inference"].get("conf_threshold", 0.5)))
     return table

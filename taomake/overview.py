@@ -69,7 +69,7 @@ def _detail(root: Path, path: str) -> str:
         label, side = sides[0]
         cells = ", ".join(f"{name} {c['AP50']:.2f}"
                           for name, c in sorted(side.items(), key=lambda kv: kv[1]["id"]))
-        return f"AP50 per class ({label}): {cells}; grid: {p.parent / 'test_grid.png'}"
+        return f"AP50 per class ({label}): {cells}; grid: {t.get('grid', '')}"
     if path.endswith("summary.json"):
         s = _json(p)
         return f"{s.get('detections', 0)} detections on {s.get('images', 0)} images"
@@ -121,10 +121,7 @@ def print_status(project: Path) -> None:
         for r in (r for r in rows if r.experiment == exp):
             print(f"  {r.artifact:{width}}  {r.state:12}  {r.detail}")
     report = Path(plan.root) / plan.results / "report"
-    plots = sorted(report.glob("*.png")) + sorted(
-        (Path(plan.root) / e.layout.detections / "test_grid.png")
-        for e in plan.experiments.values())
-    shown = [str(p.relative_to(plan.root)) for p in plots if p.exists()]
+    shown = [str(p.relative_to(plan.root)) for p in sorted(report.glob("*.png"))]
     if shown:
         print("\nplots: " + ", ".join(shown))
 

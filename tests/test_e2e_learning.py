@@ -82,7 +82,7 @@ def test_class_names_hold_through_evaluation_onnx_and_inference(learned):
     assert names and names <= set(CLASSES), names
     summary = json.loads((base / "inference/summary.json").read_text())
     assert set(summary["detections_per_class"]) <= set(CLASSES) and summary["detections"] > 0
-    grid = base / "detections/test_grid.png"
+    grid = folder / "results/report/test_grid_base.png"
     assert grid.stat().st_size > 20_000 and grid.read_bytes()[:4] == b"\x89PNG"
     md = (base / "detections/per_class.md").read_text()
     assert all(f"| {n} | {i} |" in md for n, i in CLASSES.items())
