@@ -4,7 +4,7 @@
 # (policy-rc.d), so every daemon is started by hand with setsid and polled.
 # Usage: bash scripts/services/slurm.sh [start|status|stop]
 # The node has CPUs=2, RealMemory=20000 and one fake GPU (gres.conf File=/dev/null): scheduling
-# is real, compute is CPU.  See /work/shared/INFRA-FACTS.md (SLURM).
+# is real, compute is CPU.  See docs/slurm.md.
 set -euo pipefail
 
 CMD=${1:-start}

@@ -13,7 +13,7 @@ if [ -z "${PYTHON:-}" ] && [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.v
 PY=${PYTHON:-python}
 VENV=${1:-$($PY -c 'from taomake.tao_cpu.setup import default_venv_path; print(default_venv_path())')}
 [ -x "$VENV/bin/python" ] || { echo "tao-cpu-image.sh: no venv at $VENV (run: taomake setup tao-cpu)" >&2; exit 1; }
-BASE=$(dirname "$(dirname "$(readlink -f "$VENV/bin/python")")")  # e.g. /root/.pyenv/versions/3.12.1
+BASE=$(dirname "$(dirname "$(readlink -f "$VENV/bin/python")")")  # e.g. ~/.pyenv/versions/3.12.1
 
 say() { echo "tao-cpu-image.sh: $*"; }
 say "mounts for project.yaml: hardware.runner.docker.mounts: [$VENV:$VENV:ro, $BASE:$BASE:ro], tao_bin: $VENV/bin"
