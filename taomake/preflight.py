@@ -177,6 +177,36 @@ def check_slurm() -> Iterator[Check]:
                      "hardware.slurm.partition to build locally)")
 
 
+def check_partition_nodes(lp) -> Iterator[Check]:
+    """A job asking for more nodes than its partition has pends forever without a word."""
+    if shutil.which("sinfo") is None:
+        return  # check_slurm says what is missing
+    wanted: dict[str, int] = {}
+    for exp in lp.experiments.values():
+        hw = exp.project.hardware
+        if hw.slurm.partition:
+            wanted[hw.slurm.partition] = max(wanted.get(hw.slurm.partition, 0), hw.nodes)
+    for partition, nodes in sorted(wanted.items()):
+        try:
+            out = subprocess.run(["sinfo", "-h", "-p", partition, "-o", "%D"],
+                                 capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            yield Check("WARN", "SLURM partition", f"sinfo failed for {partition}: {exc}")
+            continue
+        have = sum(int(n) for n in out.split() if n.isdigit())
+        if not have:
+            yield Check("FAIL", "SLURM partition", f"partition {partition!r} does not exist "
+                        "(or has no nodes)", "check hardware.slurm.partition (`sinfo -s` "
+                        "lists the partitions)")
+        elif nodes > have:
+            yield Check("FAIL", "SLURM partition", f"partition {partition!r} has {have} "
+                        f"node{'s' if have != 1 else ''}, the training asks for {nodes}: the "
+                        "job would pend forever", "lower hardware.nodes, or use a partition "
+                        "with enough nodes")
+        else:
+            yield _ok("SLURM partition", f"{partition}: {have} node(s), {nodes} needed")
+
+
 # --------------------------------------------------------------------------- host
 
 
@@ -273,6 +303,7 @@ def preflight(project_file: str | Path, *, slurm: bool | None = None,
         slurm = any(e.project.hardware.slurm.partition for e in lp.experiments.values())
     if slurm:
         checks += check_slurm()
+        checks += check_partition_nodes(lp)
     checks.append(check_disk(lp.root / lp.base.results))
     checks += check_data(lp)
     checks += check_upload(lp)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, SMOKE_PROJECT, make_project
 from tests.test_e2e_tao import job_counts, project_text
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -154,6 +154,27 @@ def test_nested_srun_is_a_step_of_the_job_and_each_task_sets_its_rank(slurm_clus
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
     assert [t[:4] for t in tasks] == [["0", "1", host, job], ["1", "1", host, job]], text
     assert tasks[0][4] == tasks[1][4] != "batch", text  # one step of the same job
+
+
+def test_preflight_refuses_more_nodes_than_the_partition_has(slurm_cluster, tmp_path):
+    """On the real cluster (partition debug: one node): 2 nodes would pend forever."""
+    from taomake import preflight as pf
+
+    text = SMOKE_PROJECT.read_text().replace(
+        "  gpus_per_node: 0             # CPU: TAO runs in the venv made by `taomake setup "
+        "tao-cpu`", "  gpus_per_node: 1\n  nodes: 2\n  slurm: {partition: debug}").replace(
+        "    kind: local", "    kind: pyxis")
+    project = make_project(tmp_path / "two", text)
+    [check] = [c for c in pf.preflight(project, slurm=True) if c.what == "SLURM partition"]
+    assert check.level == "FAIL" and "'debug' has 1 node, the training asks for 2" in \
+        check.detail, check.render()
+    one = make_project(tmp_path / "one", text.replace("  nodes: 2\n", ""))
+    [check] = [c for c in pf.preflight(one, slurm=True) if c.what == "SLURM partition"]
+    assert check.level == "PASS", check.render()
+    missing = make_project(tmp_path / "missing", text.replace("partition: debug",
+                                                              "partition: nosuch"))
+    [check] = [c for c in pf.preflight(missing, slurm=True) if c.what == "SLURM partition"]
+    assert check.level == "FAIL" and "does not exist" in check.detail
 
 
 def test_gpu_and_requeue_settings_reach_sbatch(slurm_cluster, tmp_path):
