@@ -18,6 +18,10 @@ def forward_sigterm_to_jobs() -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum, frame):
+        # Snakemake's own handler first: it stops scheduling, so a job that dies of the
+        # forwarded signal is not followed by a new one (seen in CI: the job started again)
+        if callable(previous):
+            previous(signum, frame)
         with shell._lock:
             procs = list(shell._processes.values())
         for proc in procs:
@@ -25,7 +29,5 @@ def forward_sigterm_to_jobs() -> None:
                 proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        if callable(previous):
-            previous(signum, frame)
 
     signal.signal(signal.SIGTERM, handler)
