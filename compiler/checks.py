@@ -181,9 +181,13 @@ def check_hardware(ctx: _Ctx) -> None:
         _err(ctx, _at(ctx, "hardware.gpu_ids"), "GPU ids repeat", "list each GPU once",
              "gpu_ids")
     if hw.gpus_per_node == 0:
-        if hw.nodes > 1:
-            _err(ctx, _at(ctx, "hardware.nodes"), "multi-node training needs GPUs",
-                 "set hardware.gpus_per_node >= 1, or nodes: 1 for CPU", "cpu")
+        if hw.nodes > 1 and hw.runner.kind != "local":
+            # only the TAO CPU venv (taomake setup tao-cpu) carries the compat layer that lets
+            # TAO's multi-node launcher and all_gather run without CUDA
+            _err(ctx, _at(ctx, "hardware.nodes"),
+                 f"multi-node training on CPU runs only with the local runner (the TAO CPU "
+                 f"venv), not {hw.runner.kind}",
+                 "set hardware.runner.kind: local, or gpus_per_node >= 1, or nodes: 1", "cpu")
         if hw.precision == "fp16":
             _err(ctx, _at(ctx, "hardware.precision"), "fp16 training does not run on CPU",
                  "use fp32 (or bf16) when gpus_per_node is 0", "cpu")
@@ -194,6 +198,9 @@ def check_hardware(ctx: _Ctx) -> None:
              f"the {hw.runner.kind} runner cannot train on {hw.nodes} nodes (it starts TAO on "
              "one machine)", "on a SLURM cluster use hardware.runner.kind: pyxis (or local "
              "with TAO installed on every node), or set hardware.nodes: 1", "multinode")
+    if hw.pack_nodes and hw.nodes == 1:
+        _err(ctx, _at(ctx, "hardware.pack_nodes"), "pack_nodes needs hardware.nodes > 1",
+             "set nodes: 2 (or more), or drop pack_nodes", "multinode")
     if hw.strategy == "fsdp" and hw.precision != "fp16" and hw.gpus_per_node > 1:
         # PT:cv/rtdetr/scripts/train.py: fsdp on several devices sets precision '16-mixed'
         _err(ctx, _at(ctx, "hardware.precision"),

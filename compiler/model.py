@@ -168,7 +168,11 @@ class Hardware(Strict):
     gpu_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
         None, description="Physical GPU ids to use (docker --gpus device=...). Default 0..n-1. "
         "Inside the job TAO always sees 0..n-1.")
-    nodes: PosInt = Field(1, description="Nodes for training.")
+    nodes: PosInt = Field(1, description="Nodes for training (SLURM; one TAO node per "
+                          "srun task, with its own NODE_RANK).")
+    pack_nodes: bool = Field(False, description="Run the `nodes` TAO nodes as tasks on ONE "
+                             "SLURM host: a test of the multi-node path on a one-node "
+                             "cluster (real rendezvous and data sharding, no speed-up).")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Multi-GPU strategy.")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Training precision.")
     shm_size: str = Field("16g", pattern=r"^[0-9]+[kmgKMG]?$",

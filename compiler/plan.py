@@ -164,15 +164,24 @@ def resources_of(hardware) -> dict[str, dict[str, Any]]:
     for action in TAO_ACTIONS:
         training = action in TRAINING_ACTIONS
         gpus = hardware.gpus_per_node if training else min(hardware.gpus_per_node, 1)
-        nodes = hardware.nodes if training and gpus else 1
+        nodes = hardware.nodes if training else 1
+        per_task = max(gpus, 1)
         r: dict[str, Any] = {
-            "nodes": nodes,
-            "cpus_per_task": s.cpus_per_gpu * max(gpus, 1),
-            "mem_mb": s.mem_mb_per_gpu * max(gpus, 1),
+            "nodes": 1 if hardware.pack_nodes else nodes,
+            "cpus_per_task": s.cpus_per_gpu * per_task,
+            "mem_mb": s.mem_mb_per_gpu * per_task * (nodes if hardware.pack_nodes else 1),
             "runtime": s.time_minutes if training else s.eval_time_minutes,
         }
         if gpus:
             r["gres"] = f"gpu:{gpus}"
+        if nodes > 1:
+            # one task per TAO node; `mpi` makes the SLURM plugin run the rule in the batch
+            # step itself (no `srun -n1` wrapper holding the CPUs), so taomake's own srun is
+            # a step of this allocation; tasks_per_gpu 0 keeps it from turning `tasks` into
+            # --ntasks-per-gpu
+            r.update(tasks=nodes, mpi="srun")
+            if gpus:
+                r["tasks_per_gpu"] = 0
         extra = ["--requeue" if s.requeue else "--no-requeue"]
         r["slurm_extra"] = " ".join(extra)
         for key, value in (("slurm_partition", s.partition), ("slurm_account", s.account),

@@ -25,6 +25,7 @@ from compiler.actions import ACTIONS, Action
 from compiler.compile import CompiledExperiment
 from compiler.errors import RunError, UsageError
 from compiler.files import atomic_write
+from compiler.plan import resources_of
 from compiler.writer import changed_keys
 
 from .failures import classify
@@ -126,6 +127,9 @@ def make_job(p, root: Path, compiled: CompiledExperiment, experiment: str, actio
                                        else p.tao.pytorch_image_ref),
                   env_names=tuple(p.hardware.runner.env), gpus=gpus, gpu_ids=ids[:gpus],
                   nodes=p.hardware.nodes if training else 1,
+                  pack_nodes=p.hardware.pack_nodes,
+                  cpus_per_task=resources_of(p.hardware).get(action.name, {}).get(
+                      "cpus_per_task"),
                   shm_size=p.hardware.shm_size,
                   extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level},
                   mounts=tuple(job_mounts(spec, root, compiled.layout.root, job_spec)),
@@ -300,6 +304,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
         if action.name in ("train", "distill"):
             guard_resume(out_dir, spec.data, log)
         atomic_write(job_spec, spec.text)
+        for copy in job.node_specs():
+            atomic_write(copy, spec.text)
         retries = p.hardware.runner.retries
         attempt = 0
         while True:

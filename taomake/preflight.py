@@ -185,7 +185,8 @@ def check_partition_nodes(lp) -> Iterator[Check]:
     for exp in lp.experiments.values():
         hw = exp.project.hardware
         if hw.slurm.partition:
-            wanted[hw.slurm.partition] = max(wanted.get(hw.slurm.partition, 0), hw.nodes)
+            hosts = 1 if hw.pack_nodes else hw.nodes
+            wanted[hw.slurm.partition] = max(wanted.get(hw.slurm.partition, 0), hosts)
     for partition, nodes in sorted(wanted.items()):
         try:
             out = subprocess.run(["sinfo", "-h", "-p", partition, "-o", "%D"],
@@ -279,9 +280,26 @@ def _images(lp, kind: str) -> list[str]:
     return refs
 
 
+def check_multinode_executor(lp, executor: str | None) -> Iterator[Check]:
+    """Multi-node training is a SLURM job (its nodes come from the allocation): another
+    executor would start it and fail at once."""
+    multi = sorted(name for name, e in lp.experiments.items() if e.project.hardware.nodes > 1)
+    if not multi:
+        return
+    if executor == "slurm":
+        yield _ok("multi-node", f"{', '.join(multi)}: trained as SLURM jobs")
+    else:
+        yield Check("FAIL", "multi-node", f"{', '.join(multi)} train on hardware.nodes > 1, "
+                    f"which needs a SLURM allocation; this run's executor is "
+                    f"{executor or 'local'}",
+                    "run snakemake --profile profiles/slurm, or set hardware.nodes: 1")
+
+
 def preflight(project_file: str | Path, *, slurm: bool | None = None,
-              docker_client: Callable | None = None) -> list[Check]:
-    """Every check for the project's runner(s); `slurm` None: when a partition is set."""
+              docker_client: Callable | None = None,
+              executor: str | None = None) -> list[Check]:
+    """Every check for the project's runner(s); `slurm` None: when a partition is set.
+    `executor`: the build's Snakemake executor, when known (its onstart)."""
     from compiler import load_project
     from compiler.layout import image_file
 
@@ -304,6 +322,8 @@ def preflight(project_file: str | Path, *, slurm: bool | None = None,
     if slurm:
         checks += check_slurm()
         checks += check_partition_nodes(lp)
+    if executor is not None:
+        checks += check_multinode_executor(lp, executor)
     checks.append(check_disk(lp.root / lp.base.results))
     checks += check_data(lp)
     checks += check_upload(lp)
@@ -325,7 +345,7 @@ def main(project_file: str | Path, slurm: bool | None = None) -> int:
 def before_build(project_file: str | Path, executor: str | None = None) -> None:
     """Snakemake's onstart: print the checks; stop the run (message, exit 1) on a failure."""
     slurm = True if executor == "slurm" else None
-    checks = preflight(project_file, slurm=slurm)
+    checks = preflight(project_file, slurm=slurm, executor=executor or "local")
     failed = [c for c in checks if c.level != "PASS"]
     for c in failed:
         print(f"taomake preflight: {c.render()}", file=sys.stderr)

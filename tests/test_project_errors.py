@@ -54,6 +54,11 @@ CASES = [
     Case("multi-node with docker", [(GPU[0], "  gpus_per_node: 1\n  nodes: 2"),
                                      ("    kind: local", "    kind: docker")], "nodes: 2",
          "hardware.nodes", "docker runner cannot train on 2 nodes"),
+    Case("multi-node on CPU in NVIDIA's image", [(GPU[0], "  gpus_per_node: 0\n  nodes: 2"),
+                                                ("    kind: local", "    kind: pyxis")],
+         "nodes: 2", "hardware.nodes", "only with the local runner"),
+    Case("pack_nodes on one node", [(GPU[0], "  gpus_per_node: 0\n  pack_nodes: true")],
+         "pack_nodes: true", "hardware.pack_nodes", "needs hardware.nodes > 1"),
     Case("IOU binding across 4 and 3 feature levels", [DISTILL, (
         "    checkpoint: teacher.pth\n", "    checkpoint: teacher.pth\n    model:\n"
         "      return_interm_indices: [0, 1, 2, 3]\n      feat_strides: [4, 8, 16, 32]\n"

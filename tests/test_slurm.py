@@ -113,13 +113,16 @@ def test_srun_tasks_get_their_own_node_rank(slurm_cluster, tmp_path):
            "--nodes=1", "--ntasks=2", "--cpus-per-task=1", "--mem-per-cpu=500",
            taomake, "node-env", "--",
            sys.executable, "-c", "import os; print('RANK', *(os.environ[k] for k in ("
-           "'NODE_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')))"]
+           "'NODE_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_JOB_ID')))"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = sorted(line.split()[1:] for line in proc.stdout.splitlines()
                    if line.startswith("RANK"))
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
-    assert lines == [["0", "1", host, "29500"], ["1", "1", host, "29500"]], proc.stdout
+    job = lines[0][4]
+    port = str(20000 + int(job) % 20000)  # from the job id: jobs sharing a host don't collide
+    # one task per TAO node: srun's 2 tasks are 2 nodes
+    assert lines == [["0", "2", host, port, job], ["1", "2", host, port, job]], proc.stdout
 
 
 def test_nested_srun_is_a_step_of_the_job_and_each_task_sets_its_rank(slurm_cluster,
@@ -200,3 +203,44 @@ def test_gpu_and_requeue_settings_reach_sbatch(slurm_cluster, tmp_path):
     # the request as SLURM recorded it (accounting here does not track gres in TRES)
     assert show.get("TresPerNode", "").replace("/", ":") == "gres:gpu:1", show
     assert show["Requeue"] == "0", show
+
+
+def test_two_node_training_with_real_tao_through_slurm(slurm_cluster, tao_venv, tmp_path):
+    """hardware.nodes: 2 on the real cluster with the real TAO on CPU: one SLURM job whose
+    srun step runs two tasks (pack_nodes: the cluster has one host), each a TAO node with its
+    own NODE_RANK (from SLURM_PROCID) and spec copy; both join one gloo rendezvous and train
+    the epoch together (the data sharded: half the steps of one node); rank 0 alone writes
+    the checkpoint; a second run submits nothing."""
+    folder = tmp_path / "two"
+    text = project_text(tao_venv, epochs=1).replace(
+        "  shm_size: 2g\n", "  shm_size: 2g\n  nodes: 2\n  pack_nodes: true\n"
+        + SLURM_HW.format(account=slurm_cluster))
+    make_project(folder, text)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    rc, out = run_snakemake(folder, "results/base/train/run.json", limit=900)
+    train = folder / "results/base/train"
+    log = (folder / "results/base/logs/train.log").read_text(errors="replace")
+    assert rc == 0, out[-3000:] + log[-3000:]
+    assert "srun --nodes=1 --ntasks=2 --ntasks-per-node=2" in log, log[:2000]
+    assert "WORLD_SIZE=2 NUM_GPU_PER_NODE=1" in log, log[:2000]
+    # both TAO nodes joined one process group
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log, log
+    assert "All distributed processes registered. Starting with 2 processes" in log
+    # each node read its own spec copy (TAO rewrites it in place)
+    assert {p.name for p in (train / ".taomake").glob("job-train.node*.yaml")} == {
+        "job-train.node0.yaml", "job-train.node1.yaml"}
+    # 32 training images, batch 4: 8 steps on one node, 4 per node on two
+    import json
+
+    steps = [json.loads(line) for line in (train / "status.json").read_text().splitlines()
+             if '"max_step"' in line]
+    assert steps and {s["max_step"] for s in steps} == {4}, steps
+    assert sorted(p.name for p in train.glob("model_epoch_*.pth")) == ["model_epoch_000.pth"]
+    [job] = [j for j in sacct_jobs(folder, since)
+             if scontrol_job(j["JobID"]).get("Comment", "").startswith("rule_train_")]
+    assert job["State"] == "COMPLETED", job
+    step = subprocess.run(["sacct", "-n", "-P", "-j", f"{job['JobID']}.0", "-o",
+                           "NTasks,State"], capture_output=True, text=True).stdout.split()
+    assert step == ["2|COMPLETED"], step
+    rc, out = run_snakemake(folder, "results/base/train/run.json", limit=180)
+    assert rc == 0 and "Nothing to be done" in out, out[-3000:]

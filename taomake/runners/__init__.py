@@ -14,6 +14,7 @@ from typing import IO, Protocol
 from compiler.actions import Action
 
 from .mounts import Mount
+from .multinode import marked_spec, node_spec
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,23 @@ class TaoJob:
     gpus: int = 0  # GPUs per node (0 = CPU)
     gpu_ids: tuple[int, ...] = ()  # physical ids on the host
     nodes: int = 1
+    pack_nodes: bool = False  # all nodes' tasks on one SLURM host (hardware.pack_nodes)
+    cpus_per_task: int | None = None  # what the SLURM job asked for (each srun task states it)
     shm_size: str = "16g"
     extra_env: dict[str, str] = field(default_factory=dict)  # non-secret values we set
     mounts: tuple[Mount, ...] = ()  # what a container must see (see runners.mounts)
     label: str = ""  # "<project>/<experiment>/<action>", for container labels and job names
 
     def tao_argv(self) -> list[str]:
-        return ["rtdetr", self.action.subcommand, "-e", str(self.spec),
+        # multi-node: each task puts its rank into the spec name (its own copy; see multinode)
+        spec = marked_spec(self.spec) if self.nodes > 1 else self.spec
+        return ["rtdetr", self.action.subcommand, "-e", str(spec),
                 f"results_dir={self.results_dir}"]
+
+    def node_specs(self) -> list[Path]:
+        """The per-node spec copies a multi-node job needs next to `spec` (none otherwise)."""
+        return [node_spec(self.spec, rank) for rank in range(self.nodes)] \
+            if self.nodes > 1 else []
 
 
 class Runner(Protocol):

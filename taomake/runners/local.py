@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ class LocalRunner:
         if job.nodes > 1:
             # inside a SLURM allocation: one task per node, each setting its own NODE_RANK
             environ = os.environ if environ is None else environ
-            prefix = srun_prefix(job.nodes, job.gpus, cpus_per_task=step_cpus(environ))
+            prefix = srun_prefix(job.nodes, job.gpus, pack=job.pack_nodes,
+                                 cpus_per_task=job.cpus_per_task or step_cpus(environ))
             return [*prefix, *RANK_FROM_PROCID, *argv]
         return argv
 
@@ -56,7 +58,7 @@ class LocalRunner:
             # node shares WORLD_SIZE, NUM_GPU_PER_NODE, MASTER_ADDR and MASTER_PORT
             env.update(allocation_env(environ))
             try:
-                env.update(shared_env(environ, gpus_per_node=job.gpus))
+                env.update(shared_env(environ, nodes=job.nodes, gpus_per_node=job.gpus))
             except ValueError as exc:
                 raise UsageError(f"multi-node training: {exc}") from None
         env["PATH"] = os.pathsep.join([str(self.venv / "bin"), environ.get("PATH", "")])
@@ -79,8 +81,14 @@ class LocalRunner:
 
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
         self.check()
-        return run_tree(self.argv(job), cwd=job.workdir, env=self.env(job), log=log,
-                        on_tick=on_tick)
+        argv, env = self.argv(job), self.env(job)
+        if job.nodes > 1:
+            shared = " ".join(f"{k}={env[k]}" for k in ("WORLD_SIZE", "NUM_GPU_PER_NODE",
+                                                        "MASTER_ADDR", "MASTER_PORT"))
+            log.write(f"[taomake] multi-node: {shlex.join(argv[:argv.index('sh')])} "
+                      f"(one TAO node per task; {shared}; SLURM job "
+                      f"{env.get('SLURM_JOB_ID', '?')})\n".encode())
+        return run_tree(argv, cwd=job.workdir, env=env, log=log, on_tick=on_tick)
 
 
 def from_project(project, root: Path) -> LocalRunner:

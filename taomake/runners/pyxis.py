@@ -97,8 +97,10 @@ class PyxisRunner:
         if job.nodes <= 1:
             return None, None, {}
         environ = os.environ if environ is None else environ
-        prefix = srun_prefix(job.nodes, job.gpus, cpus_per_task=step_cpus(environ))
-        return prefix, list(RANK_FROM_PROCID), shared_env(environ, gpus_per_node=job.gpus)
+        prefix = srun_prefix(job.nodes, job.gpus, pack=job.pack_nodes,
+                             cpus_per_task=job.cpus_per_task or step_cpus(environ))
+        return prefix, list(RANK_FROM_PROCID), shared_env(environ, nodes=job.nodes,
+                                                          gpus_per_node=job.gpus)
 
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
         self.check(job)

@@ -13,6 +13,16 @@ CUDA device is present (checked when it matters, not at start):
   `MultiScaleDeformableAttention*.so` (that file name only).  TAO's CPU forward pass uses
   the pure-PyTorch path and never calls the op (TAO-FACTS.md §4, §9).  Any other library
   error, and any error while CUDA is present, is raised as before.
+* `nvidia_tao_pytorch.core.distributed.validator`: `validate_configs` (TAO's multi-node check
+  of WORLD_SIZE, NODE_RANK, MASTER_ADDR/PORT and NUM_GPU_PER_NODE) counts the CPU as one
+  device, so `NUM_GPU_PER_NODE=1` passes instead of failing `1 <= n <= cuda.device_count()`
+  (0) and silently falling back to a single-node run (docs/tao-notes.md, multi-node).  Every
+  other check runs unchanged; any other NUM_GPU_PER_NODE is checked as before.
+* `nvidia_tao_pytorch.core.distributed.comm`: with more than one process, `all_gather` moves
+  its byte buffers to `'cuda'` (hard-coded); on CPU it gathers with
+  `torch.distributed.all_gather_object` instead (same result: one object per rank, gloo).
+  `get_local_size` (`torch.cuda.device_count()`, 0 on CPU) answers 1: one CPU process per
+  node, as one GPU per node would.
 
 With a CUDA device nothing changes.  Set TAOMAKE_TAO_CPU_COMPAT=0 to switch the hook off.
 No installed NVIDIA file is edited.
@@ -26,7 +36,8 @@ _MSDA_PREFIX = "MultiScaleDeformableAttention"
 _TAG = "[taomake tao-cpu compat]"
 
 # What was patched, for diagnostics and tests (`taomake_tao_cpu_compat.STATE`).
-STATE = {"installed": False, "patched": [], "trainer_rewrites": 0, "msda_load_skipped": 0}
+STATE = {"installed": False, "patched": [], "trainer_rewrites": 0, "msda_load_skipped": 0,
+         "multinode_cpu_validations": 0, "cpu_all_gathers": 0}
 _notified = set()
 
 
@@ -107,10 +118,68 @@ def _patch_torch(module):
     STATE["patched"].append("torch.ops.load_library")
 
 
+def _patch_multinode_validator(module):
+    original = getattr(module, "validate_configs", None)
+    if original is None or getattr(original, "_taomake_cpu_compat", False):
+        return
+
+    def validate_configs(log):
+        if os.environ.get("NUM_GPU_PER_NODE", "").strip() != "1" or cuda_present():
+            return original(log)
+        # One process per node on CPU: run every other check with the GPU count left out.
+        saved = os.environ.pop("NUM_GPU_PER_NODE")
+        try:
+            result = original(log)
+        finally:
+            os.environ["NUM_GPU_PER_NODE"] = saved
+        STATE["multinode_cpu_validations"] += 1
+        _notice("multinode", "no CUDA device: multi-node check counts the CPU as one device "
+                             "(NUM_GPU_PER_NODE=1); one CPU process per node")
+        return result
+
+    validate_configs.__doc__ = original.__doc__
+    validate_configs.__wrapped__ = original
+    validate_configs._taomake_cpu_compat = True
+    module.validate_configs = validate_configs
+    STATE["patched"].append(f"{module.__name__}.validate_configs")
+
+
+def _patch_comm(module):
+    original_gather = getattr(module, "all_gather", None)
+    original_local_size = getattr(module, "get_local_size", None)
+    if original_gather is None or getattr(original_gather, "_taomake_cpu_compat", False):
+        return
+
+    def all_gather(data):
+        if cuda_present() or module.get_world_size() == 1:
+            return original_gather(data)
+        import torch.distributed as dist
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, data)
+        STATE["cpu_all_gathers"] += 1
+        _notice("all_gather", "no CUDA device: TAO's all_gather gathers on CPU "
+                              "(torch.distributed.all_gather_object)")
+        return gathered
+
+    def get_local_size():
+        return original_local_size() if cuda_present() else 1
+
+    for new, old in ((all_gather, original_gather), (get_local_size, original_local_size)):
+        new.__doc__ = old.__doc__
+        new.__wrapped__ = old
+        new._taomake_cpu_compat = True
+    module.all_gather = all_gather
+    module.get_local_size = get_local_size
+    STATE["patched"].append(f"{module.__name__}.all_gather")
+    STATE["patched"].append(f"{module.__name__}.get_local_size")
+
+
 _PATCHES = {
     "torch": _patch_torch,
     "pytorch_lightning.trainer.trainer": _patch_trainer,
     "lightning.pytorch.trainer.trainer": _patch_trainer,
+    "nvidia_tao_pytorch.core.distributed.validator": _patch_multinode_validator,
+    "nvidia_tao_pytorch.core.distributed.comm": _patch_comm,
 }
 
 
