@@ -182,9 +182,9 @@ def all_targets():
 
 
 onstart:
-    from taomake.snakemake_support import forward_sigterm_to_jobs
+    from taomake.snakemake_support import install_signal_handling
 
-    forward_sigterm_to_jobs()
+    install_signal_handling(getattr(getattr(workflow, "executor_plugin", None), "name", None))
     preflight_or_stop()
 
 

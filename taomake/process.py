@@ -95,6 +95,10 @@ def run_tree(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: IO[
             # the leader exited; stragglers in its group (dataloader workers) go too
             if _group_alive(proc.pid):
                 stop_group(proc.pid, grace=5.0)
+            if received:
+                # the same signal reached TAO directly (SLURM's scancel signals every process
+                # of the step) and it exited first: still an interruption, not a TAO failure
+                raise Interrupted(received[0])
             return rc
     finally:
         for sig, old in previous.items():

@@ -244,3 +244,150 @@ def test_two_node_training_with_real_tao_through_slurm(slurm_cluster, tao_venv, 
     assert step == ["2|COMPLETED"], step
     rc, out = run_snakemake(folder, "results/base/train/run.json", limit=180)
     assert rc == 0 and "Nothing to be done" in out, out[-3000:]
+
+
+# --------------------------------------------------------------------------- SLURM faults
+# The real cluster, the fake TAO (tests/fake_tao: a training whose epochs take a set time):
+# what happens to the pipeline when the job is cancelled, requeued, or Snakemake is stopped.
+
+
+@pytest.fixture
+def cancel_leftovers(tmp_path):
+    """After the test: scancel any SLURM job still queued or running from its folder."""
+    yield
+    out = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True,
+                         text=True).stdout.splitlines()
+    left = [line.split()[0] for line in out if str(tmp_path) in line]
+    if left:
+        subprocess.run(["scancel", *left])
+
+
+def fake_slurm_project(folder: Path, account: str, epochs: int) -> Path:
+    from tests.test_build import fake_project_text
+
+    text = fake_project_text().replace("  epochs: 2", f"  epochs: {epochs}").replace(
+        "  shm_size: 2g\n", "  shm_size: 2g\n" + SLURM_HW.format(account=account))
+    make_project(folder, text)
+    return folder
+
+
+def start_snakemake(folder: Path, epoch_seconds: float) -> subprocess.Popen:
+    import os
+
+    with open(folder / "snakemake.out", "w") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile",
+             str(REPO / "profiles/slurm"), "results/base/train/run.json"], cwd=folder,
+            env={**os.environ, "FAKE_TAO_EPOCH_SECONDS": str(epoch_seconds),
+                 "FAKE_TAO_CALLS": str(folder / "calls.txt")},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def running_train_job(folder: Path, proc: subprocess.Popen, epoch: int = 0,
+                      limit: float = 120) -> str:
+    """The SLURM id of the train job, once it runs and has written checkpoint `epoch`."""
+    checkpoint = folder / f"results/base/train/model_epoch_{epoch:03d}.pth"
+    deadline = time.monotonic() + limit
+    while not checkpoint.exists():
+        assert proc.poll() is None, (folder / "snakemake.out").read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{checkpoint} never appeared"
+        time.sleep(0.5)
+    text = (folder / "snakemake.out").read_text()
+    import re
+
+    return re.findall(r"submitted with SLURM jobid (\d+)", text)[-1]
+
+
+def wait_exit(proc: subprocess.Popen, limit: float) -> int:
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"snakemake still running {limit:.0f} s later") from None
+
+
+def job_state(job: str) -> str:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"],
+                         capture_output=True, text=True).stdout.split("\n")
+    return [s for s in out if s][-1] if any(out) else ""
+
+
+def test_scancel_fails_the_build_and_a_rerun_resumes(slurm_cluster, tmp_path,
+                                                     cancel_leftovers):
+    """sacct says `CANCELLED by 0`; snakemake-executor-plugin-slurm 2.8.0 matched states
+    exactly and waited forever.  Now: the build fails at the plugin's next status check."""
+    folder = fake_slurm_project(tmp_path / "p", slurm_cluster, epochs=30)
+    proc = start_snakemake(folder, epoch_seconds=2)
+    job = running_train_job(folder, proc)
+    subprocess.run(["scancel", job], check=True)
+    started = time.monotonic()
+    # the plugin checks 5 s after submitting, then every 10 s more while nothing finishes
+    rc = wait_exit(proc, 240)
+    out = (folder / "snakemake.out").read_text()
+    print(f"exit {rc} {time.monotonic() - started:.0f} s after scancel")
+    assert rc != 0 and "SLURM status is: 'CANCELLED'" in out, out[-3000:]
+    assert not list((folder / ".snakemake/locks").glob("*"))
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "interrupted by SIGTERM" in log, log[-2000:]  # scancel's signal, not a TAO failure
+    # the rerun resumes from the saved checkpoints (10 more epochs would not fit in 2 s each)
+    text = (folder / "project.yaml").read_text()
+    (folder / "project.yaml").write_text(text)  # unchanged: same spec, so resume applies
+    proc = start_snakemake(folder, epoch_seconds=0)
+    assert wait_exit(proc, 300) == 0, (folder / "snakemake.out").read_text()[-3000:]
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "resuming: checkpoints up to epoch" in log, log[-2000:]
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_stopping_snakemake_cancels_its_slurm_jobs(slurm_cluster, tmp_path, signame,
+                                                   cancel_leftovers):
+    """SIGTERM (a scheduler's or `kill`) or SIGINT (Ctrl-C) to Snakemake on the login node:
+    its running SLURM job is cancelled, Snakemake exits, no lock is left behind."""
+    import os
+    import signal
+
+    folder = fake_slurm_project(tmp_path / "p", slurm_cluster, epochs=60)
+    proc = start_snakemake(folder, epoch_seconds=2)
+    job = running_train_job(folder, proc)
+    os.kill(proc.pid, getattr(signal, signame))  # snakemake only
+    rc = wait_exit(proc, 90)
+    out = (folder / "snakemake.out").read_text()
+    assert rc != 0, out[-3000:]
+    deadline = time.monotonic() + 30
+    while not job_state(job).startswith("CANCELLED"):
+        assert time.monotonic() < deadline, (job, job_state(job), out[-3000:])
+        time.sleep(1)
+    assert not list((folder / ".snakemake/locks").glob("*")), "a lock was left behind"
+    saved = list((folder / "results/base/train").glob("model_epoch_*.pth"))
+    assert saved and not (folder / "results/base/train/run.json").exists()
+
+
+def test_requeued_training_resumes_and_the_build_completes(slurm_cluster, tmp_path,
+                                                           cancel_leftovers):
+    """`scontrol requeue` (what preemption with requeue does): SLURM stops the job and runs
+    it again under the same id; the pipeline keeps waiting, the second run resumes from the
+    checkpoints, and the build completes."""
+    folder = fake_slurm_project(tmp_path / "p", slurm_cluster, epochs=12)
+    proc = start_snakemake(folder, epoch_seconds=2)
+    job = running_train_job(folder, proc, epoch=1)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    # SLURM makes a requeued job wait about 2 min before it is eligible again; the test plays
+    # a scheduler that lets it start at once
+    deadline = time.monotonic() + 60
+    while scontrol_job(job).get("Reason") != "BeginTime":
+        assert time.monotonic() < deadline, ("the requeued job never waited", scontrol_job(job))
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+    rc = wait_exit(proc, 400)
+    out = (folder / "snakemake.out").read_text()
+    assert rc == 0, out[-3000:]
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "resuming: checkpoints up to epoch" in log, log[-3000:]
+    assert (folder / "results/base/train/model_epoch_011.pth").exists()
+    states = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-j", job, "-o", "State"],
+                            capture_output=True, text=True).stdout.split()
+    assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
