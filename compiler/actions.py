@@ -30,6 +30,17 @@ class Action:
     """Top-level spec keys the action reads; nothing else is written into its spec."""
     needs_gpu: bool = False
     """Deploy actions need TensorRT, i.e. a GPU; they are left out on CPU-only hardware."""
+    results_prefix: str = ""
+    """Folder under the experiment's results that TAO gets as `results_dir` (TAO adds its
+    subcommand): the quantized model's evaluate/export/inference write beside the float
+    model's, not over them."""
+    judge: str = ""
+    """How taomake checks and records what the action produced (taomake.jobs.JUDGES);
+    default: the action's name."""
+
+    @property
+    def judged_as(self) -> str:
+        return self.judge or self.name
 
 
 PYTORCH_COMMON = ("results_dir", "wandb", "dataset", "model")
@@ -49,17 +60,31 @@ ACTIONS: dict[str, Action] = {
                (*PYTORCH_COMMON, "export")),
         Action("quantize", "pytorch", "quantize", "quantize", "Quantize finished successfully.",
                (*PYTORCH_COMMON, "quantize")),
+        # the quantized checkpoint (quantize's output), used as TAO-FACTS §7 says:
+        # `is_quantized: true` and the same `quantize:` section
+        Action("quantized_evaluate", "pytorch", "evaluate", "quantized/evaluate",
+               "Evaluate finished successfully.", (*PYTORCH_COMMON, "evaluate", "quantize"),
+               results_prefix="quantized", judge="evaluate"),
+        Action("quantized_inference", "pytorch", "inference", "quantized/inference",
+               "Inference finished successfully.", (*PYTORCH_COMMON, "inference", "quantize"),
+               results_prefix="quantized", judge="inference"),
+        Action("quantized_export", "pytorch", "export", "quantized/export",
+               "Export finished successfully.", (*PYTORCH_COMMON, "export", "quantize"),
+               results_prefix="quantized", judge="export"),
         Action("gen_trt_engine", "deploy", "gen_trt_engine", "gen_trt_engine",
                "Gen_trt_engine finished successfully.", ("results_dir", "gen_trt_engine"),
                needs_gpu=True),
         Action("trt_evaluate", "deploy", "evaluate", "trt_evaluate",
                "Trt_evaluate finished successfully.",
-               ("results_dir", "dataset", "model", "evaluate"), needs_gpu=True),
+               ("results_dir", "dataset", "model", "evaluate"), needs_gpu=True,
+               judge="evaluate"),
         Action("trt_inference", "deploy", "inference", "trt_inference",
                "Trt_inference finished successfully.",
-               ("results_dir", "dataset", "model", "inference"), needs_gpu=True),
+               ("results_dir", "dataset", "model", "inference"), needs_gpu=True,
+               judge="inference"),
     )
 }
 
+QUANTIZED_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.results_prefix == "quantized")
 PYTORCH_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.flavor == "pytorch")
 DEPLOY_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.flavor == "deploy")

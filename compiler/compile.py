@@ -79,7 +79,12 @@ def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
         {"distill": "no `distill:` section"}
     optional = [("evaluate", p.dataset.test, "no dataset.test split"),
                 ("inference", p.dataset.inference, "no dataset.inference images"),
-                ("quantize", p.quantize, "no `quantize:` section")]
+                ("quantize", p.quantize, "no `quantize:` section"),
+                ("quantized_evaluate", p.quantize and p.dataset.test,
+                 "no `quantize:` section or no dataset.test split"),
+                ("quantized_inference", p.quantize and p.dataset.inference,
+                 "no `quantize:` section or no dataset.inference images"),
+                ("quantized_export", p.quantize, "no `quantize:` section")]
     deploy = [("gen_trt_engine", True, ""),
               ("trt_evaluate", p.dataset.test, "no dataset.test split"),
               ("trt_inference", p.dataset.inference, "no dataset.inference images")]
@@ -165,10 +170,18 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         else:
             d["teacher_model"] = _model_values(p.model, p.distill.teacher.model)
         d["teacher_checkpoint"] = teacher
+    d["is_quantized"] = False
     if p.quantize:
         d["quantize_device"] = p.quantize.device if not (cpu and p.quantize.device == "cuda") \
             else "cpu"
         d["quantize_dir"] = lay.action_dir("quantize")
+        d["quantize_model_path"] = lay.model(source)
+        # the quantized specs: the float ones with the quantized file as checkpoint, in a
+        # folder of their own (TAO appends its subcommand to results_dir)
+        d["as_quantized"] = {**d, "is_quantized": True,
+                             "results_dir": lay.action_dir("quantized"),
+                             "checkpoint": lay.quantized(p.quantize.backend),
+                             "onnx_file": lay.quantized_onnx}
     return d
 
 
@@ -314,7 +327,9 @@ def _apply_overrides(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
 
     p = ctx.exp.project
     schema = action_schema(action)
-    for scope in ("all", action):
+    # the quantized model's specs take their float twin's overrides (overrides.evaluate...)
+    own = action if action in type(p.overrides).model_fields else ACTIONS[action].judged_as
+    for scope in ("all", own):
         for key, value in getattr(p.overrides, scope).items():
             path = str(key).split(".")
             where: KeyPath = ("overrides", scope, key)

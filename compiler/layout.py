@@ -139,6 +139,11 @@ class Layout:
     def quantized(self, backend: str) -> str:
         return posixpath.join(self.root, "quantize", f"quantized_model_{backend}.pth")
 
+    @property
+    def quantized_onnx(self) -> str:
+        """The quantized model's ONNX (the quantized_export action)."""
+        return posixpath.join(self.root, "quantized", "export", "model.onnx")
+
 
 def staged_dir(results: str, uri: str) -> str:
     """Folder where a remote or archived source is materialised (by the staging rules)."""

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .actions import ACTIONS
 from .files import atomic_write, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
@@ -85,6 +86,9 @@ class ExperimentPlan:
         }
         if "quantize" in specs:
             out["quantize"] = [lay.quantized(specs["quantize"].data["quantize"]["backend"])]
+            out["quantized_evaluate"] = [f"{lay.root}/quantized/evaluate/metrics.json"]
+            out["quantized_inference"] = [f"{lay.root}/quantized/inference/summary.json"]
+            out["quantized_export"] = [lay.quantized_onnx]
         if "gen_trt_engine" in specs:
             gen = specs["gen_trt_engine"].data["gen_trt_engine"]
             out["gen_trt_engine"] = [gen["trt_engine"]]
@@ -149,8 +153,7 @@ def _data_deps(lp) -> list[str]:
 
 
 TRAINING_ACTIONS = ("train", "distill")
-TAO_ACTIONS = ("train", "distill", "evaluate", "inference", "export", "quantize",
-               "gen_trt_engine", "trt_evaluate", "trt_inference")
+TAO_ACTIONS = tuple(ACTIONS)  # every action is one TAO job
 
 
 def resources_of(hardware) -> dict[str, dict[str, Any]]:

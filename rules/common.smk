@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from compiler.actions import ACTIONS
 from compiler.errors import TaomakeError
 from compiler.layout import dataset_paths
 from compiler.plan import load_plan
@@ -107,8 +108,6 @@ def tao_inputs(action, checks=(), model=False, gate=None):
     the dataset checks of `checks` roles, the selected checkpoint (`model`) and the extra
     files `gate(w)` names.  A single function, not one per input, since Snakemake calls
     input functions per job, which counts in sweeps of a thousand trials."""
-    from compiler.actions import ACTIONS
-
     flavor = ACTIONS[action].flavor
 
     def inputs(w):
@@ -161,7 +160,8 @@ def upload_files(exp):
     return artifact_files(EXPS[exp], EXPS[exp].upload["artifacts"])
 
 
-REPORTED = ("train", "distill", "evaluate", "export", "gen_trt_engine", "trt_evaluate")
+REPORTED = ("train", "distill", "evaluate", "export", "gen_trt_engine", "trt_evaluate",
+            "quantized_evaluate")
 
 
 def report_inputs():

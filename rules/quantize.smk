@@ -18,3 +18,79 @@ rule quantize:
         **resources_for("quantize"),
     shell:
         "exec taomake run quantize -p {params.project:q} -e {wildcards.exp} --log {log:q}"
+
+
+def quantized_model(action):
+    """The quantized checkpoint a quantized_* spec loads (quantize's output)."""
+
+    def model(w):
+        spec = EXPS[w.exp].specs[action]
+        return spec.data[ACTIONS[action].subcommand]["checkpoint"]
+
+    return model
+
+
+# The quantized model evaluated, run on the inference images and exported, beside the float
+# model's results (results/<exp>/quantized/...): what quantization costs in mAP.
+
+
+rule quantized_evaluate:
+    input:
+        unpack(tao_inputs("quantized_evaluate", checks=("test",),
+                          gate=quantized_model("quantized_evaluate"))),
+    output:
+        metrics=f"{R}/{{exp}}/quantized/evaluate/metrics.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/quantized_evaluate.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/quantized_evaluate.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    resources:
+        **resources_for("quantized_evaluate"),
+    shell:
+        "exec taomake run quantized_evaluate -p {params.project:q} -e {wildcards.exp}"
+        " --log {log:q}"
+
+
+rule quantized_inference:
+    input:
+        unpack(tao_inputs("quantized_inference",
+                          gate=quantized_model("quantized_inference"))),
+    output:
+        summary=f"{R}/{{exp}}/quantized/inference/summary.json",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/quantized_inference.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/quantized_inference.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    resources:
+        **resources_for("quantized_inference"),
+    shell:
+        "exec taomake run quantized_inference -p {params.project:q} -e {wildcards.exp}"
+        " --log {log:q}"
+
+
+rule quantized_export:
+    input:
+        unpack(tao_inputs("quantized_export", gate=quantized_model("quantized_export"))),
+    output:
+        onnx=f"{R}/{{exp}}/quantized/export/model.onnx",
+    params:
+        project=PROJECT,
+    log:
+        f"{R}/{{exp}}/logs/quantized_export.log",
+    benchmark:
+        f"{R}/{{exp}}/benchmarks/quantized_export.tsv"
+    conda:
+        "../envs/taomake.yaml"
+    resources:
+        **resources_for("quantized_export"),
+    shell:
+        "exec taomake run quantized_export -p {params.project:q} -e {wildcards.exp}"
+        " --log {log:q}"

@@ -122,7 +122,9 @@ def make_job(p, root: Path, compiled: CompiledExperiment, experiment: str, actio
     ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
     # only training spans every GPU and node; the other specs name one GPU (TAO-FACTS §2.4)
     gpus = p.hardware.gpus_per_node if training else min(p.hardware.gpus_per_node, 1)
-    return TaoJob(action=action, spec=job_spec.resolve(), results_dir=compiled.layout.root,
+    results_dir = compiled.layout.action_dir(action.results_prefix) if action.results_prefix \
+        else compiled.layout.root
+    return TaoJob(action=action, spec=job_spec.resolve(), results_dir=results_dir,
                   workdir=root, image=(p.tao.deploy_image_ref if action.flavor == "deploy"
                                        else p.tao.pytorch_image_ref),
                   env_names=tuple(p.hardware.runner.env), gpus=gpus, gpu_ids=ids[:gpus],
@@ -159,7 +161,7 @@ def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
     Returns the problems (empty when everything expected is there)."""
     lay = compiled.layout
     out_dir = root / lay.action_dir(action.results_subdir)
-    name = action.name
+    name = action.judged_as
     if name in ("train", "distill"):
         saved = sorted(out_dir.glob("model_epoch_*.pth"))
         if not saved or not all(_nonempty(p) for p in saved):
@@ -177,8 +179,8 @@ def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
             "checkpoints": {p.name: p.stat().st_size for p in saved},
             "curve_rows": len(curve),
         }, indent=2, sort_keys=True) + "\n")
-    elif name in ("evaluate", "trt_evaluate"):
-        if name == "evaluate":
+    elif name == "evaluate":
+        if action.flavor == "pytorch":
             metrics = evaluation_metrics(records)
         else:
             results = out_dir / "results.json"
@@ -190,8 +192,9 @@ def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
         atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True)
                      + "\n")
     elif name == "export":
-        if not _nonempty(root / lay.onnx):
-            return [f"{lay.onnx} is missing or empty"]
+        onnx = spec["export"]["onnx_file"]
+        if not _nonempty(root / onnx):
+            return [f"{onnx} is missing or empty"]
     elif name == "quantize":
         backend = spec["quantize"]["backend"]
         produced = (out_dir / "quantized_model.onnx" if backend == "modelopt.onnx"
@@ -202,7 +205,7 @@ def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
         engine = root / spec["gen_trt_engine"]["trt_engine"]
         if not _nonempty(engine):
             return [f"{engine} is missing or empty"]
-    elif name in ("inference", "trt_inference"):
+    elif name == "inference":
         dirs = spec["dataset"]["infer_data_sources"]["image_dir"]
         images = [p for d in dirs for p in _images_in(root / d)]
         labels = out_dir / "labels"
@@ -309,8 +312,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
         retries = p.hardware.runner.retries
         attempt = 0
         while True:
-            if action.name == "export":
-                (root / compiled.layout.onnx).unlink(missing_ok=True)  # TAO asserts it is absent
+            if action.judged_as == "export":  # TAO asserts the ONNX is absent
+                (root / spec.data["export"]["onnx_file"]).unlink(missing_ok=True)
             before = len(read_status(status))
             log.flush()
             log_start = log.tell()

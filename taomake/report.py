@@ -27,6 +27,7 @@ from compiler.plan import BuildPlan
 COLUMNS = [  # key, header, format
     ("test_mAP", "test mAP", "{:.4f}"),
     ("test_mAP50", "mAP50", "{:.4f}"),
+    ("quantized_mAP50", "quantized mAP50", "{:.4f}"),  # the quantize: section's model
     ("epoch", "epoch", "{:.0f}"),
     ("train_minutes", "train min", "{:.1f}"),
     ("onnx_mb", "ONNX MB", "{:.1f}"),
@@ -77,6 +78,8 @@ def collect(plan: BuildPlan) -> list[Run]:
         metrics = _json(base / "evaluate" / "metrics.json") or {}
         v["test_mAP"] = metrics.get("test_mAP")
         v["test_mAP50"] = metrics.get("test_mAP50")
+        quantized = _json(base / "quantized" / "evaluate" / "metrics.json") or {}
+        v["quantized_mAP50"] = quantized.get("test_mAP50")
         selection = _json(base / exp.source_action / "selection.json") or {}
         v["epoch"] = selection.get("epoch")
         bench = base / "benchmarks" / f"{exp.source_action}.tsv"
@@ -93,7 +96,8 @@ def collect(plan: BuildPlan) -> list[Run]:
         curve = base / exp.source_action / "curve.csv"
         read = [base / "evaluate" / "metrics.json", base / exp.source_action / "selection.json",
                 bench, onnx, base / "export" / "parity.json",
-                base / "trt_evaluate" / "metrics.json", curve]
+                base / "trt_evaluate" / "metrics.json", curve,
+                base / "quantized" / "evaluate" / "metrics.json"]
         runs.append(Run(exp.name, group, exp.seed, v, _curve(curve),
                         [p for p in read if p.exists()]))
     return runs

@@ -4,7 +4,8 @@ evaluation, ONNX Runtime and inference labels; ONNX parity compares real numbers
 of another checkpoint fails it at the default tolerance; the selected epoch is the best
 validation epoch and choosing another changes the evaluated number.
 
-One build of the full demo (about 6 min here) plus one re-selection (about 2 min)."""
+One build of the full demo (about 6 min here), its quantized model (about 1 min) and one
+re-selection (about 2 min)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,38 @@ def test_onnx_parity_compares_real_numbers(learned):
     parity = json.loads((folder / "results/base/export/parity.json").read_text())
     assert parity["ok"] and parity["pytorch_mAP"] > 0.2 and parity["onnx_mAP"] > 0.2, parity
     assert parity["gap"] <= parity["tolerance"] == 0.02
+
+
+def test_quantized_model_is_evaluated_exported_and_reported_beside_the_float_one(learned):
+    """quantize (torchao int8 weight-only PTQ of the selected checkpoint, real TAO on CPU),
+    then the quantized checkpoint evaluated, run on the test images and exported with
+    `is_quantized: true` and the same `quantize:` section; nothing retrains; its mAP sits
+    next to the float model's in the report."""
+    folder, _ = learned
+    base = folder / "results/base"
+    project = folder / "project.yaml"
+    project.write_text(project.read_text() + "\nquantize:\n  backend: torchao\n"
+                       "  mode: weight_only_ptq\n  layers:\n"
+                       "    - {module: Linear, weights: int8}\n")
+    out = build(folder)
+    counts = {m: out.count(f"rule {m}:") for m in ("train", "evaluate", "export", "quantize",
+                                                   "quantized_evaluate", "quantized_export",
+                                                   "quantized_inference")}
+    assert counts == {"train": 0, "evaluate": 0, "export": 0, "quantize": 1,
+                      "quantized_evaluate": 1, "quantized_export": 1,
+                      "quantized_inference": 1}, counts
+    float_ = json.loads((base / "evaluate/metrics.json").read_text())
+    quantized = json.loads((base / "quantized/evaluate/metrics.json").read_text())
+    print("float", float_, "quantized", quantized)
+    # int8 weights cost little on this model; a broken load (wrong graph) would score ~0
+    assert quantized["test_mAP50"] > 0.5, quantized
+    assert abs(quantized["test_mAP50"] - float_["test_mAP50"]) < 0.1, (quantized, float_)
+    spec = (base / "specs/quantized_evaluate.yaml").read_text()
+    assert "is_quantized: true" in spec and "quantized_model_torchao.pth" in spec
+    assert (base / "quantized/export/model.onnx").stat().st_size > 1_000_000
+    assert json.loads((base / "quantized/inference/summary.json").read_text())["detections"] > 0
+    md = (folder / "results/report/summary.md").read_text()
+    assert "quantized mAP50" in md and f"{quantized['test_mAP50']:.4f}" in md, md
 
 
 def test_another_checkpoint_changes_the_number_and_fails_parity(learned, tmp_path):

@@ -154,20 +154,6 @@ def test_distill_a_student_from_the_demo_checkpoint(demo):
     assert re.search(r"distill \(student\): epoch 1 done \(2/2\)", out), out[-3000:]
 
 
-def test_quantize_the_demo_checkpoint_with_torchao(demo):
-    """TAO's quantize action for real on CPU (torchao weight-only PTQ of the selected
-    checkpoint): the quantized state_dict is written and the job judged a success."""
-    project = demo / "project.yaml"
-    project.write_text(project.read_text() + "quantize:\n  backend: torchao\n"
-                                             "  mode: weight_only_ptq\n")
-    target = "results/base/quantize/quantized_model_torchao.pth"
-    out, counts = snakemake(demo, target)
-    assert counts == {"quantize": 1}, (counts, out[-3000:])  # nothing retrained
-    assert (demo / target).stat().st_size > 1_000_000
-    last = (demo / "results/base/quantize/status.json").read_text().strip().splitlines()[-1]
-    assert json.loads(last)["message"] == "Quantize finished successfully.", last
-
-
 def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     folder = tmp_path / "interrupt"
     make_project(folder, project_text(tao_venv, epochs=6), copy_data=True)
