@@ -403,7 +403,9 @@ def check_distill(ctx: _Ctx) -> None:
                  "teacher", "point at another experiment or a .pth file", "distill_teacher")
 
 
-QUANT_ALGORITHMS = {"modelopt.pytorch": {"minmax", "max", "entropy"},
+# modelopt.pytorch: TAO's options list minmax/max/entropy, but nvidia-modelopt 0.47 registers
+# only `max` of them ("Algorithm minmax not found in CalibrateModeRegistry!", a real run)
+QUANT_ALGORITHMS = {"modelopt.pytorch": {"max"},
                     "modelopt.onnx": {"max", "entropy", "awq_clip", "awq_lite", "awq_full",
                                       "rtn_dq"}}
 
@@ -443,13 +445,26 @@ def check_quantize(ctx: _Ctx) -> None:
         _err(ctx, _at(ctx, "quantize.device"), "device trt is only valid for modelopt.onnx",
              "use cuda or cpu", "quantize_dtypes")
     allowed = QUANT_ALGORITHMS.get(q.backend)
-    if allowed and q.algorithm not in allowed:
+    if allowed and q.algorithm is not None and q.algorithm not in allowed:
         _err(ctx, _at(ctx, "quantize.algorithm"),
              f"{q.backend} does not support algorithm {q.algorithm!r}",
              f"use one of: {', '.join(sorted(allowed))}", "quantize_dtypes")
     if q.mode == "static_ptq" and p.dataset.calibration is None:
         _err(ctx, _at(ctx, "quantize.mode"), "static PTQ needs calibration images",
              "add dataset.calibration.images", "quantize_dtypes")
+    elif q.mode == "static_ptq" and not p.dataset.calibration.annotations:
+        # PT:cv/rtdetr/dataloader/pl_od_data_module.py builds the calibration set as a COCO
+        # dataset: without a json_file it fails with "No such file or directory: ''"
+        _err(ctx, _at(ctx, "dataset.calibration"), "static PTQ reads the calibration images "
+             "through a COCO file (TAO's calibration loader)", "add "
+             "dataset.calibration.annotations (e.g. the val split's images and annotations)",
+             "quantize_dtypes")
+    if q.backend == "modelopt.pytorch" and q.mode != "static_ptq":
+        # TAO 7.3.0 (PT:core/quantization): "Unsupported mode 'weight_only_ptq' for backend
+        # 'modelopt.pytorch'. Supported modes: ['static_ptq']" (seen on a real run)
+        _err(ctx, _at(ctx, "quantize.mode"), "modelopt.pytorch does static PTQ only",
+             "use mode: static_ptq (with dataset.calibration), or backend: torchao for "
+             "weight-only PTQ", "quantize_dtypes")
     if not q.layers:
         _err(ctx, _at(ctx, "quantize.layers"), "no layers to quantize",
              "list at least one {module, weights} entry", "quantize_dtypes")
@@ -488,6 +503,8 @@ def input_paths(p):
                      ("dataset.calibration", ds.calibration)):
         if src:
             yield f"{key}.images", src.images, "images"
+            if getattr(src, "annotations", None):
+                yield f"{key}.annotations", src.annotations, "file"
     for key, value in (("model.pretrained_backbone", p.model.pretrained_backbone),
                        ("train.pretrained", p.train.pretrained)):
         if value:

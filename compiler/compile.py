@@ -84,7 +84,12 @@ def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
                  "no `quantize:` section or no dataset.test split"),
                 ("quantized_inference", p.quantize and p.dataset.inference,
                  "no `quantize:` section or no dataset.inference images"),
-                ("quantized_export", p.quantize, "no `quantize:` section")]
+                ("quantized_export", p.quantize and p.quantize.backend != "modelopt.pytorch",
+                 "no `quantize:` section" if not p.quantize else
+                 # a real run: TAO 7.3.0's export rebuilds the model with BatchNorm folded and
+                 # cannot load the quantizer state ("Unmatched keys in quantizer state_dict")
+                 "TAO 7.3.0 cannot export a modelopt.pytorch checkpoint (unmatched quantizer "
+                 "keys); evaluate and inference of it run")]
     deploy = [("gen_trt_engine", True, ""),
               ("trt_evaluate", p.dataset.test, "no dataset.test split"),
               ("trt_inference", p.dataset.inference, "no dataset.inference images")]
@@ -158,6 +163,9 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
     if p.dataset.inference:
         d["infer_dirs"] = [_source_paths(p.results, p.dataset.inference.images, None)["image_dir"]]
     if p.dataset.calibration:
+        cal = _source_paths(p.results, p.dataset.calibration.images,
+                            p.dataset.calibration.annotations)
+        d["calibration_json"] = cal.get("json_file")
         d["calibration_dir"] = _source_paths(p.results, p.dataset.calibration.images,
                                              None)["image_dir"]
     if p.distill:
@@ -175,6 +183,8 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         d["quantize_device"] = p.quantize.device if not (cpu and p.quantize.device == "cuda") \
             else "cpu"
         d["quantize_dir"] = lay.action_dir("quantize")
+        d["quantize_algorithm"] = p.quantize.algorithm or (
+            "max" if p.quantize.backend.startswith("modelopt") else "minmax")
         d["quantize_model_path"] = lay.model(source)
         # the quantized specs: the float ones with the quantized file as checkpoint, in a
         # folder of their own (TAO appends its subcommand to results_dir)

@@ -65,6 +65,16 @@ class ImageSource(Strict):
     images: str = Field(description="Image folder or archive; local path or s3:// URI.")
 
 
+class CalibrationSource(Strict):
+    """Calibration images; static quantization also reads a COCO file listing them."""
+
+    images: str = Field(description="Image folder or archive; local path or s3:// URI.")
+    annotations: str | None = Field(
+        None, description="COCO annotations.json of these images (boxes not needed): "
+        "quantize's static_ptq builds its calibration loader from it (INT8 engines read "
+        "the images only).")
+
+
 class Augmentation(Strict):
     train_size: Size2 = Field([640, 640], description="[height, width] of training "
                               "images (multiple of 32).")
@@ -87,7 +97,7 @@ class Dataset(Strict):
     test: Split | None = Field(None, description="Test split for evaluate; none: no evaluate.")
     inference: ImageSource | None = Field(
         None, description="Images to run inference on; none: no inference.")
-    calibration: ImageSource | None = Field(
+    calibration: CalibrationSource | None = Field(
         None, description="Calibration images for INT8 engines and static quantization.")
     batch_size: PosInt = Field(4, description="Images per batch per GPU (all actions).")
     workers: PosInt = Field(8, description="Data loader workers per GPU.")
@@ -344,8 +354,9 @@ class Quantize(Strict):
     mode: Literal["weight_only_ptq", "static_ptq"] = Field(
         "weight_only_ptq", description="static_ptq calibrates on dataset.calibration.")
     algorithm: Literal["minmax", "max", "entropy", "awq_clip", "awq_lite", "awq_full",
-                       "rtn_dq"] = Field("minmax", description="Calibration algorithm "
-                                         "(modelopt backends; torchao ignores it).")
+                       "rtn_dq"] | None = Field(
+        None, description="Calibration algorithm (modelopt backends; torchao ignores it). "
+        "Default: max for modelopt, TAO's minmax otherwise.")
     layers: list[QuantLayer] = Field(
         default_factory=lambda: [QuantLayer(module="Linear", weights="int8")],
         description="Which modules to quantize, and to what.")

@@ -136,6 +136,16 @@ def role_inputs(w):
     return {"data": sorted({SOURCE_OF[p].dependency(R) for p in paths if p in SOURCE_OF})}
 
 
+def quantized_model(action):
+    """The quantized checkpoint a quantized_* spec loads (quantize's output)."""
+
+    def model(w):
+        spec = EXPS[w.exp].specs[action]
+        return spec.data[ACTIONS[action].subcommand]["checkpoint"]
+
+    return model
+
+
 def engine_of(w):
     return EXPS[w.exp].specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]
 

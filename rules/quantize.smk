@@ -20,16 +20,6 @@ rule quantize:
         "exec taomake run quantize -p {params.project:q} -e {wildcards.exp} --log {log:q}"
 
 
-def quantized_model(action):
-    """The quantized checkpoint a quantized_* spec loads (quantize's output)."""
-
-    def model(w):
-        spec = EXPS[w.exp].specs[action]
-        return spec.data[ACTIONS[action].subcommand]["checkpoint"]
-
-    return model
-
-
 # The quantized model evaluated, run on the inference images and exported, beside the float
 # model's results (results/<exp>/quantized/...): what quantization costs in mAP.
 

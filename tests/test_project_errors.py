@@ -57,6 +57,19 @@ CASES = [
     Case("multi-node on CPU in NVIDIA's image", [(GPU[0], "  gpus_per_node: 0\n  nodes: 2"),
                                                 ("    kind: local", "    kind: pyxis")],
          "nodes: 2", "hardware.nodes", "only with the local runner"),
+    Case("modelopt.pytorch in weight-only mode", [("  opset: 17", "  opset: 17\nquantize:\n"
+                                                   "  backend: modelopt.pytorch")],
+         "quantize:", "quantize.mode", "static PTQ only"),
+    Case("modelopt.pytorch with the minmax algorithm", [(
+        "  opset: 17", "  opset: 17\nquantize:\n  backend: modelopt.pytorch\n"
+        "  mode: static_ptq\n  algorithm: minmax")], "algorithm: minmax",
+        "quantize.algorithm", "use one of: max"),
+    Case("static PTQ without a COCO file for the calibration images", [
+        ("  opset: 17", "  opset: 17\nquantize:\n  backend: modelopt.pytorch\n"
+                        "  mode: static_ptq"),
+        ("  batch_size: 4", "  calibration:\n    images: data/shapes/val/images\n"
+                            "  batch_size: 4")],
+        "calibration:", "dataset.calibration", "add dataset.calibration.annotations"),
     Case("pack_nodes on one node", [(GPU[0], "  gpus_per_node: 0\n  pack_nodes: true")],
          "pack_nodes: true", "hardware.pack_nodes", "needs hardware.nodes > 1"),
     Case("IOU binding across 4 and 3 feature levels", [DISTILL, (
