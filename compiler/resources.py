@@ -11,16 +11,22 @@ _PKG = Path(__file__).resolve().parent
 REPO_ROOT = _PKG.parent
 
 
-def _find(name: str) -> Path:
-    # A source checkout (editable install) has them at the top level; a wheel under _data/.
-    for candidate in (REPO_ROOT / name, _PKG / "_data" / name):
+def data_dir(name: str) -> Path:
+    """A folder shipped with taomake (references, schemas, rules, profiles, ...).  A source
+    checkout (editable install) has them at the top level; a wheel under compiler/_data/
+    (looked at first: an installed wheel's parent is site-packages, where another
+    distribution may well have put a `schemas/` or `rules/` folder)."""
+    for candidate in (_PKG / "_data" / name, REPO_ROOT / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"taomake installation is incomplete: no {name}/ folder found")
 
 
+_find = data_dir
+
+
 def snakefile() -> Path:
-    for candidate in (REPO_ROOT / "Snakefile", _PKG / "_data" / "Snakefile"):
+    for candidate in (_PKG / "_data" / "Snakefile", REPO_ROOT / "Snakefile"):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("taomake installation is incomplete: no Snakefile found")

@@ -92,11 +92,26 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    import os
+
     from .init import init_project
+    from .workflow import write_project_files
 
     out = init_project(Path(args.annotations), Path(args.images) if args.images else None,
                        Path(args.output), force=args.force)
-    print(f"wrote {out}; check it with `taomake validate -p {out}`")
+    extra = [] if args.no_snakefile else write_project_files(out, force=args.force)
+    print(f"wrote {out}" + "".join(f", {p}" for p in extra))
+    folder = out.resolve().parent
+    where = "" if folder == Path.cwd().resolve() else f"cd {os.path.relpath(folder)} && "
+    print(f"check it with `taomake validate -p {out}`, then build with "
+          f"`{where}snakemake --cores all`")
+    return 0
+
+
+def cmd_snakefile(args: argparse.Namespace) -> int:
+    from .workflow import profile, snakefile
+
+    print(profile(args.profile) if args.profile else snakefile())
     return 0
 
 
@@ -337,7 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("annotations", help="COCO annotations.json")
     p.add_argument("images", nargs="?", help="image folder (default: images/ beside it)")
     p.add_argument("-o", "--output", default=DEFAULT_PROJECT, help="default: %(default)s")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--no-snakefile", action="store_true",
+                   help="write project.yaml only (no Snakefile, no profiles/)")
+    p = add("snakefile", cmd_snakefile, "print the installed workflow's Snakefile (for "
+            "`snakemake -s` or a `module`), or with --profile a profile folder",
+            project=False)
+    p.add_argument("--profile", choices=["workstation", "slurm"],
+                   help="print this profile's folder instead")
     p = add("setup", cmd_setup, "install a runtime: `taomake setup tao-cpu` makes the CPU "
             "TAO venv", project=False)
     p.add_argument("what", help="tao-cpu")

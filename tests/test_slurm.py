@@ -391,3 +391,33 @@ def test_requeued_training_resumes_and_the_build_completes(slurm_cluster, tmp_pa
     states = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-j", job, "-o", "State"],
                             capture_output=True, text=True).stdout.split()
     assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
+
+
+def test_pyxis_single_node_step_runs_nested_in_the_plugins_step(slurm_cluster, tmp_path):
+    """snakemake's SLURM plugin runs a rule inside `srun -n1` (holding the job's CPUs and
+    memory); the pyxis runner's own srun then runs nested.  A plain nested srun waits forever
+    here; the runner's `--overlap --mem=0` prefix (without the Pyxis options, which this
+    cluster has no plugin for) runs as the next step of the same job, GPU gres included."""
+    from dataclasses import replace
+
+    from taomake.runners.pyxis import nested_prefix
+    from tests.test_container_argv import job as container_job
+
+    step = [*nested_prefix(replace(container_job(1), gpus=1)), "sh", "-c",
+            'echo INNER "$SLURM_JOB_ID" "$SLURM_STEP_ID"']
+    script = tmp_path / "batch.sh"
+    import shlex
+
+    script.write_text("#!/bin/sh\nsrun -n1 --cpus-per-task=1 --gpus=1 sh -c "
+                      + shlex.quote('echo OUTER "$SLURM_JOB_ID" "$SLURM_STEP_ID"; '
+                                    f"timeout 30 {shlex.join(step)}") + "\n")
+    out = tmp_path / "out.txt"
+    proc = subprocess.run(["timeout", "-k", "5", "120", "sbatch", "--wait",
+                           f"--account={slurm_cluster}", "--partition=debug", "--ntasks=1",
+                           "--cpus-per-task=1", "--gpus=1", "--mem-per-cpu=300",
+                           f"--output={out}", str(script)], capture_output=True, text=True)
+    text = out.read_text() if out.exists() else ""
+    assert proc.returncode == 0, proc.stderr + text
+    [outer] = [line.split()[1:] for line in text.splitlines() if line.startswith("OUTER")]
+    [inner] = [line.split()[1:] for line in text.splitlines() if line.startswith("INNER")]
+    assert inner[0] == outer[0] and outer[1] == "0" and inner[1] == "1", text

@@ -38,6 +38,14 @@ def default_prefix(job: TaoJob) -> list[str]:
     return argv
 
 
+def nested_prefix(job: TaoJob) -> list[str]:
+    """The default step, inside a SLURM job whose rule already runs in a step: snakemake's
+    SLURM plugin wraps each rule in `srun -n1`, which holds the job's CPUs and memory, so a
+    plain nested srun waits forever ("Cancelled pending job step", seen on the real cluster);
+    `--overlap --mem=0` makes it a step that shares them."""
+    return [*default_prefix(job), "--overlap", "--mem=0"]
+
+
 def pyxis_argv(job: TaoJob, image: str, *, env_names: list[str],
                prefix: list[str] | None = None, wrapper: list[str] | None = None) -> list[str]:
     """`srun` with Pyxis options for one job.  Pure.
@@ -111,6 +119,8 @@ class PyxisRunner:
         except ValueError as exc:
             raise RunError(f"multi-node training: {exc}") from None
         values.update(shared)
+        if prefix is None and os.environ.get("SLURM_JOB_ID"):
+            prefix = nested_prefix(job)
         argv = pyxis_argv(job, self.image(job), env_names=exported_names(job, values),
                           prefix=prefix, wrapper=wrapper)
         return run_tree(argv, cwd=job.workdir, env=srun_env(job, values), log=log,
