@@ -1,7 +1,7 @@
 """The TAO RT-DETR actions taomake compiles specs for, and what each one reads.
 
 One table, used by the templates' tests, the schema generator (per-action schemas) and the
-build rules.  The section lists are the projection of TAO-FACTS §1 "actions required per
+build rules.  The section lists are the projection of docs/tao-notes.md §1 "actions required per
 section": a spec holds only what its action reads, so an edit to one action's settings never
 changes another action's spec (and never triggers its rebuild).
 """
@@ -25,7 +25,7 @@ class Action:
     results_subdir: str
     """Folder TAO writes under `results_dir` (deploy renames evaluate/inference)."""
     final_message: str
-    """Last status.json message of a successful run (TAO-FACTS §3.3)."""
+    """Last status.json message of a successful run (docs/tao-notes.md §3.3)."""
     sections: tuple[str, ...]
     """Top-level spec keys the action reads; nothing else is written into its spec."""
     needs_gpu: bool = False
@@ -60,7 +60,7 @@ ACTIONS: dict[str, Action] = {
                (*PYTORCH_COMMON, "export")),
         Action("quantize", "pytorch", "quantize", "quantize", "Quantize finished successfully.",
                (*PYTORCH_COMMON, "quantize")),
-        # the quantized checkpoint (quantize's output), used as TAO-FACTS §7 says:
+        # the quantized checkpoint (quantize's output), used as docs/tao-notes.md §7 says:
         # `is_quantized: true` and the same `quantize:` section
         Action("quantized_evaluate", "pytorch", "evaluate", "quantized/evaluate",
                "Evaluate finished successfully.", (*PYTORCH_COMMON, "evaluate", "quantize"),

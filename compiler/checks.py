@@ -1,4 +1,4 @@
-"""Named consistency checks (TAO-FACTS §5 and §8): what TAO would fail on, late or silently.
+"""Named consistency checks (docs/tao-notes.md §5 and §8): what TAO would fail on, late or silently.
 
 Project checks look at project.yaml values and the local data files; spec checks look at the
 compiled specs *after* overrides (the escape hatch can break what the project model
@@ -324,7 +324,7 @@ def check_engine(ctx: _Ctx) -> None:
              "multiple of 1024", "TAO passes workspace_mb // 1024 GB to TensorRT", "workspace")
     if p.engine.precision == "INT8":
         # DP:cv/deformable_detr/engine_builder.py calibrates with ImageNet mean/std while
-        # RT-DETR inference feeds 0..1 without normalisation (TAO-FACTS §8)
+        # RT-DETR inference feeds 0..1 without normalisation (docs/tao-notes.md §8)
         _warn(ctx, _at(ctx, "engine.precision"), "TAO calibrates RT-DETR INT8 engines with "
               "the Deformable-DETR preprocessing (ImageNet mean/std), not RT-DETR's (0..1): "
               "the calibration ranges may not fit and accuracy can drop",
@@ -541,7 +541,8 @@ def check_local_files(ctx: _Ctx) -> None:
 
 
 def check_annotations(ctx: _Ctx) -> None:
-    """Category ids in the annotations vs the declared classes and num_classes (§5)."""
+    """Category ids in the annotations vs the declared classes and num_classes
+    (docs/tao-notes.md §5)."""
     p = ctx.exp.project
     classes = p.dataset.classes
     num_classes = max(classes) + 1

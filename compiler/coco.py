@@ -5,7 +5,7 @@ Pure: reads files (the JSON and, optionally, the images), never runs anything.
 * `read_coco_summary` is the fast path for the compiler's checks (category ids vs
   `num_classes`, per-class counts).  It is cached per process on (path, size, mtime_ns), so a
   build that compiles many experiments parses each annotation file once.
-* `check_coco` is the full dataset check of TAO-FACTS §5 (`taomake data check`).  Data
+* `check_coco` is the full dataset check of docs/tao-notes.md §5 (`taomake data check`).  Data
   problems come back as findings, never as exceptions; one pass over the records with dict/set
   lookups keeps it linear (100k annotations well under a second without opening images).
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from compiler.errors import DataError
 
-BBOX_TOLERANCE = 1.0  # px; exporters round boxes, TAO clamps them anyway (TAO-FACTS §5)
+BBOX_TOLERANCE = 1.0  # px; exporters round boxes, TAO clamps them anyway (docs/tao-notes.md §5)
 REQUIRED_LISTS = ("images", "annotations", "categories")
 
 Report = Callable[..., None]  # err/warn(record, message, hint="", code="")
@@ -289,7 +289,7 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
     for k in REQUIRED_LISTS:
         if not isinstance(doc.get(k), list):
             err("", f"has no '{k}' list" if k not in doc else f"'{k}' is not a list",
-                f"TAO needs '{k}' in every COCO file (TAO-FACTS §5)", f"missing-{k}")
+                f"TAO needs '{k}' in every COCO file (docs/tao-notes.md §5)", f"missing-{k}")
     # Check what is there; a missing list counts as empty so the rest still gets checked.
     norm = {k: doc[k] if isinstance(doc.get(k), list) else [] for k in REQUIRED_LISTS}
     images, annotations = norm["images"], norm["annotations"]
@@ -513,7 +513,7 @@ def _check_image_files(image_dir: Path, files: list[tuple[str, str, int | None, 
                        decoder: Decoder | None) -> None:
     if not image_dir.is_dir():
         err("", f"image_dir {image_dir} is not a directory",
-            "TAO reads images from a plain folder (no tar/zip, TAO-FACTS §5)", "image-dir")
+            "TAO reads images from a plain folder (no tar/zip, docs/tao-notes.md §5)", "image-dir")
         return
     listings: dict[str, set[str]] = {}  # one scandir per folder instead of a stat per image
 
@@ -530,7 +530,7 @@ def _check_image_files(image_dir: Path, files: list[tuple[str, str, int | None, 
     to_decode: list[tuple[str, str, int | None, int | None]] = []
     for rec, fname, w, h in files:
         if fname.startswith("h5://"):
-            # h5://<basename>:<key> lives in <image_dir>/<basename>.h5 (TAO-FACTS §5)
+            # h5://<basename>:<key> lives in <image_dir>/<basename>.h5 (docs/tao-notes.md §5)
             base = fname[len("h5://"):].split(":", 1)[0]
             if not exists(os.path.join(image_dir, base + ".h5")):
                 err(rec, f"HDF5 file {base}.h5 not found in {image_dir}", code="image-missing")

@@ -25,7 +25,7 @@ from .load import Experiment, LoadedProject
 from .resources import action_schema, references_dir
 from .yamlsource import KeyPath
 
-# TAO's defaults for 640-pixel training (TAO-FACTS §1 dataset.augmentation.multi_scales)
+# TAO's defaults for 640-pixel training (docs/tao-notes.md §1 dataset.augmentation.multi_scales)
 TAO_MULTI_SCALES_640 = [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]
 # Named colors PIL understands; TAO draws boxes only for classes in color_map.
 PALETTE = ["red", "lime", "blue", "yellow", "magenta", "cyan", "orange", "purple",
@@ -65,7 +65,7 @@ def _source_paths(results: str, images: str, annotations: str | None) -> dict[st
 
 
 def classmap_lines(classes: dict[int, str], *, deploy: bool) -> list[str]:
-    """Line k names label k (PyTorch); deploy reads line k as label k-1 (TAO-FACTS §5).
+    """Line k names label k (PyTorch); deploy reads line k as label k-1 (docs/tao-notes.md §5).
 
     Gaps in the ids get unique placeholders because deploy turns names into dict keys."""
     labels = range(-1 if deploy else 0, max(classes) + 1)

@@ -269,7 +269,7 @@ def _expand(experiments: dict[str, Experiment]
             found, errors = sweep_trials(p.sweep)
             problems += [Problem(exp.smap.locate(("sweep", "parameters"),
                                                  key="sweep.parameters"), e,
-                                 "see TAO-FACTS §12 / README 'Sweeps'") for e in errors]
+                                 "see docs/tao-notes.md §12 / README 'Sweeps'") for e in errors]
             plan_trials = {}
             for t in found:
                 overrides = p.overrides.model_copy(update={"all": {**p.overrides.all,

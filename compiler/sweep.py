@@ -1,7 +1,7 @@
 """Sweeps (TAO's AutoML done as a build): the trial set as a pure function of project.yaml.
 
-Parameters are TAO's AutoML search space for RT-DETR (TAO-FACTS §12); a range defaults to the
-bounds TAO's schema gives the field and must lie inside them.  Trial i of a `random` sweep is
+Parameters are TAO's AutoML search space for RT-DETR (docs/tao-notes.md §12); a range defaults
+to the bounds TAO's schema gives the field and must lie inside them.  Trial i of a `random` sweep is
 drawn from its own generator seeded by (sweep.seed, i, key), so adding trials keeps every old
 trial (same values, same spec, nothing rebuilt) and only the new ones train.
 """

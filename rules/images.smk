@@ -1,5 +1,5 @@
 # Container images for the apptainer (.sif) and pyxis (.sqsh) runners, converted once from the
-# registry before any TAO job needs them (TAO-FACTS §11: never pull inside a GPU job).  TAO rules
+# registry before any TAO job needs them (docs/tao-notes.md §11: never pull inside a GPU job).  TAO rules
 # depend on a runtime marker (tao_inputs in common.smk) whose rule depends on the image for
 # those runners only; they take it as `ancient()`, so a re-made marker (after switching runner)
 # reruns no TAO job while the image is still built first.

@@ -1,6 +1,6 @@
 """Why a TAO job failed: an infrastructure fault (worth retrying) or a program fault (never).
 
-TAO-FACTS §11: node failures, preemption, GPU Xid/ECC errors, a GPU that fell off the bus, a
+docs/tao-notes.md §11: node failures, preemption, GPU Xid/ECC errors, a GPU that fell off the bus, a
 too-old driver and NCCL/InfiniBand/RDMA transport errors are infrastructure; CUDA out of memory,
 a device-side assert, a missing file, a Python traceback and a time limit are the program's (or
 the user's) and would fail the same way again.  Program patterns are checked first: a

@@ -1,7 +1,7 @@
 """One build job: run a TAO action on its compiled spec and judge the result.
 
 Called by the Snakemake rules (`taomake run <action> -e <experiment>`).  TAO's exit code is
-not trusted alone (it exits 0 after an interruption and after some failures, TAO-FACTS §0):
+not trusted alone (it exits 0 after an interruption and after some failures, docs/tao-notes.md §0):
 a job succeeded only if the exit code is 0, the status.json records *written by this run* end
 with the action's "finished successfully" message, and the expected files exist, non-empty.
 """
@@ -120,7 +120,7 @@ def make_job(p, root: Path, compiled: CompiledExperiment, experiment: str, actio
     """The runner-independent description of one TAO run (image, GPUs, mounts, env names)."""
     training = action.name in ("train", "distill")
     ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
-    # only training spans every GPU and node; the other specs name one GPU (TAO-FACTS §2.4)
+    # only training spans every GPU and node; the other specs name one GPU (docs/tao-notes.md §2.4)
     gpus = p.hardware.gpus_per_node if training else min(p.hardware.gpus_per_node, 1)
     results_dir = compiled.layout.action_dir(action.results_prefix) if action.results_prefix \
         else compiled.layout.root

@@ -6,7 +6,7 @@ swapped in, broken post-processing in a deployment) shows up as an mAP gap; the 
 when the gap exceeds `export.parity_tolerance`.  It also records ONNX Runtime latency (median,
 p90) at the export size, batch 1, on this machine.
 
-Pre- and post-processing follow TAO RT-DETR (TAO-FACTS §5): RGB, resize to eval size, 0..1,
+Pre- and post-processing follow TAO RT-DETR (docs/tao-notes.md §5): RGB, resize to eval size, 0..1,
 no mean/std; sigmoid scores over (query, class), top `num_select`, cxcywh boxes scaled to the
 original image size.
 """
@@ -114,7 +114,7 @@ def check_parity(onnx: Path, annotations: Path, image_dir: Path, metrics: Path, 
         for det in _postprocess(logits, boxes, orig, num_select):
             detections.append({"image_id": image["id"], **det})
     mAP, mAP50 = coco_map(annotations, detections)
-    from .detections import per_class_ap  # label index = category id (TAO-FACTS §5)
+    from .detections import per_class_ap  # label index = category id (docs/tao-notes.md §5)
 
     per_class = per_class_ap(annotations, detections, names or {
         c["id"]: c["name"] for c in doc["categories"]})

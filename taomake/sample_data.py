@@ -1,7 +1,7 @@
 """A tiny synthetic COCO detection dataset: coloured shapes on noisy coloured backgrounds.
 
 Used as the committed example dataset (`data/shapes/`), by tests and by `taomake sample-data`.
-Small enough to train a tiny RT-DETR on a CPU in seconds (TAO-FACTS §9 used 32 images of
+Small enough to train a tiny RT-DETR on a CPU in seconds (docs/tao-notes.md §9 used 32 images of
 128x128), yet learnable: shapes are 3/16..7/16 of the image side and never overlap.
 
 Determinism: all randomness comes from one `random.Random(seed)` (its algorithm is stable
@@ -223,7 +223,7 @@ without annotations (for inference).
 {class_lines}
 
 The category ids are **non-contiguous on purpose**: TAO uses `category_id` directly as the
-label index (TAO-FACTS §5), so every id must be below `num_classes`. With a highest id of
+label index (docs/tao-notes.md §5), so every id must be below `num_classes`. With a highest id of
 {max(classes)} the project needs **`num_classes: {summary['num_classes']}`**; the ids that are not
 classes (0 and the gaps) are never used as targets. This exercises the compiler's class-id
 checks and the classmap placeholder lines.

@@ -1,4 +1,4 @@
-"""Read TAO's status.json (JSON Lines, appended by every run; TAO-FACTS §3.3).
+"""Read TAO's status.json (JSON Lines, appended by every run; docs/tao-notes.md §3.3).
 
 TAO exits 0 after an interruption and after some failures, so the status file (with the
 expected output files) is what says whether an action really finished.

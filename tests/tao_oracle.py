@@ -119,8 +119,8 @@ def load_with_tao(spec_path: Path, flavor: Flavor, *, version: str = DEFAULT_VER
 
     Returns the merged config as a plain dict (interpolations unresolved, MISSING as '???').
     Raises TaoRejected if TAO's Hydra/OmegaConf merge refuses the spec.  The file name must end
-    in `.yaml`: with any other name TAO skips the schema and accepts anything (TAO-FACTS §0.1),
-    which would make this oracle say yes to everything.
+    in `.yaml`: with any other name TAO skips the schema and accepts anything
+    (docs/tao-notes.md §0.1), which would make this oracle say yes to everything.
     """
     from omegaconf import OmegaConf
 

@@ -149,7 +149,7 @@ def test_data_sources_shapes():
 
 # --------------------------------------------------------------------------- (d) TAO agreement
 
-# TAO-FACTS Appendix A: a minimal spec TAO accepts.
+# docs/tao-notes.md Appendix A: a minimal spec TAO accepts.
 MINIMAL = """
 results_dir: /results/exp1
 dataset:

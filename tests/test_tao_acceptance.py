@@ -107,7 +107,7 @@ def test_tao_accepts_every_compiled_spec(name, tmp_path, tao_roots):
             if action == "quantize":
                 assert cfg["quantize"]["layers"][0]["weights"]["dtype"] == "int8"
                 assert cfg["quantize"]["device"] == "cpu"
-            if action in QUANTIZED_ACTIONS:  # TAO-FACTS §7: is_quantized, the same section
+            if action in QUANTIZED_ACTIONS:  # docs/tao-notes.md §7: is_quantized, the same section
                 twin = ACTIONS[action].subcommand
                 assert cfg[twin]["is_quantized"] is True
                 assert cfg[twin]["checkpoint"] == f"results/{exp}/quantize/" \

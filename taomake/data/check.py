@@ -1,6 +1,6 @@
 """`taomake data check`: every split of an experiment checked the way TAO will read it
 (compiler.coco.check_coco per split, on the staged files), plus what only the whole experiment
-knows: enough training images for batch_size x GPUs (TAO asserts it, TAO-FACTS §5).
+knows: enough training images for batch_size x GPUs (TAO asserts it, docs/tao-notes.md §5).
 
 Runs as the `data_check` rule before training (its JSON report is an input of train) and on
 the command line.  Errors fail it (exit 2) with the file and the record; warnings are printed.

@@ -1,8 +1,8 @@
 """What every container runner (docker, apptainer, pyxis) sets inside the container.
 
 TAO's libraries write caches under $HOME and need USER/LOGNAME (torch calls getpwuid, which
-fails for a uid the image does not know, TAO-FACTS §10): HOME and every cache folder point into
-the job's writable results folder."""
+fails for a uid the image does not know, docs/tao-notes.md §10): HOME and every cache folder
+point into the job's writable results folder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run TAO in a Docker container through the Docker SDK (TAO-FACTS §10).
+"""Run TAO in a Docker container through the Docker SDK (docs/tao-notes.md §10).
 
 The container sees exactly the job's mounts (inputs read-only, the experiment's results folder
 read-write, the spec copy) at the same paths as on the host, runs as the invoking user, has no

@@ -69,7 +69,7 @@ class LocalRunner:
                 env[name] = environ[name]
         env.update(job.extra_env)
         if job.gpus:
-            # TAO sets CUDA_VISIBLE_DEVICES itself from gpu_ids 0..n-1 (TAO-FACTS §2.2)
+            # TAO sets CUDA_VISIBLE_DEVICES itself from gpu_ids 0..n-1 (docs/tao-notes.md §2.2)
             env.pop("CUDA_VISIBLE_DEVICES", None)
         return env
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from compiler.errors import RunError
 
-# spec keys whose string values are file system paths (TAO-FACTS §1)
+# spec keys whose string values are file system paths (docs/tao-notes.md §1)
 PATH_KEYS = {"image_dir", "json_file", "classmap", "pretrained_backbone_path",
              "pretrained_model_path", "checkpoint", "onnx_file", "trt_engine", "model_path",
              "pretrained_teacher_model_path", "cal_image_dir", "cal_cache_file",

@@ -4,7 +4,7 @@ The venv holds the pinned packages of `requirements.txt` (torch 2.13.0 CUDA buil
 on CPU), `nvidia-tao-pytorch==7.3.0` installed with --no-deps (the wheel declares none), and
 taomake's own small compatibility layer from `compat/` (an import-only `eff` stand-in and a
 `.pth` hook that lets Lightning use the CPU when no CUDA device is present).  See
-docs/tao-cpu.md and TAO-FACTS.md §9.
+docs/tao-cpu.md and docs/tao-notes.md §9.
 
 Idempotent: `<venv>/taomake-tao-cpu.json` records hashes of the requirements and of the
 compat layer.  With both unchanged a rerun only runs the self-check; a changed compat layer

@@ -8,10 +8,10 @@ CUDA device is present (checked when it matters, not at start):
 * `pytorch_lightning.trainer.trainer` (and `lightning.pytorch.trainer.trainer`): the
   `Trainer` constructor turns `accelerator="gpu"`/`"cuda"` into `accelerator="cpu",
   devices=1`.  TAO hard-codes the GPU accelerator for train/evaluate/inference
-  (TAO-FACTS.md §4, §9); nothing else is changed.
+  (docs/tao-notes.md §4, §9); nothing else is changed.
 * `torch`: `torch.ops.load_library` tolerates a failed load of TAO's CUDA-only
   `MultiScaleDeformableAttention*.so` (that file name only).  TAO's CPU forward pass uses
-  the pure-PyTorch path and never calls the op (TAO-FACTS.md §4, §9).  Any other library
+  the pure-PyTorch path and never calls the op (docs/tao-notes.md §4, §9).  Any other library
   error, and any error while CUDA is present, is raised as before.
 * `nvidia_tao_pytorch.core.distributed.validator`: `validate_configs` (TAO's multi-node check
   of WORLD_SIZE, NODE_RANK, MASTER_ADDR/PORT and NUM_GPU_PER_NODE) counts the CPU as one

@@ -1,7 +1,7 @@
 """Import-only stand-in for NVIDIA's `eff` (Encrypted File Format) library.
 
 Installed by taomake into its TAO CPU venv (see docs/tao-cpu.md).  nvidia-tao-pytorch imports
-`eff` unconditionally, but the real library is not installable on Python 3.12 (TAO-FACTS.md
+`eff` unconditionally, but the real library is not installable on Python 3.12 (docs/tao-notes.md
 §9).  Plain `.pth` checkpoints never touch it, so this package only has to import.  Every
 entry point that would really encrypt, decrypt or open an EFF archive (`.tlt` files, an
 `encryption_key`) raises `EffUnavailableError` with a clear message instead.
