@@ -28,7 +28,8 @@ def make_project(folder: Path, text: str | None = None, *, copy_data: bool = Fal
 
 
 def processes_matching(marker: str) -> list[str]:
-    """Live (non-zombie) processes whose command line contains `marker`."""
+    """Live (non-zombie) processes whose command line or working directory contains `marker`
+    (a test's own folder: what it started, not another TAO run on a busy machine)."""
     alive = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -36,6 +37,10 @@ def processes_matching(marker: str) -> list[str]:
             state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
         except (OSError, IndexError):
             continue
-        if marker in cmd and state != "Z":
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        if (marker in cmd or marker in cwd) and state != "Z":
             alive.append(f"{pid}: {cmd[:200]}")
     return alive

@@ -169,7 +169,9 @@ def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) != 0
     time.sleep(1.0)
-    assert processes_matching(str(tao_venv)) == [] and processes_matching(str(folder)) == []
+    # what this test started (TAO runs with the project folder as cwd and its spec path in
+    # argv); not every TAO process of the venv: another run may share the machine
+    assert processes_matching(str(folder)) == []
     saved = sorted((folder / "results/base/train").glob("model_epoch_*.pth"))
     assert saved and len(saved) < 6
 
