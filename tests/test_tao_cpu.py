@@ -246,3 +246,25 @@ def test_incomplete_venv_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         tc.setup_tao_cpu(venv, progress=lambda _m: None)
     assert calls == [venv]
     assert tc.main(["--check-only", "--venv", str(venv)]) == 1
+
+
+def test_pip_progress_reports_collected_requirements_then_the_install():
+    """The long pip install of a fresh setup shows progress (at most every 10 s)."""
+    from taomake.tao_cpu.setup import PipProgress, _Steps
+
+    said: list[str] = []
+    now = [0.0]
+    progress = PipProgress(_Steps(said.append), total=140, clock=lambda: now[0])
+    for t, line in [(1, "Collecting torch==2.13.0 (from -r requirements.txt (line 15))"),
+                    (5, "  Downloading torch-2.13.0-cp312-...whl (900 MB)"),
+                    (11, "Collecting pytorch-lightning==2.6.6"),
+                    (12, "Collecting Pillow[extra]==13.0.0"),
+                    (13, "Processing /mirror/simple/nvidia_cudnn_cu13-9.1-py3-none-any.whl"),
+                    (30, "Installing collected packages: torch, pillow, pytorch-lightning"),
+                    (45, "some other line")]:
+        now[0] = t
+        progress(line)
+    assert said == [
+        "[tao-cpu]   pip: 2 of ~140 collected, now pytorch-lightning (11s)",
+        "[tao-cpu]   pip: 4 packages collected in 30s; installing them ...",
+        "[tao-cpu]   pip: installing (45s)"], said

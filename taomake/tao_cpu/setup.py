@@ -180,6 +180,71 @@ def _run(steps: _Steps, argv: Sequence[str], *, env: dict[str, str], what: str,
     return proc.stdout
 
 
+class PipProgress:
+    """Turns pip's output into a progress line at most every `every` seconds: how many of
+    the pinned requirements were collected, then that the install runs (the long silent
+    part of a fresh setup: minutes of downloads, torch and the CUDA wheels first)."""
+
+    def __init__(self, steps: _Steps, total: int, every: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.steps, self.total, self.every, self.clock = steps, total, every, clock
+        self.start = self.last = clock()
+        self.collected: set[str] = set()
+        self.current = ""
+        self.installing = False
+
+    def __call__(self, line: str) -> None:
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("Collecting", "Processing"):
+            # "Collecting torch==2.13.0 (...)", or from a local mirror "Processing
+            # /mirror/torch-2.13.0-cp312-...whl"
+            spec = words[1].rsplit("/", 1)[-1]
+            name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]
+            if words[0] == "Processing":
+                name = name.split("-", 1)[0]
+            self.current = name.lower().replace("_", "-")
+            self.collected.add(self.current)
+        elif line.startswith("Installing collected packages"):
+            self.installing = True
+            self.steps.say(f"  pip: {len(self.collected)} packages collected in "
+                           f"{self.clock() - self.start:.0f}s; installing them ...")
+            self.last = self.clock()
+            return
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last = now
+            what = "installing" if self.installing else \
+                f"{len(self.collected)} of ~{self.total} collected, now {self.current}"
+            self.steps.say(f"  pip: {what} ({now - self.start:.0f}s)")
+
+
+def _run_streaming(steps: _Steps, argv: Sequence[str], *, env: dict[str, str], what: str,
+                   on_line: Callable[[str], None]) -> None:
+    """Like _run, with each output line logged and handed to `on_line` as it comes."""
+    argv = [str(a) for a in argv]
+    steps.write_log("$ " + " ".join(argv))
+    tail: list[str] = []
+    try:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as exc:
+        raise SetupError(f"{what}: cannot run {argv[0]}: {exc}") from None
+    with proc:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            steps.write_log(line)
+            tail = (tail + [line])[-25:]
+            on_line(line)
+    if proc.returncode != 0:
+        raise SetupError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n"
+                         + "\n".join(tail))
+
+
+def requirement_count(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines()
+               if line.strip() and not line.lstrip().startswith("#"))
+
+
 # --- finding Python 3.12 --------------------------------------------------------------------
 
 _PROBE = "import sys, venv, ensurepip; print(sys.version_info[0], sys.version_info[1]); " \
@@ -414,8 +479,9 @@ def _build(venv: Path, python: str | None, steps: _Steps) -> dict:
     env = _pip_env(venv)
     with steps.step(f"pip install -r {REQUIREMENTS.name} (torch, Lightning, ...; "
                     f"takes a few minutes)"):
-        _run(steps, [*pip, "install", "--no-input", "-r", REQUIREMENTS], env=env,
-             what="installing the pinned requirements")
+        _run_streaming(steps, [*pip, "install", "--no-input", "-r", REQUIREMENTS], env=env,
+                       what="installing the pinned requirements",
+                       on_line=PipProgress(steps, requirement_count(REQUIREMENTS)))
     with steps.step(f"pip install --no-deps {TAO_DIST}=={TAO_VERSION}"):
         _run(steps, [*pip, "install", "--no-input", "--no-deps", f"{TAO_DIST}=={TAO_VERSION}"],
              env=env, what=f"installing {TAO_DIST}")
