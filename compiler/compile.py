@@ -165,9 +165,8 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
     if p.dataset.calibration:
         cal = _source_paths(p.results, p.dataset.calibration.images,
                             p.dataset.calibration.annotations)
+        d["calibration_dir"] = cal["image_dir"]
         d["calibration_json"] = cal.get("json_file")
-        d["calibration_dir"] = _source_paths(p.results, p.dataset.calibration.images,
-                                             None)["image_dir"]
     if p.distill:
         teacher = p.distill.teacher.checkpoint
         if teacher.startswith("experiment:"):

@@ -22,9 +22,6 @@ def data_dir(name: str) -> Path:
     raise FileNotFoundError(f"taomake installation is incomplete: no {name}/ folder found")
 
 
-_find = data_dir
-
-
 def snakefile() -> Path:
     for candidate in (_PKG / "_data" / "Snakefile", REPO_ROOT / "Snakefile"):
         if candidate.is_file():
@@ -33,11 +30,11 @@ def snakefile() -> Path:
 
 
 def references_dir() -> Path:
-    return _find("references")
+    return data_dir("references")
 
 
 def schemas_dir() -> Path:
-    return _find("schemas")
+    return data_dir("schemas")
 
 
 @cache
