@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from compiler import compile_project, load_project  # noqa: E402
+from taomake.compiler import compile_project, load_project  # noqa: E402
 
 
 def project_with_experiments(folder: Path, n: int) -> Path:

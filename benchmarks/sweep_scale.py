@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from compiler import compile_project, load_project
+    from taomake.compiler import compile_project, load_project
     from tests.test_build import fake_project_text
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@ containers or network; reads the project's files and writes specs.
     for c in compiled.values():
         write_experiment(lp.root, c)        # only files whose content changed
 
-Names are imported lazily so that light modules (`compiler.plan`, `compiler.layout`) do not
+Names are imported lazily so that light modules (`taomake.compiler.plan`, `taomake.compiler.layout`) do not
 pay for pydantic/jinja/jsonschema: Snakemake imports them on every invocation.
 """
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import DataError
+from taomake.compiler.errors import DataError
 
 BBOX_TOLERANCE = 1.0  # px; exporters round boxes, TAO clamps them anyway (docs/tao-notes.md §5)
 REQUIRED_LISTS = ("images", "annotations", "categories")

@@ -1,7 +1,7 @@
 """Project -> one TAO spec per (experiment, action): render, override, validate, check.
 
 Pure: reads project-relative files (templates, schemas, annotation files for checks) and
-returns data.  Writing is `compiler.writer`.
+returns data.  Writing is `taomake.compiler.writer`.
 """
 
 from __future__ import annotations

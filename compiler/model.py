@@ -3,7 +3,7 @@
 Every model forbids unknown keys (typos are errors with a "did you mean").  Field descriptions
 are the reference documentation: README's project.yaml reference is generated from them.
 Values that users get wrong are *derived* (num_classes, feat_channels, export size, classmaps,
-gpu ids inside the job) instead of asked for; see `compiler.compile`.
+gpu ids inside the job) instead of asked for; see `taomake.compiler.compile`.
 """
 
 from __future__ import annotations

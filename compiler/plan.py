@@ -301,7 +301,7 @@ def load_plan(project: Path) -> BuildPlan:
     return plan
 
 
-if __name__ == "__main__":  # `python -m compiler.plan project.yaml`: print the plan summary
+if __name__ == "__main__":  # `python -m taomake.compiler.plan project.yaml`: print the plan summary
     p = load_plan(Path(sys.argv[1] if len(sys.argv) > 1 else "project.yaml"))
     for e in p.experiments.values():
         print(e.name, sorted(e.specs), os.path.join(p.root, e.layout.root))

@@ -290,7 +290,7 @@ def tao_schema(experiment_cls: type, *, package: str, version: str,
 def action_schema(full_schema: Json, action: Any) -> Json:
     """The schema of one action's spec: only `action.sections` at the top, all required.
 
-    `action` is a `compiler.actions.Action`; `full_schema` the `tao_schema()` of its flavor.
+    `action` is a `taomake.compiler.actions.Action`; `full_schema` the `tao_schema()` of its flavor.
     """
     props = full_schema["properties"]
     missing = [s for s in action.sections if s not in props]

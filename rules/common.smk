@@ -1,5 +1,5 @@
 # Shared helpers.  The build plan (compiled specs, paths, per-experiment settings) comes from
-# compiler.plan: compiled and validated when project.yaml or anything it reads changed, read
+# taomake.compiler.plan: compiled and validated when project.yaml or anything it reads changed, read
 # from a small cache otherwise.  Specs are written only when their content changes, so file
 # mtimes tell Snakemake the truth.
 import os
@@ -7,10 +7,10 @@ import re
 import sys
 from pathlib import Path
 
-from compiler.actions import ACTIONS
-from compiler.errors import TaomakeError
-from compiler.layout import dataset_paths
-from compiler.plan import load_plan
+from taomake.compiler.actions import ACTIONS
+from taomake.compiler.errors import TaomakeError
+from taomake.compiler.layout import dataset_paths
+from taomake.compiler.plan import load_plan
 
 
 def _load(project_file):
@@ -24,16 +24,28 @@ def _load(project_file):
 PLAN = _load(Path(config.get("project", "project.yaml")).resolve())
 EXPS = PLAN.experiments
 
+# Every path below is relative to the project folder.  Run on its own (or included), the
+# workflow works there; loaded as a module of the user's workflow it must not move the
+# user's rules, so the module's `prefix:` points Snakemake at the project folder instead.
+if workflow.modifier.is_main_snakefile():
 
-workdir: PLAN.root
+    workdir: PLAN.root
 
+else:
+    from taomake.workflow import module_prefix_error
+
+    _problem = module_prefix_error(PLAN.root, Path.cwd(), workflow.modifier.path_modifier.prefix)
+    if _problem:
+        sys.stderr.write(f"error: {_problem}\n")
+        sys.exit(2)
+PREFIX = os.path.relpath(PLAN.root) + "/" if Path.cwd() != Path(PLAN.root) else ""
 
 if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
     sys.stderr.write("taomake: TensorRT targets left out: "
                      f"{next(iter(EXPS.values())).skipped['gen_trt_engine']}\n")
 
 R = PLAN.results
-PROJECT = PLAN.project_file  # jobs run in the project folder
+PROJECT = PREFIX + PLAN.project_file  # jobs run in Snakemake's working directory
 SWEEPS = PLAN.sweeps  # swept experiment -> trials (experiments of their own), metric
 SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
 STAGED_KEYS = sorted({s.key for s in SOURCE_OF.values() if s.staged})
@@ -191,11 +203,11 @@ def all_targets():
                   if e.upload] + [f"{R}/report/summary.md"]
 
 
+# (a module's onstart is not run by Snakemake: README shows the line a user's Snakefile adds)
 onstart:
-    from taomake.snakemake_support import install_signal_handling
+    from taomake.workflow import on_start
 
-    install_signal_handling(getattr(getattr(workflow, "executor_plugin", None), "name", None))
-    preflight_or_stop()
+    on_start(workflow, PROJECT)
 
 
 # Container images (apptainer .sif / pyxis .sqsh), converted once by rules/images.smk before
@@ -223,19 +235,7 @@ def image_conversion(w):
     from taomake.runners.apptainer import conversion_argv
 
     kind = "apptainer" if w.image.endswith(".sif") else "pyxis"
-    return shlex.join(conversion_argv(IMAGE_FILES[w.image], f"{w.image}.part", kind))
-
-
-def preflight_or_stop():
-    """Run `taomake preflight` once before the first job; a failure stops the build (exit 1)."""
-    from taomake.preflight import before_build
-
-    plugin = getattr(workflow, "executor_plugin", None)
-    try:
-        before_build(os.path.join(PLAN.root, PROJECT), getattr(plugin, "name", None))
-    except TaomakeError as exc:
-        sys.stderr.write(f"error: {exc.render()}\n")
-        sys.exit(exc.exit_code)
+    return shlex.join(conversion_argv(IMAGE_FILES[w.image], f"{PREFIX}{w.image}.part", kind))
 
 
 def resources_for(action):

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from compiler import compile_project, diff_experiment, load_project, write_experiment
-from compiler.actions import ACTIONS
-from compiler.errors import TaomakeError, UsageError
+from taomake.compiler import compile_project, diff_experiment, load_project, write_experiment
+from taomake.compiler.actions import ACTIONS
+from taomake.compiler.errors import TaomakeError, UsageError
 
 from . import __version__
 
@@ -170,7 +170,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace):
-    from compiler.plan import load_plan
+    from taomake.compiler.plan import load_plan
 
     return load_plan(Path(args.project).resolve())
 

@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from compiler.coco import read_coco_summary
-from compiler.errors import DataError, UsageError
-from compiler.files import atomic_write
+from taomake.compiler.coco import read_coco_summary
+from taomake.compiler.errors import DataError, UsageError
+from taomake.compiler.files import atomic_write
 
 TEMPLATE = """\
 # Starter project written by `taomake init` from {annotations}.

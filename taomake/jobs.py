@@ -20,13 +20,13 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from compiler import compile_project, load_project
-from compiler.actions import ACTIONS, Action
-from compiler.compile import CompiledExperiment
-from compiler.errors import RunError, UsageError
-from compiler.files import atomic_write
-from compiler.plan import resources_of
-from compiler.writer import changed_keys
+from taomake.compiler import compile_project, load_project
+from taomake.compiler.actions import ACTIONS, Action
+from taomake.compiler.compile import CompiledExperiment
+from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.files import atomic_write
+from taomake.compiler.plan import resources_of
+from taomake.compiler.writer import changed_keys
 
 from .failures import classify
 from .handoff import checkpoints
@@ -143,7 +143,7 @@ def _with_epochs(spec, epochs: int):
     import copy
     from dataclasses import replace
 
-    from compiler.compile import dump_yaml
+    from taomake.compiler.compile import dump_yaml
 
     data = copy.deepcopy(spec.data)
     data["train"]["num_epochs"] = epochs
@@ -373,7 +373,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
 def _record_provenance(root: Path, lp, experiment: str, compiled: CompiledExperiment,
                        action: Action, spec, runner, job: TaoJob, out_dir: Path,
                        started: float, rc: int) -> None:
-    from compiler.checks import data_sources
+    from taomake.compiler.checks import data_sources
 
     from .provenance import image_digest, write_provenance
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from compiler import load_project
-from compiler.actions import ACTIONS
-from compiler.checks import project_location
-from compiler.errors import UsageError
-from compiler.plan import BuildPlan, load_plan
-from compiler.resources import snakefile
-from compiler.writer import changed_keys
+from taomake.compiler import load_project
+from taomake.compiler.actions import ACTIONS
+from taomake.compiler.checks import project_location
+from taomake.compiler.errors import UsageError
+from taomake.compiler.plan import BuildPlan, load_plan
+from taomake.compiler.resources import snakefile
+from taomake.compiler.writer import changed_keys
 
 
 def _snakemake(root: Path, project_file: str, *args: str) -> str:

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import RunError
-from compiler.files import atomic_write
+from taomake.compiler.errors import RunError
+from taomake.compiler.files import atomic_write
 
 
 @dataclass

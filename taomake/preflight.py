@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from compiler.errors import RunError
-from compiler.files import nearest_existing
+from taomake.compiler.errors import RunError
+from taomake.compiler.files import nearest_existing
 
 Level = Literal["PASS", "WARN", "FAIL"]
 MIN_FREE_GB = 10.0
@@ -221,7 +221,7 @@ def check_disk(folder: Path, min_gb: float = MIN_FREE_GB) -> Check:
 
 
 def check_data(lp) -> Iterator[Check]:
-    from compiler.checks import input_paths
+    from taomake.compiler.checks import input_paths
 
     seen: set[str] = set()
     bad = []
@@ -243,7 +243,7 @@ def check_data(lp) -> Iterator[Check]:
 
 def check_upload(lp) -> Iterator[Check]:
     """`upload.to` reachable and writable now, not after hours of training."""
-    from compiler.errors import StorageError
+    from taomake.compiler.errors import StorageError
 
     from .data.s3 import S3Settings, S3Store
 
@@ -300,8 +300,8 @@ def preflight(project_file: str | Path, *, slurm: bool | None = None,
               executor: str | None = None) -> list[Check]:
     """Every check for the project's runner(s); `slurm` None: when a partition is set.
     `executor`: the build's Snakemake executor, when known (its onstart)."""
-    from compiler import load_project
-    from compiler.layout import image_file
+    from taomake.compiler import load_project
+    from taomake.compiler.layout import image_file
 
     lp = load_project(project_file)
     checks: list[Check] = []

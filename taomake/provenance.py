@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import UsageError
-from compiler.files import atomic_write, sha256_file
-from compiler.layout import DataSource, dataset_paths
+from taomake.compiler.errors import UsageError
+from taomake.compiler.files import atomic_write, sha256_file
+from taomake.compiler.layout import DataSource, dataset_paths
 
 from . import __version__
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.files import atomic_write
-from compiler.plan import BuildPlan
+from taomake.compiler.files import atomic_write
+from taomake.compiler.plan import BuildPlan
 
 COLUMNS = [  # key, header, format
     ("test_mAP", "test mAP", "{:.4f}"),

@@ -1,8 +1,8 @@
 """`taomake schemas`: regenerate schemas/ from TAO's own config dataclasses.
 
 Fetches the TAO wheels (taomake.tao_wheels), imports each flavor's `ExperimentConfig` from the
-unpacked wheel, converts it with the pure `compiler.schemagen`, and writes one schema per action
-of `compiler.actions.ACTIONS` plus the two full schemas and a README.  Output is deterministic
+unpacked wheel, converts it with the pure `taomake.compiler.schemagen`, and writes one schema per action
+of `taomake.compiler.actions.ACTIONS` plus the two full schemas and a README.  Output is deterministic
 and a file is only rewritten when its bytes change, so `git status` shows real changes only.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compiler import schemagen
-from compiler.actions import ACTIONS
+from taomake.compiler import schemagen
+from taomake.compiler.actions import ACTIONS
 
 from .tao_wheels import DEFAULT_VERSION, PACKAGES, ensure_tao_wheels, import_from
 
@@ -151,7 +151,7 @@ def regenerate(out_dir: Path, version: str = DEFAULT_VERSION) -> list[Path]:
 
 
 def _default_out() -> Path:
-    from compiler.resources import REPO_ROOT
+    from taomake.compiler.resources import REPO_ROOT
 
     return REPO_ROOT / "schemas"
 

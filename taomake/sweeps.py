@@ -10,9 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import RunError, UsageError
-from compiler.files import atomic_write
-from compiler.plan import BuildPlan
+from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.files import atomic_write
+from taomake.compiler.plan import BuildPlan
 
 
 def trial_score(curve: Path, metric: str) -> tuple[float, int]:

@@ -1,18 +1,29 @@
-"""Where the installed taomake keeps its Snakemake workflow and profiles.
+"""Where the installed taomake keeps its Snakemake workflow and profiles, and what a user's
+own workflow needs to use it.
 
 A project folder made by `taomake init` has a two-line Snakefile that includes the installed
 workflow (so `snakemake --cores all` works there as written), and copies of the profiles
-(`--profile profiles/slurm`), which are the user's to edit.  A paper pipeline can also load
-the workflow as a Snakemake module: `module taomake: snakefile: taomake.workflow.snakefile()`.
+(`--profile profiles/slurm`), which are the user's to edit.  A paper pipeline loads the
+workflow as a Snakemake module (README, "Use it in your own project"):
+
+    module taomake:
+        snakefile: taomake.workflow.snakefile()
+        config: {"project": "detector/project.yaml"}
+        prefix: "detector"
+
+with `onstart: taomake.workflow.on_start(workflow, "detector/project.yaml")` (Snakemake runs
+only the main Snakefile's onstart).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
-from compiler.files import atomic_write
-from compiler.resources import data_dir
-from compiler.resources import snakefile as _snakefile
+from taomake.compiler.files import atomic_write
+from taomake.compiler.resources import data_dir
+from taomake.compiler.resources import snakefile as _snakefile
 
 PROFILES = ("workstation", "slurm")
 
@@ -38,6 +49,41 @@ rule build:
 def snakefile() -> str:
     """The installed workflow's Snakefile (a str: what Snakemake's include/module take)."""
     return str(_snakefile())
+
+
+def module_prefix_error(root: str | Path, cwd: Path, prefix: str | None) -> str | None:
+    """Why a module declaration cannot work, or None.  taomake's paths are relative to the
+    project folder; inside a module Snakemake's working directory is the user's, so the
+    module's `prefix:` must name the project folder relative to it (and nothing when the
+    project is in that very folder)."""
+    folder = os.path.relpath(root, cwd)
+    have = (prefix or "").rstrip("/") or "."
+    if folder.startswith(".."):
+        return (f"module taomake: the project folder {root} is outside the workflow's working "
+                f"directory {cwd}; move it inside (Snakemake's module prefix cannot go up)")
+    if os.path.normpath(have) == folder:
+        return None
+    want = "no prefix:" if folder == "." else f'prefix: "{folder}"'
+    return (f"module taomake: the project {root} is read from {folder}/ but the module's "
+            f"prefix is {prefix!r}; declare `{want}` in the module (taomake's paths are "
+            f"relative to the project folder)")
+
+
+def on_start(workflow, project: str) -> None:
+    """What taomake does before the first job (its Snakefile's `onstart`; a module user's
+    Snakefile calls it from its own `onstart`): SLURM jobs cancelled on SIGTERM, then
+    `taomake preflight`, whose failure stops the build (exit 1) before any job."""
+    from taomake.compiler.errors import TaomakeError
+    from taomake.preflight import before_build
+    from taomake.snakemake_support import install_signal_handling
+
+    executor = getattr(getattr(workflow, "executor_plugin", None), "name", None)
+    install_signal_handling(executor)
+    try:
+        before_build(os.path.abspath(project), executor)
+    except TaomakeError as exc:
+        sys.stderr.write(f"error: {exc.render()}\n")
+        sys.exit(exc.exit_code)
 
 
 def profile(name: str) -> Path:
@@ -70,4 +116,5 @@ def write_project_files(project: Path, *, force: bool = False) -> list[Path]:
     return written
 
 
-__all__ = ["PROFILES", "profile", "snakefile", "write_project_files"]
+__all__ = ["PROFILES", "module_prefix_error", "on_start", "profile", "snakefile",
+           "write_project_files"]

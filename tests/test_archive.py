@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.errors import DataError, UnsafeArchiveError
+from taomake.compiler.errors import DataError, UnsafeArchiveError
 from taomake.data.archive import extract_archive
 
 

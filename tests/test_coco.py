@@ -1,4 +1,4 @@
-"""compiler.coco: a broken-dataset corpus made from the shapes dataset, summary cache, speed."""
+"""taomake.compiler.coco: a broken-dataset corpus made from the shapes dataset, summary cache, speed."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from compiler import coco
-from compiler.coco import CocoReport, check_coco, clear_cache, read_coco_summary
-from compiler.errors import DataError
+from taomake.compiler import coco
+from taomake.compiler.coco import CocoReport, check_coco, clear_cache, read_coco_summary
+from taomake.compiler.errors import DataError
 from taomake.sample_data import DEFAULT_CLASSES, make_shapes_dataset
 
 Doc = dict[str, Any]

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from compiler import compile_project, load_project, load_project_text, write_experiment
-from compiler.actions import ACTIONS
-from compiler.compile import classmap_lines
+from taomake.compiler import compile_project, load_project, load_project_text, write_experiment
+from taomake.compiler.actions import ACTIONS
+from taomake.compiler.compile import classmap_lines
 from taomake.cli import main as cli
 from tests.helpers import REPO, SMOKE_PROJECT, make_project
 
@@ -244,7 +244,7 @@ def test_every_command_has_help(capsys):
 def test_emitter_round_trips_every_spec(tmp_path):
     from ruamel.yaml import YAML
 
-    from compiler.compile import dump_yaml
+    from taomake.compiler.compile import dump_yaml
 
     for spec in compiled(GPU, tmp_path).specs.values():
         assert YAML(typ="safe", pure=True).load(dump_yaml(spec.data)) == spec.data

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.layout import DataSource
+from taomake.compiler.layout import DataSource
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Store
 from taomake.data.stage import Stager
@@ -85,7 +85,7 @@ def test_local_archive_is_staged_by_identity(tmp_path):
 
 
 def test_stage_without_stamp_says_what_to_do(tmp_path):
-    from compiler.errors import DataError
+    from taomake.compiler.errors import DataError
 
     with pytest.raises(DataError, match="source.json is missing"):
         Stager(tmp_path, "results").stage(DataSource("images.tar.gz", "images"))

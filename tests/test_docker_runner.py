@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.actions import ACTIONS
-from compiler.errors import RunError, UsageError
+from taomake.compiler.actions import ACTIONS
+from taomake.compiler.errors import RunError, UsageError
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner, User
 from taomake.runners.mounts import Mount

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from compiler import compile_project, load_project
-from compiler.errors import ProjectError
+from taomake.compiler import compile_project, load_project
+from taomake.compiler.errors import ProjectError
 from tests.helpers import REPO, make_project
 from tests.test_build import calls, fake_project_text, snakemake
 from tests.test_tao_acceptance import variant
@@ -229,7 +229,7 @@ def test_int8_calibration_images_are_inputs_of_the_engine(tmp_path):
     rebuild the engine)."""
     import tarfile
 
-    from compiler.layout import dataset_paths
+    from taomake.compiler.layout import dataset_paths
 
     text = variant("int8_engine").replace("    kind: local", "    kind: docker")
     make_project(tmp_path / "local", text)
@@ -339,7 +339,7 @@ def test_successive_halving_interrupted_mid_rung_resumes(tmp_path):
 def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu_on_every_runner(tmp_path):
     from dataclasses import replace
 
-    from compiler.actions import ACTIONS
+    from taomake.compiler.actions import ACTIONS
     from taomake.jobs import make_job
     from taomake.runners.apptainer import ApptainerRunner, apptainer_argv
     from taomake.runners.container_env import container_env

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.coco import check_coco
-from compiler.errors import DataError, DiskSpaceError
-from compiler.layout import DataSource
+from taomake.compiler.coco import check_coco
+from taomake.compiler.errors import DataError, DiskSpaceError
+from taomake.compiler.layout import DataSource
 from taomake import cli
 from taomake.data import archive as archive_mod
 from taomake.data.archive import Limits, extract_archive
@@ -292,7 +292,7 @@ def test_extraction_does_not_need_tarfile_filters(corpus, tmp_path):
         "import sys, tarfile\n"
         "assert not hasattr(tarfile, 'data_filter') or sys.version_info >= (3, 11, 4)\n"
         "from pathlib import Path\n"
-        "from compiler.errors import UnsafeArchiveError\n"
+        "from taomake.compiler.errors import UnsafeArchiveError\n"
         "from taomake.data.archive import extract_archive\n"
         "got = extract_archive(Path(sys.argv[1]), Path(sys.argv[2]))\n"
         "print('files', got.files)\n"
@@ -376,7 +376,7 @@ def test_deeply_nested_json_is_a_message_not_a_traceback(tmp_path):
     path.write_bytes(deep_json())
     report = check_coco(path, None)
     assert not report.ok and "nested too deeply" in str(report.errors[0])
-    from compiler.coco import read_coco_summary
+    from taomake.compiler.coco import read_coco_summary
     with pytest.raises(DataError, match="nested too deeply"):
         read_coco_summary(path)
 

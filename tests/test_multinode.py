@@ -103,13 +103,13 @@ def test_srun_argv():
 
 
 def hardware(**kw):
-    from compiler.model import Hardware
+    from taomake.compiler.model import Hardware
 
     return Hardware(**kw)
 
 
 def test_resources_gpu_training_vs_eval():
-    from compiler.plan import resources_of
+    from taomake.compiler.plan import resources_of
 
     r = resources_of(hardware(gpus_per_node=4, nodes=2, slurm={
         "partition": "gpu", "account": "proj", "constraint": "a100", "cpus_per_gpu": 8,
@@ -127,7 +127,7 @@ def test_resources_gpu_training_vs_eval():
 
 
 def test_resources_cpu_project_requests_no_gpu():
-    from compiler.plan import resources_of
+    from taomake.compiler.plan import resources_of
 
     r = resources_of(hardware(gpus_per_node=0, nodes=1, slurm={"requeue": False}))
     assert all("gres" not in v for v in r.values())
@@ -136,7 +136,7 @@ def test_resources_cpu_project_requests_no_gpu():
 
 
 def test_resources_cpu_multinode_and_packed():
-    from compiler.plan import resources_of
+    from taomake.compiler.plan import resources_of
 
     r = resources_of(hardware(gpus_per_node=0, nodes=2, slurm={"cpus_per_gpu": 1,
                                                               "mem_mb_per_gpu": 3000}))
@@ -150,7 +150,7 @@ def test_resources_cpu_multinode_and_packed():
 
 def test_resources_do_not_change_specs(tmp_path):
     """hardware.slurm only sizes jobs: the compiled specs are the same bytes."""
-    from compiler.plan import load_plan
+    from taomake.compiler.plan import load_plan
     from tests.helpers import make_project
 
     a = load_plan(make_project(tmp_path / "a"))
@@ -167,7 +167,7 @@ def test_local_runner_runs_one_task_per_node_for_multinode_training(tmp_path):
     from dataclasses import replace
     from pathlib import Path
 
-    from compiler.actions import ACTIONS
+    from taomake.compiler.actions import ACTIONS
     from taomake.runners import TaoJob
     from taomake.runners.local import LocalRunner
 

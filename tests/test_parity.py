@@ -15,8 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from compiler.errors import RunError
-from compiler.layout import Layout
+from taomake.compiler.errors import RunError
+from taomake.compiler.layout import Layout
 from taomake.parity import check_parity, run_parity
 
 SIZE = 64

@@ -9,15 +9,15 @@ import sys
 
 import pytest
 
-from compiler.errors import ProjectError
-from compiler.plan import load_plan
+from taomake.compiler.errors import ProjectError
+from taomake.compiler.plan import load_plan
 from tests.helpers import make_project
 
 
 def test_plan_cache_hit_imports_no_heavy_modules(tmp_path):
     project = make_project(tmp_path)
     load_plan(project)  # fills the cache
-    code = ("import sys; from pathlib import Path; from compiler.plan import load_plan; "
+    code = ("import sys; from pathlib import Path; from taomake.compiler.plan import load_plan; "
             f"p = load_plan(Path({str(project)!r})); "
             "print(sorted(m for m in ('pydantic', 'jinja2', 'jsonschema') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

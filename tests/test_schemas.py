@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from compiler.actions import ACTIONS
+from taomake.compiler.actions import ACTIONS
 from taomake import schemas as schemas_mod
 from tests.helpers import REPO
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from compiler.errors import DataError, DiskSpaceError, UnsafeArchiveError
-from compiler.files import nearest_existing
+from taomake.compiler.errors import DataError, DiskSpaceError, UnsafeArchiveError
+from taomake.compiler.files import nearest_existing
 
 from .tree import NameProblem, Tree, is_junk
 

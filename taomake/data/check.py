@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.coco import CocoReport, Decoder, check_coco
-from compiler.errors import DataError
-from compiler.layout import DataSource
+from taomake.compiler.coco import CocoReport, Decoder, check_coco
+from taomake.compiler.errors import DataError
+from taomake.compiler.layout import DataSource
 
 
 @dataclass
@@ -130,6 +130,6 @@ def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str
 
 
 def write_report(check: DatasetCheck, path: Path) -> None:
-    from compiler.files import atomic_write
+    from taomake.compiler.files import atomic_write
 
     atomic_write(path, json.dumps(check.as_json(), indent=1, sort_keys=True) + "\n")

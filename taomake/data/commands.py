@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compiler.errors import DataError, UsageError
-from compiler.plan import BuildPlan, load_plan
+from taomake.compiler.errors import DataError, UsageError
+from taomake.compiler.plan import BuildPlan, load_plan
 
 from .s3 import S3Settings, S3Store
 
@@ -62,7 +62,7 @@ def cmd_stage(plan: BuildPlan, args: argparse.Namespace) -> int:
 
 
 def cmd_check(plan: BuildPlan, args: argparse.Namespace) -> int:
-    from compiler import load_project
+    from taomake.compiler import load_project
 
     from .check import ROLES, check_dataset, write_report
     from .decode import CachedDecoder

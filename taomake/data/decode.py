@@ -16,8 +16,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from compiler.coco import Verdict, decode_image
-from compiler.files import atomic_write
+from taomake.compiler.coco import Verdict, decode_image
+from taomake.compiler.files import atomic_write
 
 
 class CachedDecoder:

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import DataError
-from compiler.files import atomic_write, sha256_file, write_if_changed
-from compiler.layout import DataSource
+from taomake.compiler.errors import DataError
+from taomake.compiler.files import atomic_write, sha256_file, write_if_changed
+from taomake.compiler.layout import DataSource
 
 from .s3 import S3Store
 

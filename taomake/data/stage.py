@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import DataError, UnsafeArchiveError
-from compiler.files import atomic_write
-from compiler.layout import DataSource
+from taomake.compiler.errors import DataError, UnsafeArchiveError
+from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import DataSource
 
 from .archive import Limits, ensure_free, extract_archive
 from .identity import read_stamp

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import RunError
-from compiler.files import atomic_write, sha256_file
+from taomake.compiler.errors import RunError
+from taomake.compiler.files import atomic_write, sha256_file
 
 from .s3 import S3Store
 

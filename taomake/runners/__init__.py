@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from compiler.actions import Action
+from taomake.compiler.actions import Action
 
 from .mounts import Mount
 from .multinode import marked_spec, node_spec

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from compiler.errors import RunError, UsageError
+from taomake.compiler.errors import RunError, UsageError
 
 from ..process import FORWARDED, Interrupted, die_with_parent
 from . import TaoJob

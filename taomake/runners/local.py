@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from compiler.errors import UsageError
+from taomake.compiler.errors import UsageError
 
 from ..process import run_tree
 from . import TaoJob

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
-from compiler.errors import UsageError
+from taomake.compiler.errors import UsageError
 
 MODULES = {"local": "local", "docker": "docker", "apptainer": "apptainer", "pyxis": "pyxis"}
 
