@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from taomake.compiler.actions import ACTIONS
+
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner
 from taomake.runners.mounts import Mount

@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from taomake.compiler.layout import DataSource
+
 from taomake.data.archive import extract_archive
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Settings, S3Store

@@ -91,6 +91,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from taomake.compiler import compile_project, load_project
+
     from tests.test_build import fake_project_text
 
     with tempfile.TemporaryDirectory() as tmp:

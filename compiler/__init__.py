@@ -6,8 +6,9 @@ containers or network; reads the project's files and writes specs.
     for c in compiled.values():
         write_experiment(lp.root, c)        # only files whose content changed
 
-Names are imported lazily so that light modules (`taomake.compiler.plan`, `taomake.compiler.layout`) do not
-pay for pydantic/jinja/jsonschema: Snakemake imports them on every invocation.
+Names are imported lazily so that light modules (`taomake.compiler.plan`,
+`taomake.compiler.layout`) do not pay for pydantic/jinja/jsonschema: Snakemake imports them on
+every invocation.
 """
 
 from importlib import import_module
@@ -25,4 +26,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'compiler' has no attribute {name!r}")
+    raise AttributeError(f"module 'taomake.compiler' has no attribute {name!r}")

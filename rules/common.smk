@@ -38,7 +38,7 @@ else:
     if _problem:
         sys.stderr.write(f"error: {_problem}\n")
         sys.exit(2)
-PREFIX = os.path.relpath(PLAN.root) + "/" if Path.cwd() != Path(PLAN.root) else ""
+PREFIX = os.path.join(os.path.relpath(PLAN.root), "") if Path.cwd() != Path(PLAN.root) else ""
 
 if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
     sys.stderr.write("taomake: TensorRT targets left out: "
@@ -91,6 +91,13 @@ wildcard_constraints:
     check="|".join(map(re.escape, CHECKS)) or "(?!)",
     sweep="|".join(map(re.escape, SWEEPS)) or "(?!)",
     rung=r"\d+",
+
+
+def exps_with(action):
+    """The `exp` wildcard of an action's rule: experiments that have the action, so a target
+    of one without it (no test split: no evaluate) is "no rule to make it", not a crash."""
+    names = [name for name, e in EXPS.items() if action in e.specs]
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 def layout(exp):

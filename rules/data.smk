@@ -14,8 +14,6 @@ rule stage_data:
         f"{R}/_data/logs/{{source_key}}.log",
     benchmark:
         f"{R}/_data/benchmarks/{{source_key}}.tsv"
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake data -p {params.project:q} stage --from-stamp -k {wildcards.source_key}"
         " > {log:q} 2>&1"
@@ -34,8 +32,6 @@ rule data_check:
         f"{R}/_data/logs/check-{{check}}.log",
     benchmark:
         f"{R}/_data/benchmarks/check-{{check}}.tsv"
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake data -p {params.project:q} check --from-stamp -e {params.exp}"
         " -s {params.role} --json {output.report:q} > {log:q} 2>&1"
@@ -50,8 +46,6 @@ rule upload:
         project=PROJECT,
     log:
         f"{R}/{{exp}}/logs/upload.log",
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake data -p {params.project:q} upload -e {wildcards.exp}"
         " --receipt {output.receipt:q} > {log:q} 2>&1"

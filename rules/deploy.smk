@@ -9,6 +9,7 @@ rule gen_trt_engine:
     output:
         engine=f"{R}/{{exp}}/gen_trt_engine/model.{{precision}}.b{{profile}}.engine",
     wildcard_constraints:
+        exp=exps_with("gen_trt_engine"),
         precision="fp32|fp16",
     params:
         project=PROJECT,
@@ -16,8 +17,6 @@ rule gen_trt_engine:
         f"{R}/{{exp}}/logs/gen_trt_engine.{{precision}}.b{{profile}}.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/gen_trt_engine.{{precision}}.b{{profile}}.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("gen_trt_engine"),
     shell:
@@ -39,6 +38,8 @@ rule trt_evaluate:
     input:
         unpack(tao_inputs("trt_evaluate")),
         engine=engine_of,
+    wildcard_constraints:
+        exp=exps_with("trt_evaluate"),
     output:
         metrics=f"{R}/{{exp}}/trt_evaluate/metrics.json",
     params:
@@ -47,8 +48,6 @@ rule trt_evaluate:
         f"{R}/{{exp}}/logs/trt_evaluate.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/trt_evaluate.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("trt_evaluate"),
     shell:
@@ -60,6 +59,8 @@ rule trt_inference:
         unpack(tao_inputs("trt_inference")),
         engine=engine_of,
         classmap=lambda w: layout(w.exp).classmap_deploy,
+    wildcard_constraints:
+        exp=exps_with("trt_inference"),
     output:
         summary=f"{R}/{{exp}}/trt_inference/summary.json",
     params:
@@ -68,8 +69,6 @@ rule trt_inference:
         f"{R}/{{exp}}/logs/trt_inference.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/trt_inference.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("trt_inference"),
     shell:

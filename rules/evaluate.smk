@@ -4,6 +4,8 @@
 rule evaluate:
     input:
         unpack(tao_inputs("evaluate", checks=("test",), model=True)),
+    wildcard_constraints:
+        exp=exps_with("evaluate"),
     output:
         metrics=f"{R}/{{exp}}/evaluate/metrics.json",
     params:
@@ -12,8 +14,6 @@ rule evaluate:
         f"{R}/{{exp}}/logs/evaluate.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/evaluate.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("evaluate"),
     shell:

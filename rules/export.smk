@@ -4,6 +4,8 @@
 rule export:
     input:
         unpack(tao_inputs("export", model=True)),
+    wildcard_constraints:
+        exp=exps_with("export"),
     output:
         onnx=f"{R}/{{exp}}/export/model.onnx",
     params:
@@ -12,8 +14,6 @@ rule export:
         f"{R}/{{exp}}/logs/export.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/export.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("export"),
     shell:
@@ -34,8 +34,6 @@ rule onnx_parity:
         f"{R}/{{exp}}/logs/onnx_parity.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/onnx_parity.tsv"
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake parity -p {params.project:q} -e {wildcards.exp} --out {output.parity:q}"
         " > {log:q} 2>&1"

@@ -17,8 +17,6 @@ rule runtime_ready:
         f"{R}/logs/runtime/{{runtime}}.{{flavor}}.log",
     benchmark:
         f"{R}/benchmarks/runtime/{{runtime}}.{{flavor}}.tsv"
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "touch {output.marker:q} 2> {log:q}"
 
@@ -36,8 +34,6 @@ if IMAGE_FILES:
             f"{R}/logs/images/{{image}}.log",
         resources:
             gpu=0,  # a CPU job: conversion never occupies a GPU
-        conda:
-            "../envs/taomake.yaml"
         shell:
             "mkdir -p \"$(dirname {output.image:q})\" && rm -f {output.image:q}.part && "
             "{params.convert} > {log:q} 2>&1 && mv {output.image:q}.part {output.image:q}"

@@ -5,6 +5,8 @@ rule inference:
     input:
         unpack(tao_inputs("inference", model=True)),
         classmap=lambda w: layout(w.exp).classmap,
+    wildcard_constraints:
+        exp=exps_with("inference"),
     output:
         summary=f"{R}/{{exp}}/inference/summary.json",
     params:
@@ -13,8 +15,6 @@ rule inference:
         f"{R}/{{exp}}/logs/inference.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/inference.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("inference"),
     shell:
@@ -35,7 +35,5 @@ rule detections:
         project=PROJECT,
     log:
         f"{R}/{{exp}}/logs/detections.log",
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake detections -p {params.project:q} -e {wildcards.exp} > {log:q} 2>&1"

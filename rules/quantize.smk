@@ -4,6 +4,8 @@
 rule quantize:
     input:
         unpack(tao_inputs("quantize", model=True)),
+    wildcard_constraints:
+        exp=exps_with("quantize"),
     output:
         model=f"{R}/{{exp}}/quantize/quantized_model_{{backend}}.pth",
     params:
@@ -12,8 +14,6 @@ rule quantize:
         f"{R}/{{exp}}/logs/quantize_{{backend}}.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/quantize_{{backend}}.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("quantize"),
     shell:
@@ -28,6 +28,8 @@ rule quantized_evaluate:
     input:
         unpack(tao_inputs("quantized_evaluate", checks=("test",),
                           gate=quantized_model("quantized_evaluate"))),
+    wildcard_constraints:
+        exp=exps_with("quantized_evaluate"),
     output:
         metrics=f"{R}/{{exp}}/quantized/evaluate/metrics.json",
     params:
@@ -36,8 +38,6 @@ rule quantized_evaluate:
         f"{R}/{{exp}}/logs/quantized_evaluate.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/quantized_evaluate.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("quantized_evaluate"),
     shell:
@@ -49,6 +49,8 @@ rule quantized_inference:
     input:
         unpack(tao_inputs("quantized_inference",
                           gate=quantized_model("quantized_inference"))),
+    wildcard_constraints:
+        exp=exps_with("quantized_inference"),
     output:
         summary=f"{R}/{{exp}}/quantized/inference/summary.json",
     params:
@@ -57,8 +59,6 @@ rule quantized_inference:
         f"{R}/{{exp}}/logs/quantized_inference.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/quantized_inference.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("quantized_inference"),
     shell:
@@ -69,6 +69,8 @@ rule quantized_inference:
 rule quantized_export:
     input:
         unpack(tao_inputs("quantized_export", gate=quantized_model("quantized_export"))),
+    wildcard_constraints:
+        exp=exps_with("quantized_export"),
     output:
         onnx=f"{R}/{{exp}}/quantized/export/model.onnx",
     params:
@@ -77,8 +79,6 @@ rule quantized_export:
         f"{R}/{{exp}}/logs/quantized_export.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/quantized_export.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("quantized_export"),
     shell:

@@ -22,7 +22,5 @@ rule report:
         project=PROJECT,
     log:
         f"{R}/logs/report.log",
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake report -p {params.project:q} > {log:q} 2>&1"

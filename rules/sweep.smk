@@ -9,6 +9,8 @@
 rule sweep_rung_train:
     input:
         unpack(tao_inputs("train", checks=("train", "val"), gate=rung_inputs)),
+    wildcard_constraints:
+        exp=exps_with("train"),
     output:
         rung=f"{R}/{{exp}}/train/rung{{rung}}.json",
     params:
@@ -18,8 +20,6 @@ rule sweep_rung_train:
         f"{R}/{{exp}}/logs/train.rung{{rung}}.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/train.rung{{rung}}.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("train"),
     shell:
@@ -37,8 +37,6 @@ checkpoint sweep_rung:
         project=PROJECT,
     log:
         f"{R}/{{sweep}}/logs/sweep_rung{{rung}}.log",
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake sweep-rung -p {params.project:q} --sweep {wildcards.sweep}"
         " --rung {wildcards.rung} --out {output.decision:q} > {log:q} 2>&1"
@@ -53,8 +51,6 @@ checkpoint sweep_best:
         project=PROJECT,
     log:
         f"{R}/{{sweep}}/logs/sweep_best.log",
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake sweep-best -p {params.project:q} --sweep {wildcards.sweep}"
         " --out {output.best:q} > {log:q} 2>&1"
@@ -68,8 +64,6 @@ rule sweep_done:
         done=f"{R}/{{sweep}}/sweep/winner.json",
     log:
         f"{R}/{{sweep}}/logs/sweep_done.log",
-    conda:
-        "../envs/taomake.yaml"
     shell:
         # the winner's artifacts exist now; winner.json is the sweep's own up-to-date marker
         "cp {input.best:q} {output.done:q} 2> {log:q}"

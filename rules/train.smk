@@ -4,6 +4,8 @@
 rule train:
     input:
         unpack(tao_inputs("train", checks=("train", "val"), gate=halving_gate)),
+    wildcard_constraints:
+        exp=exps_with("train"),
     output:
         curve=f"{R}/{{exp}}/train/curve.csv",
         run=f"{R}/{{exp}}/train/run.json",
@@ -13,8 +15,6 @@ rule train:
         f"{R}/{{exp}}/logs/train.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/train.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("train"),
     shell:
@@ -24,6 +24,8 @@ rule train:
 rule distill:
     input:
         unpack(tao_inputs("distill", checks=("train", "val"), gate=teacher_inputs)),
+    wildcard_constraints:
+        exp=exps_with("distill"),
     output:
         curve=f"{R}/{{exp}}/distill/curve.csv",
         run=f"{R}/{{exp}}/distill/run.json",
@@ -33,8 +35,6 @@ rule distill:
         f"{R}/{{exp}}/logs/distill.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/distill.tsv"
-    conda:
-        "../envs/taomake.yaml"
     resources:
         **resources_for("distill"),
     shell:
@@ -56,7 +56,5 @@ rule select_checkpoint:
         f"{R}/{{exp}}/logs/select_{{source}}.log",
     benchmark:
         f"{R}/{{exp}}/benchmarks/select_{{source}}.tsv"
-    conda:
-        "../envs/taomake.yaml"
     shell:
         "exec taomake select -p {params.project:q} -e {wildcards.exp} 2> {log:q}"

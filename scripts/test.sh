@@ -9,13 +9,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 if [ "$(id -u)" = 0 ]; then
-  for service in docker tao-cpu-image slurm; do
+  for service in docker tao-cpu-image slurm chromium; do
     printf '\n== service: %s\n' "$service"
     PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" \
       bash "$ROOT/scripts/services/$service.sh"
   done
 else
-  printf '\n== not root: docker/SLURM services not started (their tests skip)\n'
+  printf '\n== not root: docker/SLURM/Chromium services not started (their tests skip)\n'
 fi
 printf '\n== service: s3\n'
 PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/s3.sh"

@@ -103,8 +103,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"wrote {out}" + "".join(f", {p}" for p in extra))
     folder = out.resolve().parent
     where = "" if folder == Path.cwd().resolve() else f"cd {os.path.relpath(folder)} && "
-    print(f"check it with `taomake validate -p {out}`, then build with "
-          f"`{where}snakemake --cores all`")
+    if (folder / "Snakefile").is_file():
+        print(f"check it with `taomake validate -p {out}`, then build with "
+              f"`{where}snakemake --cores all`")
+    else:  # --no-snakefile: the user's own workflow loads taomake (README: as a module)
+        rel = os.path.relpath(folder)
+        print(f"check it with `taomake validate -p {out}`, then load it in your Snakefile as "
+              f"a module (snakefile: taomake.workflow.snakefile(), config: {{\"project\": "
+              f"\"{os.path.relpath(out)}\"}}, prefix: \"{rel}\"; README: \"As a Snakemake "
+              f"module\")")
     return 0
 
 

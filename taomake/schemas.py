@@ -1,9 +1,10 @@
 """`taomake schemas`: regenerate schemas/ from TAO's own config dataclasses.
 
 Fetches the TAO wheels (taomake.tao_wheels), imports each flavor's `ExperimentConfig` from the
-unpacked wheel, converts it with the pure `taomake.compiler.schemagen`, and writes one schema per action
-of `taomake.compiler.actions.ACTIONS` plus the two full schemas and a README.  Output is deterministic
-and a file is only rewritten when its bytes change, so `git status` shows real changes only.
+unpacked wheel, converts it with the pure `taomake.compiler.schemagen`, and writes one schema
+per action of `taomake.compiler.actions.ACTIONS` plus the two full schemas and a README.  Output
+is deterministic and a file is only rewritten when its bytes change, so `git status` shows real
+changes only.
 """
 
 from __future__ import annotations

@@ -165,3 +165,31 @@ def private_s3(tmp_path):
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium driven through Debian's ChromeDriver (scripts/services/chromium.sh
+    installs both).  Missing: skipped locally with the fix, a failure in CI."""
+    import shutil
+
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        problem = (f"{' and '.join(missing)} not installed: run "
+                   "`bash scripts/services/chromium.sh` (as root)")
+        if IN_CI:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    # no sandbox as root; no background networking: this machine's network is closed
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()

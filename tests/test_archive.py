@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from taomake.compiler.errors import DataError, UnsafeArchiveError
+
 from taomake.data.archive import extract_archive
 
 

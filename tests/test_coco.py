@@ -1,4 +1,5 @@
-"""taomake.compiler.coco: a broken-dataset corpus made from the shapes dataset, summary cache, speed."""
+"""taomake.compiler.coco: a broken-dataset corpus made from the shapes dataset, summary cache,
+speed."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from taomake.compiler import coco
 from taomake.compiler.coco import CocoReport, check_coco, clear_cache, read_coco_summary
 from taomake.compiler.errors import DataError
+
 from taomake.sample_data import DEFAULT_CLASSES, make_shapes_dataset
 
 Doc = dict[str, Any]

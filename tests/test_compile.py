@@ -7,10 +7,10 @@ import shutil
 import time
 
 import pytest
-
 from taomake.compiler import compile_project, load_project, load_project_text, write_experiment
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.compile import classmap_lines
+
 from taomake.cli import main as cli
 from tests.helpers import REPO, SMOKE_PROJECT, make_project
 
@@ -243,7 +243,6 @@ def test_every_command_has_help(capsys):
 
 def test_emitter_round_trips_every_spec(tmp_path):
     from ruamel.yaml import YAML
-
     from taomake.compiler.compile import dump_yaml
 
     for spec in compiled(GPU, tmp_path).specs.values():

@@ -12,6 +12,7 @@ from unittest.mock import patch
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.layout import image_file
+
 from taomake.runners import TaoJob
 from taomake.runners.apptainer import apptainer_argv, conversion_argv, host_env
 from taomake.runners.container_env import container_env

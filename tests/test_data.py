@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from taomake.compiler.layout import DataSource
+
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Store
 from taomake.data.stage import Stager

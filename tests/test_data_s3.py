@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from taomake.compiler.errors import StorageAccessError, StorageError
 from taomake.compiler.layout import DataSource
+
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Settings, S3Store
 from taomake.data.stage import Stager, downloaded_bytes

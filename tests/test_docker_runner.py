@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import RunError, UsageError
+
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner, User
 from taomake.runners.mounts import Mount

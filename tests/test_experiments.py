@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.errors import ProjectError
+
 from tests.helpers import REPO, make_project
 from tests.test_build import calls, fake_project_text, snakemake
 from tests.test_tao_acceptance import variant
@@ -340,6 +340,7 @@ def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu_on_every_runner(tmp_pa
     from dataclasses import replace
 
     from taomake.compiler.actions import ACTIONS
+
     from taomake.jobs import make_job
     from taomake.runners.apptainer import ApptainerRunner, apptainer_argv
     from taomake.runners.container_env import container_env

@@ -19,10 +19,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from taomake.compiler.coco import check_coco
 from taomake.compiler.errors import DataError, DiskSpaceError
 from taomake.compiler.layout import DataSource
+
 from taomake import cli
 from taomake.data import archive as archive_mod
 from taomake.data.archive import Limits, extract_archive

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.errors import RunError
+
 from taomake.runners.mounts import job_mounts, spec_paths
 from tests.helpers import make_project
 

@@ -151,6 +151,7 @@ def test_resources_cpu_multinode_and_packed():
 def test_resources_do_not_change_specs(tmp_path):
     """hardware.slurm only sizes jobs: the compiled specs are the same bytes."""
     from taomake.compiler.plan import load_plan
+
     from tests.helpers import make_project
 
     a = load_plan(make_project(tmp_path / "a"))
@@ -168,6 +169,7 @@ def test_local_runner_runs_one_task_per_node_for_multinode_training(tmp_path):
     from pathlib import Path
 
     from taomake.compiler.actions import ACTIONS
+
     from taomake.runners import TaoJob
     from taomake.runners.local import LocalRunner
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-
 from taomake.compiler.errors import ProjectError
 from taomake.compiler.plan import load_plan
+
 from tests.helpers import make_project
 
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from taomake.compiler.coco import check_coco, read_coco_summary
+
 from taomake import sample_data
 from taomake.sample_data import DEFAULT_CLASSES, main, make_shapes_dataset
 

@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
 from taomake.compiler.actions import ACTIONS
+
 from taomake import schemas as schemas_mod
 from tests.helpers import REPO
 

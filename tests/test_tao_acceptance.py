@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
-
 from taomake.compiler import compile_project, load_project, write_experiment
 from taomake.compiler.actions import ACTIONS, QUANTIZED_ACTIONS
+
 from tests.helpers import SMOKE_PROJECT, make_project
 from tests.tao_oracle import load_with_tao
 
