@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .coco import read_coco_summary
+from .context import CompileContext
 from .errors import DataError, Location, Problem
 from .layout import DataSource, is_archive, is_remote
 from .model import Calibration
 from .resources import action_schema
 from .yamlsource import KeyPath
-
-if TYPE_CHECKING:
-    from .compile import _Ctx
 
 DEFAULT_CALIBRATION = Calibration()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -96,7 +94,7 @@ def _path(dotted: str) -> KeyPath:
     return tuple(out)
 
 
-def locate(ctx: _Ctx, action: str, tao_path: str) -> Location:
+def locate(ctx: CompileContext, action: str, tao_path: str) -> Location:
     """The project.yaml position responsible for a TAO spec key."""
     smap = ctx.exp.smap
     for key, where in ctx.overridden.items():
@@ -117,39 +115,37 @@ def locate(ctx: _Ctx, action: str, tao_path: str) -> Location:
 
 def project_location(lp, experiment: str, action: str, tao_path: str) -> Location:
     """Which project.yaml line sets a TAO spec key (for `taomake explain`)."""
-    from .compile import _Ctx
-
     exp = lp.experiments[experiment]
-    ctx = _Ctx(lp, exp)
+    ctx = CompileContext(lp, exp)
     for scope in ("all", action):
         for key in getattr(exp.project.overrides, scope):
             ctx.overridden[(action, str(key))] = ("overrides", scope, key)
     return locate(ctx, action, tao_path)
 
 
-def _at(ctx: _Ctx, project_key: str) -> Location:
+def _at(ctx: CompileContext, project_key: str) -> Location:
     return ctx.exp.smap.locate(_path(project_key), key=project_key)
 
 
-def _err(ctx: _Ctx, where: Location, msg: str, hint: str, check: str) -> None:
+def _err(ctx: CompileContext, where: Location, msg: str, hint: str, check: str) -> None:
     ctx.problems.append(Problem(where, msg, hint, check))
 
 
-def _warn(ctx: _Ctx, where: Location, msg: str, hint: str, check: str) -> None:
+def _warn(ctx: CompileContext, where: Location, msg: str, hint: str, check: str) -> None:
     ctx.warnings.append(Problem(where, msg, hint, check))
 
 
 # --------------------------------------------------------------------------- project checks
 
 
-def project_checks(ctx: _Ctx) -> None:
+def project_checks(ctx: CompileContext) -> None:
     for check in (check_class_ids, check_hardware, check_intervals, check_sizes, check_export,
                   check_backbone, check_engine, check_distill, check_quantize, check_colors,
                   check_local_files, check_annotations):
         check(ctx)
 
 
-def check_class_ids(ctx: _Ctx) -> None:
+def check_class_ids(ctx: CompileContext) -> None:
     classes = ctx.exp.project.dataset.classes
     seen: dict[str, int] = {}
     for cid, name in classes.items():
@@ -174,7 +170,7 @@ def check_class_ids(ctx: _Ctx) -> None:
         seen.setdefault(name, cid)
 
 
-def check_hardware(ctx: _Ctx) -> None:
+def check_hardware(ctx: CompileContext) -> None:
     hw = ctx.exp.project.hardware
     if hw.gpu_ids is not None and len(hw.gpu_ids) != hw.gpus_per_node:
         _err(ctx, _at(ctx, "hardware.gpu_ids"),
@@ -213,7 +209,7 @@ def check_hardware(ctx: _Ctx) -> None:
              f"{hw.precision}", "fsdp")
 
 
-def check_intervals(ctx: _Ctx) -> None:
+def check_intervals(ctx: CompileContext) -> None:
     t = ctx.exp.project.train
     for key in ("checkpoint_interval", "validation_interval"):
         if getattr(t, key) > t.epochs:
@@ -236,7 +232,7 @@ def check_intervals(ctx: _Ctx) -> None:
                  "checkpoint_selection")
 
 
-def check_sizes(ctx: _Ctx) -> None:
+def check_sizes(ctx: CompileContext) -> None:
     p = ctx.exp.project
     aug = p.dataset.augmentation
     for key, size in (("train_size", aug.train_size), ("eval_size", aug.eval_size)):
@@ -261,7 +257,7 @@ def check_sizes(ctx: _Ctx) -> None:
              "eval_size) or change dataset.augmentation.eval_size", "export_size")
 
 
-def check_export(ctx: _Ctx) -> None:
+def check_export(ctx: CompileContext) -> None:
     p = ctx.exp.project
     ids = sorted(p.dataset.classes)
     if p.export.serialize_nvdsinfer and ids != list(range(1, len(ids) + 1)):
@@ -284,7 +280,7 @@ def _backbone_names() -> list[str]:
     return list(node["properties"]["backbone"].get("enum", []))
 
 
-def _check_backbone_name(ctx: _Ctx, name: str, key: str) -> None:
+def _check_backbone_name(ctx: CompileContext, name: str, key: str) -> None:
     names = _backbone_names()
     if names and name not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
@@ -293,7 +289,7 @@ def _check_backbone_name(ctx: _Ctx, name: str, key: str) -> None:
              + "see schemas/train.schema.json for the list", "backbone")
 
 
-def check_backbone(ctx: _Ctx) -> None:
+def check_backbone(ctx: CompileContext) -> None:
     p = ctx.exp.project
     _check_backbone_name(ctx, p.model.backbone, "model.backbone")
     if p.distill and "backbone" in p.distill.teacher.model:
@@ -301,7 +297,7 @@ def check_backbone(ctx: _Ctx) -> None:
                              "distill.teacher.model.backbone")
 
 
-def check_engine(ctx: _Ctx) -> None:
+def check_engine(ctx: CompileContext) -> None:
     p = ctx.exp.project
     if p.hardware.gpus_per_node == 0:
         return
@@ -346,7 +342,7 @@ def check_engine(ctx: _Ctx) -> None:
                          "add images or lower engine.calibration.batches", "int8_calibration")
 
 
-def check_distill(ctx: _Ctx) -> None:
+def check_distill(ctx: CompileContext) -> None:
     p = ctx.exp.project
     if not p.distill:
         return
@@ -410,7 +406,7 @@ QUANT_ALGORITHMS = {"modelopt.pytorch": {"max"},
                                       "rtn_dq"}}
 
 
-def check_quantize(ctx: _Ctx) -> None:
+def check_quantize(ctx: CompileContext) -> None:
     p = ctx.exp.project
     q = p.quantize
     if not q:
@@ -470,7 +466,7 @@ def check_quantize(ctx: _Ctx) -> None:
              "list at least one {module, weights} entry", "quantize_dtypes")
 
 
-def check_colors(ctx: _Ctx) -> None:
+def check_colors(ctx: CompileContext) -> None:
     p = ctx.exp.project
     if p.inference.colors:
         names = set(p.dataset.classes.values())
@@ -484,7 +480,7 @@ def check_colors(ctx: _Ctx) -> None:
                      "colors")
 
 
-def _local_dir(ctx: _Ctx, path: str) -> Path | None:
+def _local_dir(ctx: CompileContext, path: str) -> Path | None:
     if is_remote(path):
         return None
     return ctx.lp.root / path
@@ -524,7 +520,7 @@ def data_sources(p) -> list[DataSource]:
     return out
 
 
-def check_local_files(ctx: _Ctx) -> None:
+def check_local_files(ctx: CompileContext) -> None:
     for key, path, kind in input_paths(ctx.exp.project):
         if is_remote(path):
             continue
@@ -540,7 +536,7 @@ def check_local_files(ctx: _Ctx) -> None:
                  "fix the path (relative to project.yaml)", "data_files")
 
 
-def check_annotations(ctx: _Ctx) -> None:
+def check_annotations(ctx: CompileContext) -> None:
     """Category ids in the annotations vs the declared classes and num_classes
     (docs/tao-notes.md §5)."""
     p = ctx.exp.project
@@ -598,7 +594,7 @@ def check_annotations(ctx: _Ctx) -> None:
 # --------------------------------------------------------------------------- spec checks
 
 
-def spec_checks(ctx: _Ctx, specs: dict[str, dict[str, Any]], d: dict[str, Any]) -> None:
+def spec_checks(ctx: CompileContext, specs: dict[str, dict[str, Any]], d: dict[str, Any]) -> None:
     for action, spec in specs.items():
         _no_missing(ctx, action, spec, "")
         model = spec.get("model")
@@ -634,7 +630,7 @@ def spec_checks(ctx: _Ctx, specs: dict[str, dict[str, Any]], d: dict[str, Any]) 
             _model_consistency(ctx, "distill", teacher, d["num_classes"], prefix="distill.teacher")
 
 
-def _no_missing(ctx: _Ctx, action: str, node: Any, path: str) -> None:
+def _no_missing(ctx: CompileContext, action: str, node: Any, path: str) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
             _no_missing(ctx, action, v, f"{path}.{k}" if path else str(k))
@@ -646,7 +642,7 @@ def _no_missing(ctx: _Ctx, action: str, node: Any, path: str) -> None:
              "give it a value", "no_missing")
 
 
-def _model_consistency(ctx: _Ctx, action: str, m: dict[str, Any], num_classes: int,
+def _model_consistency(ctx: CompileContext, action: str, m: dict[str, Any], num_classes: int,
                        prefix: str = "model") -> None:
     def at(key: str) -> Location:
         return locate(ctx, action, f"{prefix}.{key}")

@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 
 from . import checks
 from .actions import ACTIONS
+from .context import CompileContext
 from .errors import Problem, ProjectError
 from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
@@ -320,18 +321,7 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-@dataclass
-class _Ctx:
-    """Per-experiment compile state that the checks and locators share."""
-
-    lp: LoadedProject
-    exp: Experiment
-    overridden: dict[tuple[str, str], KeyPath] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-
-
-def _apply_overrides(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
+def _apply_overrides(ctx: CompileContext, action: str, spec: dict[str, Any]) -> None:
     import difflib
 
     p = ctx.exp.project
@@ -369,7 +359,7 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _validate_schema(ctx: _Ctx, action: str, spec: dict[str, Any]) -> None:
+def _validate_schema(ctx: CompileContext, action: str, spec: dict[str, Any]) -> None:
     validator = jsonschema.Draft202012Validator(action_schema(action))
     for err in sorted(validator.iter_errors(spec), key=lambda e: list(map(str, e.path))):
         if err.context:  # anyOf (Optional): report the branch that came closest
@@ -401,7 +391,7 @@ def _context(lp: LoadedProject, exp: Experiment) -> str:
 
 def compile_experiment(lp: LoadedProject, exp: Experiment) -> CompiledExperiment:
     p = exp.project
-    ctx = _Ctx(lp, exp)
+    ctx = CompileContext(lp, exp)
     checks.project_checks(ctx)
     if ctx.problems:  # templates may rely on what these checks guarantee
         raise ProjectError(ctx.problems, context=_context(lp, exp))

@@ -20,4 +20,7 @@ fi
 printf '\n== service: s3\n'
 PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/s3.sh"
 printf '\n== pytest\n'
-exec "$ROOT/.venv/bin/python" -m pytest --durations=15 "$@"
+# two workers, a test file each at a time (tests/conftest.py: longest files first); the slowest
+# tests are listed at the end
+exec "$ROOT/.venv/bin/python" -m pytest -n "${TAOMAKE_TEST_WORKERS:-2}" --dist loadfile \
+  --durations=25 "$@"

@@ -8,7 +8,6 @@ with the action's "finished successfully" message, and the expected files exist,
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import shutil
@@ -30,13 +29,13 @@ from taomake.compiler.writer import changed_keys
 
 from .failures import classify
 from .handoff import checkpoints
+from .judges import Produced, judge
 from .process import Interrupted
 from .runners import TaoJob
 from .runners.mounts import job_mounts
 from .runners.registry import make_runner
-from .status import EpochRow, error_lines, evaluation_metrics, outcome, read_status, training_curve
+from .status import error_lines, outcome, read_status, training_curve
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # train-spec keys whose change still allows continuing from the saved checkpoints
 RESUMABLE_CHANGES = {"train.num_epochs"}
 
@@ -96,25 +95,6 @@ def _note(log: io.BufferedWriter, msg: str) -> None:
 # --------------------------------------------------------------------------- results
 
 
-def _nonempty(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 0
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-        if folder.is_dir() else []
-
-
-def write_curve(rows: list[EpochRow], path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(EpochRow.FIELDS)
-    for row in rows:
-        writer.writerow(["" if v is None else v for v in (getattr(row, f) for f in
-                                                          EpochRow.FIELDS)])
-    atomic_write(path, buf.getvalue())
-
-
 def make_job(p, root: Path, compiled: CompiledExperiment, experiment: str, action: Action,
              spec: dict[str, Any], job_spec: Path) -> TaoJob:
     """The runner-independent description of one TAO run (image, GPUs, mounts, env names)."""
@@ -151,77 +131,6 @@ def _with_epochs(spec, epochs: int):
                      if line.startswith("#"))
     return replace(spec, data=data, text=f"{header}# rung: num_epochs {epochs}\n"
                    + dump_yaml(data))
-
-
-def finish_outputs(action: Action, root: Path, compiled: CompiledExperiment,
-                   records: list[dict[str, Any]], spec: dict[str, Any], *,
-                   rung_out: Path | None = None) -> list[str]:
-    """Check the action's expected files and write taomake's own result files.
-
-    Returns the problems (empty when everything expected is there)."""
-    lay = compiled.layout
-    out_dir = root / lay.action_dir(action.results_subdir)
-    name = action.judged_as
-    if name in ("train", "distill"):
-        saved = sorted(out_dir.glob("model_epoch_*.pth"))
-        if not saved or not all(_nonempty(p) for p in saved):
-            return [f"no non-empty model_epoch_*.pth in {out_dir}"]
-        curve = training_curve(read_status(out_dir / "status.json"))
-        if rung_out is not None:  # a sweep rung: its own record, the train outputs untouched
-            atomic_write(rung_out, json.dumps({
-                "epochs": spec["train"]["num_epochs"],
-                "curve": [{f: getattr(row, f) for f in EpochRow.FIELDS} for row in curve],
-            }, indent=1, sort_keys=True) + "\n")
-            return []
-        write_curve(curve, out_dir / "curve.csv")
-        atomic_write(out_dir / "run.json", json.dumps({
-            "epochs": spec["train"]["num_epochs"],
-            "checkpoints": {p.name: p.stat().st_size for p in saved},
-            "curve_rows": len(curve),
-        }, indent=2, sort_keys=True) + "\n")
-    elif name == "evaluate":
-        if action.flavor == "pytorch":
-            metrics = evaluation_metrics(records)
-        else:
-            results = out_dir / "results.json"
-            metrics = json.loads(results.read_text()) if _nonempty(results) else {}
-            metrics = {"test_mAP": metrics.get("AP"), "test_mAP50": metrics.get("AP50"),
-                       **metrics} if metrics else {}
-        if "test_mAP" not in metrics or metrics["test_mAP"] is None:
-            return ["no test_mAP in the evaluation results"]
-        atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True)
-                     + "\n")
-    elif name == "export":
-        onnx = spec["export"]["onnx_file"]
-        if not _nonempty(root / onnx):
-            return [f"{onnx} is missing or empty"]
-    elif name == "quantize":
-        backend = spec["quantize"]["backend"]
-        produced = (out_dir / "quantized_model.onnx" if backend == "modelopt.onnx"
-                    else out_dir / f"quantized_model_{backend}.pth")
-        if not _nonempty(produced):
-            return [f"{produced} is missing or empty"]
-    elif name == "gen_trt_engine":
-        engine = root / spec["gen_trt_engine"]["trt_engine"]
-        if not _nonempty(engine):
-            return [f"{engine} is missing or empty"]
-    elif name == "inference":
-        dirs = spec["dataset"]["infer_data_sources"]["image_dir"]
-        images = [p for d in dirs for p in _images_in(root / d)]
-        labels = out_dir / "labels"
-        missing = [p.name for p in images if not (labels / f"{p.stem}.txt").is_file()]
-        if not images or missing:
-            return [f"no label file for {len(missing)} of {len(images)} images in {labels}"]
-        per_class: dict[str, int] = {}
-        for p in images:
-            for line in (labels / f"{p.stem}.txt").read_text().splitlines():
-                if line.strip():
-                    cls = line.split(" ")[0]
-                    per_class[cls] = per_class.get(cls, 0) + 1
-        atomic_write(out_dir / "summary.json", json.dumps(
-            {"images": len(images), "detections": sum(per_class.values()),
-             "detections_per_class": per_class}, indent=2, sort_keys=True) + "\n")
-    return []
 
 
 # --------------------------------------------------------------------------- entry point
@@ -334,8 +243,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
             if not verdict.finished:
                 problems.append(verdict.reason)
             if not problems:
-                problems = finish_outputs(action, root, compiled, records, spec.data,
-                                          rung_out=rung_out)
+                problems = judge(Produced(action, root, out_dir, records, spec.data,
+                                          rung_out=rung_out))
             elapsed = time.monotonic() - started
             if not problems:
                 break

@@ -45,3 +45,77 @@ def test_no_module_imports_a_top_level_compiler():
                  for path in REPO.glob(pattern_glob) if pattern.search(path.read_text())]
     assert offenders == []
     assert Path(REPO / "compiler" / "__init__.py").is_file()
+
+
+def _imports(path: Path, package: str) -> list[tuple[str, list[str], bool]]:
+    """(imported module, imported names, at module level) of each import in `path`."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    top = set(map(id, tree.body))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's package
+                base = package.split(".")
+                if path.name != "__init__.py" or node.level > 1:
+                    base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            out.append((module, [a.name for a in node.names], id(node) in top))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, [], id(node) in top) for a in node.names]
+    return out
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for root, name in ((REPO / "compiler", "taomake.compiler"), (REPO / "taomake", "taomake")):
+        for path in root.rglob("*.py"):
+            if "tao_cpu/compat" in str(path) or (root.name == "taomake" and
+                                                 path.is_relative_to(REPO / "compiler")):
+                continue
+            rel = path.relative_to(root).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            found[".".join([name, *parts])] = path
+    return found
+
+
+def test_no_import_cycles_and_no_private_names_across_modules():
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    private = []
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for target, names, at_top in _imports(path, package):
+            for name in names:
+                full = f"{target}.{name}"
+                if name.startswith("_") and not name.startswith("__") and full not in modules \
+                        and target != module:
+                    private.append(f"{module} imports {name} from {target}")
+            if at_top:
+                deps = {f"{target}.{n}" for n in names if f"{target}.{n}" in modules}
+                deps |= {target} if target in modules else set()
+                graph.setdefault(module, set()).update(deps - {module})
+    assert private == []
+    # module-level cycles (lazy imports inside functions are how a module breaks one)
+    cycles = []
+
+    def visit(node, stack, done):
+        for dep in sorted(graph.get(node, ())):
+            if dep in stack:
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in done:
+                visit(dep, stack + [dep], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module], done)
+    # a package's __init__ importing its own submodules is not a cycle of concern
+    cycles = [c for c in cycles if not any(c[i + 1].startswith(c[i] + ".") or
+                                           c[i].startswith(c[i + 1] + ".")
+                                           for i in range(len(c) - 1))]
+    assert cycles == []
