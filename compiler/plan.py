@@ -270,8 +270,9 @@ def _cache_path(project: Path) -> Path:
     return project.parent / ".snakemake" / CACHE_NAME
 
 
-def load_plan(project: Path) -> BuildPlan:
+def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
     """The build plan for `project`, written specs included; compiles only when needed.
+    `write=False` (`snakemake --lint`) leaves the plan cache and the specs as they are.
 
     Raises the compiler's ProjectError (exit 2) for an invalid project."""
     project = project.resolve()
@@ -290,8 +291,12 @@ def load_plan(project: Path) -> BuildPlan:
 
         lp = load_project(project)
         plan = plan_from(lp, compile_project(lp))
-        record = {"format": PLAN_FORMAT, "key": fingerprint(project, plan.deps), **asdict(plan)}
-        atomic_write(cache, json.dumps(record, sort_keys=True) + "\n")
+        if write:
+            record = {"format": PLAN_FORMAT, "key": fingerprint(project, plan.deps),
+                      **asdict(plan)}
+            atomic_write(cache, json.dumps(record, sort_keys=True) + "\n")
+    if not write:
+        return plan
     root = Path(plan.root)
     for e in plan.experiments.values():
         for spec in e.specs.values():

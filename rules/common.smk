@@ -13,9 +13,14 @@ from taomake.compiler.layout import dataset_paths
 from taomake.compiler.plan import load_plan
 
 
+# `snakemake --lint` reads the rules and builds no DAG (Snakemake makes its workflow with
+# check_envvars=False for that alone): it must write nothing and reach no data source.
+LINTING = not workflow.check_envvars
+
+
 def _load(project_file):
     try:
-        return load_plan(project_file)
+        return load_plan(project_file, write=not LINTING)
     except TaomakeError as exc:  # a user error: message, exit 2, no traceback
         sys.stderr.write(f"error: {exc.render()}\n")
         sys.exit(exc.exit_code)
@@ -58,8 +63,9 @@ CHECKS = {key: (e.name, role) for e in reversed(list(EXPS.values()))
 def refresh_data_stamps():
     """Record each data source's identity (S3 ETag/size, local sha256) before the DAG is
     built; a stamp is rewritten only when the identity changed, so jobs rerun exactly when
-    their data did.  Cluster jobs skip it: the main Snakemake process already looked."""
-    if workflow.remote_exec:
+    their data did.  Cluster jobs skip it: the main Snakemake process already looked; so does
+    `--lint`."""
+    if workflow.remote_exec or LINTING:
         return
     from taomake.data.commands import store_of
     from taomake.data.identity import refresh_stamps

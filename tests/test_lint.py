@@ -119,3 +119,30 @@ def test_no_import_cycles_and_no_private_names_across_modules():
                                            c[i].startswith(c[i + 1] + ".")
                                            for i in range(len(c) - 1))]
     assert cycles == []
+
+
+def test_snakemake_lint_writes_nothing_and_reaches_no_data_source(tmp_path):
+    """A new project whose data is in S3, with the S3 endpoint closed: `--lint` still passes
+    (no request was made) and leaves the folder as it was (no specs, stamps or plan cache)."""
+    from tests.helpers import make_project
+    from tests.test_data_s3 import s3_project_text
+
+    folder = tmp_path / "proj"
+    make_project(folder, s3_project_text("no-such-bucket"))
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    env = {**__import__("os").environ, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                           "--lint"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert "Lints for rule" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert "error" not in proc.stderr.lower(), proc.stderr[-2000:]
+    after = sorted(p.relative_to(folder) for p in folder.rglob("*")
+                   if ".snakemake" not in p.parts or p.name.endswith(".json"))
+    assert after == before
+    assert not (folder / "results").exists()
+    # the same project with a dry run does contact the (closed) endpoint: the check can fail
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                           "-n"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "127.0.0.1:9" in proc.stderr, proc.stderr[-2000:]
