@@ -21,6 +21,7 @@ from . import checks
 from .actions import ACTIONS
 from .context import CompileContext
 from .errors import Problem, ProjectError
+from .facts import source_action
 from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
 from .resources import action_schema, references_dir
@@ -75,7 +76,7 @@ def classmap_lines(classes: dict[int, str], *, deploy: bool) -> list[str]:
 
 def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
     """Which actions an experiment builds, and a one-line reason for each left out."""
-    actions = ["distill" if p.distill else "train", "export"]
+    actions = [source_action(p), "export"]
     skipped = {"train": "distill replaces train"} if p.distill else \
         {"distill": "no `distill:` section"}
     optional = [("evaluate", p.dataset.test, "no dataset.test split"),
@@ -128,7 +129,7 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
     cpu = p.hardware.gpus_per_node == 0
     ngpu = max(1, p.hardware.gpus_per_node)
     aug = p.dataset.augmentation
-    source = "distill" if p.distill else "train"
+    source = source_action(p)
     d: dict[str, Any] = {
         "experiment": exp.name,
         "results_dir": lay.root,
@@ -173,7 +174,7 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         if teacher.startswith("experiment:"):
             other = teacher.split(":", 1)[1]
             tp = lp.experiments[other].project if other in lp.experiments else p
-            teacher = Layout(p.results, other).model("distill" if tp.distill else "train")
+            teacher = Layout(p.results, other).model(source_action(tp))
             d["teacher_model"] = _model_values(tp.model, p.distill.teacher.model)
         else:
             d["teacher_model"] = _model_values(p.model, p.distill.teacher.model)
@@ -419,8 +420,8 @@ def compile_experiment(lp: LoadedProject, exp: Experiment) -> CompiledExperiment
     if "trt_inference" in specs:
         files[lay.classmap_deploy] = "\n".join(classmap_lines(p.dataset.classes,
                                                               deploy=True)) + "\n"
-    return CompiledExperiment(exp.name, lay, specs, files, "distill" if p.distill else "train",
-                              ctx.warnings, skipped)
+    return CompiledExperiment(exp.name, lay, specs, files, source_action(p), ctx.warnings,
+                              skipped)
 
 
 def compile_project(lp: LoadedProject,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .actions import ACTIONS
+from .facts import TRAINING_ACTIONS, job_shape
 from .files import atomic_write, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
@@ -152,11 +153,10 @@ def _data_deps(lp) -> list[str]:
                    if not path.startswith("s3://")})
 
 
-TRAINING_ACTIONS = ("train", "distill")
 TAO_ACTIONS = tuple(ACTIONS)  # every action is one TAO job
 
 
-def resources_of(hardware) -> dict[str, dict[str, Any]]:
+def resources_of(hardware, actions: tuple[str, ...] = TAO_ACTIONS) -> dict[str, dict[str, Any]]:
     """Snakemake resources per TAO action from project.yaml `hardware` (+ `hardware.slurm`).
 
     Training/distillation get `nodes` x `gpus_per_node` GPUs and `time_minutes`; every other
@@ -164,13 +164,12 @@ def resources_of(hardware) -> dict[str, dict[str, Any]]:
     one GPU (none on CPU) for `eval_time_minutes`.  Resources are never rerun triggers."""
     s = hardware.slurm
     out: dict[str, dict[str, Any]] = {}
-    for action in TAO_ACTIONS:
-        training = action in TRAINING_ACTIONS
-        gpus = hardware.gpus_per_node if training else min(hardware.gpus_per_node, 1)
-        nodes = hardware.nodes if training else 1
+    for action in actions:
+        shape = job_shape(hardware, action)
+        training, gpus, nodes = action in TRAINING_ACTIONS, shape.gpus, shape.nodes
         per_task = max(gpus, 1)
         r: dict[str, Any] = {
-            "nodes": 1 if hardware.pack_nodes else nodes,
+            "nodes": shape.slurm_nodes,
             "cpus_per_task": s.cpus_per_gpu * per_task,
             "mem_mb": s.mem_mb_per_gpu * per_task * (nodes if hardware.pack_nodes else 1),
             "runtime": s.time_minutes if training else s.eval_time_minutes,

@@ -23,6 +23,7 @@ from taomake.compiler import compile_project, load_project
 from taomake.compiler.actions import ACTIONS, Action
 from taomake.compiler.compile import CompiledExperiment
 from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.facts import job_shape
 from taomake.compiler.files import atomic_write
 from taomake.compiler.plan import resources_of
 from taomake.compiler.writer import changed_keys
@@ -98,20 +99,17 @@ def _note(log: io.BufferedWriter, msg: str) -> None:
 def make_job(p, root: Path, compiled: CompiledExperiment, experiment: str, action: Action,
              spec: dict[str, Any], job_spec: Path) -> TaoJob:
     """The runner-independent description of one TAO run (image, GPUs, mounts, env names)."""
-    training = action.name in ("train", "distill")
+    shape = job_shape(p.hardware, action.name)
     ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
-    # only training spans every GPU and node; the other specs name one GPU (docs/tao-notes.md §2.4)
-    gpus = p.hardware.gpus_per_node if training else min(p.hardware.gpus_per_node, 1)
     results_dir = compiled.layout.action_dir(action.results_prefix) if action.results_prefix \
         else compiled.layout.root
     return TaoJob(action=action, spec=job_spec.resolve(), results_dir=results_dir,
                   workdir=root, image=(p.tao.deploy_image_ref if action.flavor == "deploy"
                                        else p.tao.pytorch_image_ref),
-                  env_names=tuple(p.hardware.runner.env), gpus=gpus, gpu_ids=ids[:gpus],
-                  nodes=p.hardware.nodes if training else 1,
-                  pack_nodes=p.hardware.pack_nodes,
-                  cpus_per_task=resources_of(p.hardware).get(action.name, {}).get(
-                      "cpus_per_task"),
+                  env_names=tuple(p.hardware.runner.env), gpus=shape.gpus,
+                  gpu_ids=ids[:shape.gpus], nodes=shape.nodes, pack_nodes=shape.packed,
+                  cpus_per_task=resources_of(p.hardware, (action.name,))[action.name][
+                      "cpus_per_task"],
                   shm_size=p.hardware.shm_size,
                   extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level},
                   mounts=tuple(job_mounts(spec, root, compiled.layout.root, job_spec)),

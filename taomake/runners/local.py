@@ -39,15 +39,20 @@ class LocalRunner:
             return cls(path if path.is_absolute() else project_root / path)
         return cls(default_venv())
 
+    def srun(self, job: TaoJob, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The srun step of a multi-node job (inside its SLURM allocation: one task per TAO
+        node), or [] for one node."""
+        if job.nodes <= 1:
+            return []
+        environ = os.environ if environ is None else environ
+        return srun_prefix(job.nodes, job.gpus, pack=job.pack_nodes,
+                           cpus_per_task=job.cpus_per_task or step_cpus(environ))
+
     def argv(self, job: TaoJob, environ: Mapping[str, str] | None = None) -> list[str]:
         argv = job.tao_argv()
         argv = [str(self.venv / "bin" / argv[0]), *argv[1:]]
-        if job.nodes > 1:
-            # inside a SLURM allocation: one task per node, each setting its own NODE_RANK
-            environ = os.environ if environ is None else environ
-            prefix = srun_prefix(job.nodes, job.gpus, pack=job.pack_nodes,
-                                 cpus_per_task=job.cpus_per_task or step_cpus(environ))
-            return [*prefix, *RANK_FROM_PROCID, *argv]
+        if job.nodes > 1:  # each task sets its own NODE_RANK
+            return [*self.srun(job, environ), *RANK_FROM_PROCID, *argv]
         return argv
 
     def env(self, job: TaoJob, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -85,7 +90,7 @@ class LocalRunner:
         if job.nodes > 1:
             shared = " ".join(f"{k}={env[k]}" for k in ("WORLD_SIZE", "NUM_GPU_PER_NODE",
                                                         "MASTER_ADDR", "MASTER_PORT"))
-            log.write(f"[taomake] multi-node: {shlex.join(argv[:argv.index('sh')])} "
+            log.write(f"[taomake] multi-node: {shlex.join(self.srun(job))} "
                       f"(one TAO node per task; {shared}; SLURM job "
                       f"{env.get('SLURM_JOB_ID', '?')})\n".encode())
         return run_tree(argv, cwd=job.workdir, env=env, log=log, on_tick=on_tick)
