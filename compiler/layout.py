@@ -14,6 +14,8 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from .actions import ACTIONS
+
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
@@ -83,7 +85,9 @@ def image_file(image_ref: str, image_dir: str, kind: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """Paths of one experiment's files, relative to the project folder."""
+    """Paths of one experiment's files, relative to the project folder.  The rules use a
+    Layout whose experiment is the wildcard `{exp}` (rules/common.smk `L`), so the DAG and
+    the jobs, reports and commands name the same files."""
 
     results: str  # project.results, e.g. "results"
     experiment: str
@@ -107,14 +111,70 @@ class Layout:
         """TAO's own output folder for an action (results_dir/<subdir>)."""
         return posixpath.join(self.root, results_subdir)
 
+    def output(self, action: str, name: str) -> str:
+        """A file in an action's output folder (quantized_evaluate: quantized/evaluate/).
+        `action` may be the rules' `{source}` wildcard (train or distill, folders of their
+        own name)."""
+        folder = ACTIONS[action].results_subdir if action in ACTIONS else action
+        return posixpath.join(self.root, folder, name)
+
     def model(self, source_action: str) -> str:
         """Stable path of the selected checkpoint of train (or distill)."""
-        return posixpath.join(self.root, source_action, "model.pth")
+        return self.output(source_action, "model.pth")
+
+    def curve(self, source_action: str) -> str:
+        """Per-epoch losses and validation mAPs of train (or distill)."""
+        return self.output(source_action, "curve.csv")
+
+    def run_record(self, source_action: str) -> str:
+        """What a finished training saved (its checkpoints), written by its job."""
+        return self.output(source_action, "run.json")
+
+    def selection(self, source_action: str) -> str:
+        """Which epoch became model.pth, and why."""
+        return self.output(source_action, "selection.json")
+
+    def metrics(self, action: str = "evaluate") -> str:
+        """test_mAP/test_mAP50 of an evaluation (evaluate, quantized_evaluate, trt_evaluate)."""
+        return self.output(action, "metrics.json")
+
+    def inference_summary(self, action: str = "inference") -> str:
+        """Detections per class of an inference run."""
+        return self.output(action, "summary.json")
+
+    @property
+    def parity(self) -> str:
+        """The ONNX checked against the PyTorch evaluation (and its latency)."""
+        return self.output("export", "parity.json")
+
+    def rung_record(self, rung: int | str) -> str:
+        """A successive-halving rung's curve of one trial (the train outputs stay the
+        full training's)."""
+        return self.output("train", f"rung{rung}.json")
+
+    @property
+    def upload_receipt(self) -> str:
+        return posixpath.join(self.root, "upload.json")
+
+    def sweep_file(self, name: str) -> str:
+        """A sweep's own files (rung decisions, best.json, winner.json), in the folder of the
+        swept experiment's name."""
+        return posixpath.join(self.root, "sweep", name)
+
+    def log(self, name: str) -> str:
+        return posixpath.join(self.root, "logs", f"{name}.log")
+
+    def benchmark(self, name: str) -> str:
+        """Snakemake's `benchmark:` record of a job (wall and CPU time, memory)."""
+        return posixpath.join(self.root, "benchmarks", f"{name}.tsv")
 
     @property
     def detections(self) -> str:
         """Per-class scores under the class names and the test-image grid (`detections`)."""
         return posixpath.join(self.root, "detections")
+
+    def detection(self, name: str) -> str:
+        return posixpath.join(self.detections, name)
 
     @property
     def test_grid(self) -> str:
@@ -123,7 +183,7 @@ class Layout:
 
     @property
     def onnx(self) -> str:
-        return posixpath.join(self.root, "export", "model.onnx")
+        return self.output("export", "model.onnx")
 
     def engine(self, precision: str, bmin: int, bopt: int, bmax: int, image: str) -> str:
         """Keyed by precision, batch profile and the deploy image (an engine only runs on
@@ -137,12 +197,13 @@ class Layout:
         return engine.removesuffix(".engine") + ".calib.bin"
 
     def quantized(self, backend: str) -> str:
-        return posixpath.join(self.root, "quantize", f"quantized_model_{backend}.pth")
+        """quantize's model (TAO names it after the backend, docs/tao-notes.md §7)."""
+        return self.output("quantize", f"quantized_model_{backend}.pth")
 
     @property
     def quantized_onnx(self) -> str:
         """The quantized model's ONNX (the quantized_export action)."""
-        return posixpath.join(self.root, "quantized", "export", "model.onnx")
+        return self.output("quantized_export", "model.onnx")
 
 
 def staged_dir(results: str, uri: str) -> str:

@@ -70,25 +70,25 @@ class ExperimentPlan:
         if self.halving:
             return {}
         if self.trial is not None:
-            return {self.source_action: [f"{lay.root}/{self.source_action}/curve.csv"]}
+            return {self.source_action: [lay.curve(self.source_action)]}
         return self.all_artifacts()
 
     def all_artifacts(self) -> dict[str, list[str]]:
         lay, specs = self.layout, self.specs
         out = {
-            "train": [lay.model("train"), f"{lay.root}/train/curve.csv"],
-            "distill": [lay.model("distill"), f"{lay.root}/distill/curve.csv"],
-            "evaluate": [f"{lay.root}/evaluate/metrics.json"],
-            "inference": [f"{lay.root}/inference/summary.json"],
-            "export": [lay.onnx] + ([f"{lay.root}/export/parity.json"]
-                                    if "evaluate" in specs and self.parity else []),
-            "trt_evaluate": [f"{lay.root}/trt_evaluate/metrics.json"],
-            "trt_inference": [f"{lay.root}/trt_inference/summary.json"],
+            "train": [lay.model("train"), lay.curve("train")],
+            "distill": [lay.model("distill"), lay.curve("distill")],
+            "evaluate": [lay.metrics("evaluate")],
+            "inference": [lay.inference_summary("inference")],
+            "export": [lay.onnx] + ([lay.parity] if "evaluate" in specs and self.parity
+                                    else []),
+            "trt_evaluate": [lay.metrics("trt_evaluate")],
+            "trt_inference": [lay.inference_summary("trt_inference")],
         }
         if "quantize" in specs:
             out["quantize"] = [lay.quantized(specs["quantize"].data["quantize"]["backend"])]
-            out["quantized_evaluate"] = [f"{lay.root}/quantized/evaluate/metrics.json"]
-            out["quantized_inference"] = [f"{lay.root}/quantized/inference/summary.json"]
+            out["quantized_evaluate"] = [lay.metrics("quantized_evaluate")]
+            out["quantized_inference"] = [lay.inference_summary("quantized_inference")]
             out["quantized_export"] = [lay.quantized_onnx]
         if "gen_trt_engine" in specs:
             gen = specs["gen_trt_engine"].data["gen_trt_engine"]

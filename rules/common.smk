@@ -9,7 +9,7 @@ from pathlib import Path
 
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import TaomakeError
-from taomake.compiler.layout import dataset_paths
+from taomake.compiler.layout import Layout, dataset_paths
 from taomake.compiler.plan import load_plan
 
 
@@ -50,6 +50,8 @@ if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
                      f"{next(iter(EXPS.values())).skipped['gen_trt_engine']}\n")
 
 R = PLAN.results
+L = Layout(R, "{exp}")  # every experiment's paths, as rule patterns (the `exp` wildcard)
+S = Layout(R, "{sweep}")  # a sweep's own files (rules/sweep.smk)
 PROJECT = PREFIX + PLAN.project_file  # jobs run in Snakemake's working directory
 SWEEPS = PLAN.sweeps  # swept experiment -> trials (experiments of their own), metric
 SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
@@ -183,9 +185,9 @@ def teacher_inputs(w):
 def detections_inputs(w):
     """The inference labels and, when the export is checked, the ONNX per-class scores."""
     e = EXPS[w.exp]
-    out = {"inference": f"{R}/{w.exp}/inference/summary.json"}
+    out = {"inference": e.layout.inference_summary("inference")}
     if "export" in e.specs and e.parity:
-        out["parity"] = f"{R}/{w.exp}/export/parity.json"
+        out["parity"] = e.layout.parity
     return out
 
 
@@ -204,15 +206,19 @@ def report_inputs():
     detections never redraw it) and each sweep's winner."""
     out = [path for e in EXPS.values() for action, paths in e.artifacts().items()
            if action in REPORTED for path in paths]
-    return out + [f"{R}/{name}/sweep/winner.json" for name in SWEEPS]
+    return out + [winner(name) for name in SWEEPS]
+
+
+def winner(sweep):
+    return Layout(R, sweep).sweep_file("winner.json")
 
 
 def all_targets():
     """Every artifact, each sweep's winner, upload receipts and the report: the default
     target."""
     out = [path for e in EXPS.values() for paths in e.artifacts().values() for path in paths]
-    out += [f"{R}/{name}/sweep/winner.json" for name in SWEEPS]
-    return out + [f"{R}/{e.name}/upload.json" for e in EXPS.values()
+    out += [winner(name) for name in SWEEPS]
+    return out + [e.layout.upload_receipt for e in EXPS.values()
                   if e.upload] + [f"{R}/report/summary.md"]
 
 
@@ -297,7 +303,8 @@ def rung_inputs(w):
     rung, group = int(w.rung), EXPS[w.exp].group
     if rung == 0:
         return []
-    return [f"{R}/{w.exp}/train/rung{rung - 1}.json", f"{R}/{group}/sweep/rung{rung - 1}.json"]
+    return [layout(w.exp).rung_record(rung - 1),
+            Layout(R, group).sweep_file(f"rung{rung - 1}.json")]
 
 def sweep_finalists(w):
     """The training curves the winner is chosen from (a checkpoint is selected for the
@@ -305,7 +312,7 @@ def sweep_finalists(w):
     sweep = SWEEPS[w.sweep]
     trials = (rung_survivors(w.sweep, len(sweep["rungs"]) - 1) if sweep["rungs"]
               else list(sweep["trials"]))
-    return [f"{R}/{t}/train/curve.csv" for t in trials]
+    return [layout(t).curve("train") for t in trials]
 
 def halving_gate(w):
     """The full training of a successive-halving trial starts after the last decision
@@ -314,8 +321,8 @@ def halving_gate(w):
     if not EXPS[w.exp].halving:
         return []
     last = len(sweep["rungs"]) - 2
-    return [f"{R}/{w.exp}/train/rung{last}.json",
-            f"{R}/{EXPS[w.exp].group}/sweep/rung{last}.json"]
+    return [layout(w.exp).rung_record(last),
+            Layout(R, EXPS[w.exp].group).sweep_file(f"rung{last}.json")]
 
 def winner_artifacts(w):
     """The winning trial's evaluation/export/inference (known once best.json exists)."""

@@ -41,11 +41,11 @@ rule upload:
     input:
         lambda w: [p for files in upload_files(w.exp).values() for p in files],
     output:
-        receipt=f"{R}/{{exp}}/upload.json",
+        receipt=L.upload_receipt,
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/upload.log",
+        L.log("upload"),
     shell:
         "exec taomake data -p {params.project:q} upload -e {wildcards.exp}"
         " --receipt {output.receipt:q} > {log:q} 2>&1"

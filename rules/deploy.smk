@@ -5,18 +5,18 @@
 rule gen_trt_engine:
     input:
         unpack(tao_inputs("gen_trt_engine")),
-        onnx=f"{R}/{{exp}}/export/model.onnx",
+        onnx=L.onnx,
     output:
-        engine=f"{R}/{{exp}}/gen_trt_engine/model.{{precision}}.b{{profile}}.engine",
+        engine=L.output("gen_trt_engine", "model.{precision}.b{profile}.engine"),
     wildcard_constraints:
         exp=exps_with("gen_trt_engine"),
         precision="fp32|fp16",
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/gen_trt_engine.{{precision}}.b{{profile}}.log",
+        L.log("gen_trt_engine.{precision}.b{profile}"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/gen_trt_engine.{{precision}}.b{{profile}}.tsv"
+        L.benchmark("gen_trt_engine.{precision}.b{profile}")
     resources:
         **resources_for("gen_trt_engine"),
     shell:
@@ -25,13 +25,13 @@ rule gen_trt_engine:
 
 use rule gen_trt_engine as gen_trt_engine_int8 with:
     output:
-        engine=f"{R}/{{exp}}/gen_trt_engine/model.int8.b{{profile}}.engine",
+        engine=L.output("gen_trt_engine", "model.int8.b{profile}.engine"),
         # INT8 calibration cache: its own artifact (TensorRT reuses it when present)
-        calibration=f"{R}/{{exp}}/gen_trt_engine/model.int8.b{{profile}}.calib.bin",
+        calibration=L.calibration_cache(L.output("gen_trt_engine", "model.int8.b{profile}.engine")),
     log:
-        f"{R}/{{exp}}/logs/gen_trt_engine.int8.b{{profile}}.log",
+        L.log("gen_trt_engine.int8.b{profile}"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/gen_trt_engine.int8.b{{profile}}.tsv"
+        L.benchmark("gen_trt_engine.int8.b{profile}")
 
 
 rule trt_evaluate:
@@ -41,13 +41,13 @@ rule trt_evaluate:
     wildcard_constraints:
         exp=exps_with("trt_evaluate"),
     output:
-        metrics=f"{R}/{{exp}}/trt_evaluate/metrics.json",
+        metrics=L.metrics("trt_evaluate"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/trt_evaluate.log",
+        L.log("trt_evaluate"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/trt_evaluate.tsv"
+        L.benchmark("trt_evaluate")
     resources:
         **resources_for("trt_evaluate"),
     shell:
@@ -62,13 +62,13 @@ rule trt_inference:
     wildcard_constraints:
         exp=exps_with("trt_inference"),
     output:
-        summary=f"{R}/{{exp}}/trt_inference/summary.json",
+        summary=L.inference_summary("trt_inference"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/trt_inference.log",
+        L.log("trt_inference"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/trt_inference.tsv"
+        L.benchmark("trt_inference")
     resources:
         **resources_for("trt_inference"),
     shell:

@@ -7,13 +7,13 @@ rule evaluate:
     wildcard_constraints:
         exp=exps_with("evaluate"),
     output:
-        metrics=f"{R}/{{exp}}/evaluate/metrics.json",
+        metrics=L.metrics("evaluate"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/evaluate.log",
+        L.log("evaluate"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/evaluate.tsv"
+        L.benchmark("evaluate")
     resources:
         **resources_for("evaluate"),
     shell:

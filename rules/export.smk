@@ -7,13 +7,13 @@ rule export:
     wildcard_constraints:
         exp=exps_with("export"),
     output:
-        onnx=f"{R}/{{exp}}/export/model.onnx",
+        onnx=L.onnx,
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/export.log",
+        L.log("export"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/export.tsv"
+        L.benchmark("export")
     resources:
         **resources_for("export"),
     shell:
@@ -22,18 +22,18 @@ rule export:
 
 rule onnx_parity:
     input:
-        onnx=f"{R}/{{exp}}/export/model.onnx",
-        metrics=f"{R}/{{exp}}/evaluate/metrics.json",
+        onnx=L.onnx,
+        metrics=L.metrics("evaluate"),
         data=data_inputs("evaluate"),
     output:
-        parity=f"{R}/{{exp}}/export/parity.json",
+        parity=L.parity,
     params:
         project=PROJECT,
         tolerance=lambda w: EXPS[w.exp].parity_tolerance,  # a new tolerance re-checks
     log:
-        f"{R}/{{exp}}/logs/onnx_parity.log",
+        L.log("onnx_parity"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/onnx_parity.tsv"
+        L.benchmark("onnx_parity")
     shell:
         "exec taomake parity -p {params.project:q} -e {wildcards.exp} --out {output.parity:q}"
         " > {log:q} 2>&1"

@@ -8,13 +8,13 @@ rule inference:
     wildcard_constraints:
         exp=exps_with("inference"),
     output:
-        summary=f"{R}/{{exp}}/inference/summary.json",
+        summary=L.inference_summary("inference"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/inference.log",
+        L.log("inference"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/inference.tsv"
+        L.benchmark("inference")
     resources:
         **resources_for("inference"),
     shell:
@@ -27,13 +27,13 @@ rule detections:
         unpack(detections_inputs),
         data=data_inputs("evaluate"),
     output:
-        per_class=f"{R}/{{exp}}/detections/per_class.json",
-        table=f"{R}/{{exp}}/detections/per_class.md",
+        per_class=L.detection("per_class.json"),
+        table=L.detection("per_class.md"),
         grid=report(f"{R}/report/test_grid_{{exp}}.png",
                     caption="../report/test_grid.rst", category="Detections"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/detections.log",
+        L.log("detections"),
     shell:
         "exec taomake detections -p {params.project:q} -e {wildcards.exp} > {log:q} 2>&1"

@@ -7,13 +7,13 @@ rule quantize:
     wildcard_constraints:
         exp=exps_with("quantize"),
     output:
-        model=f"{R}/{{exp}}/quantize/quantized_model_{{backend}}.pth",
+        model=L.quantized("{backend}"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/quantize_{{backend}}.log",
+        L.log("quantize_{backend}"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/quantize_{{backend}}.tsv"
+        L.benchmark("quantize_{backend}")
     resources:
         **resources_for("quantize"),
     shell:
@@ -31,13 +31,13 @@ rule quantized_evaluate:
     wildcard_constraints:
         exp=exps_with("quantized_evaluate"),
     output:
-        metrics=f"{R}/{{exp}}/quantized/evaluate/metrics.json",
+        metrics=L.metrics("quantized_evaluate"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/quantized_evaluate.log",
+        L.log("quantized_evaluate"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/quantized_evaluate.tsv"
+        L.benchmark("quantized_evaluate")
     resources:
         **resources_for("quantized_evaluate"),
     shell:
@@ -52,13 +52,13 @@ rule quantized_inference:
     wildcard_constraints:
         exp=exps_with("quantized_inference"),
     output:
-        summary=f"{R}/{{exp}}/quantized/inference/summary.json",
+        summary=L.inference_summary("quantized_inference"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/quantized_inference.log",
+        L.log("quantized_inference"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/quantized_inference.tsv"
+        L.benchmark("quantized_inference")
     resources:
         **resources_for("quantized_inference"),
     shell:
@@ -72,13 +72,13 @@ rule quantized_export:
     wildcard_constraints:
         exp=exps_with("quantized_export"),
     output:
-        onnx=f"{R}/{{exp}}/quantized/export/model.onnx",
+        onnx=L.quantized_onnx,
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/quantized_export.log",
+        L.log("quantized_export"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/quantized_export.tsv"
+        L.benchmark("quantized_export")
     resources:
         **resources_for("quantized_export"),
     shell:

@@ -12,14 +12,14 @@ rule sweep_rung_train:
     wildcard_constraints:
         exp=exps_with("train"),
     output:
-        rung=f"{R}/{{exp}}/train/rung{{rung}}.json",
+        rung=L.rung_record("{rung}"),
     params:
         project=PROJECT,
         epochs=lambda w: sweep_of(w.exp)["rungs"][int(w.rung)],
     log:
-        f"{R}/{{exp}}/logs/train.rung{{rung}}.log",
+        L.log("train.rung{rung}"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/train.rung{{rung}}.tsv"
+        L.benchmark("train.rung{rung}")
     resources:
         **resources_for("train"),
     shell:
@@ -29,14 +29,13 @@ rule sweep_rung_train:
 
 checkpoint sweep_rung:
     input:
-        lambda w: [f"{R}/{t}/train/rung{w.rung}.json"
-                   for t in rung_survivors(w.sweep, int(w.rung))],
+        lambda w: [layout(t).rung_record(w.rung) for t in rung_survivors(w.sweep, int(w.rung))],
     output:
-        decision=f"{R}/{{sweep}}/sweep/rung{{rung}}.json",
+        decision=S.sweep_file("rung{rung}.json"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{sweep}}/logs/sweep_rung{{rung}}.log",
+        S.log("sweep_rung{rung}"),
     shell:
         "exec taomake sweep-rung -p {params.project:q} --sweep {wildcards.sweep}"
         " --rung {wildcards.rung} --out {output.decision:q} > {log:q} 2>&1"
@@ -46,11 +45,11 @@ checkpoint sweep_best:
     input:
         sweep_finalists,
     output:
-        best=f"{R}/{{sweep}}/sweep/best.json",
+        best=S.sweep_file("best.json"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{sweep}}/logs/sweep_best.log",
+        S.log("sweep_best"),
     shell:
         "exec taomake sweep-best -p {params.project:q} --sweep {wildcards.sweep}"
         " --out {output.best:q} > {log:q} 2>&1"
@@ -58,12 +57,12 @@ checkpoint sweep_best:
 
 rule sweep_done:
     input:
-        best=f"{R}/{{sweep}}/sweep/best.json",
+        best=S.sweep_file("best.json"),
         winner=winner_artifacts,
     output:
-        done=f"{R}/{{sweep}}/sweep/winner.json",
+        done=S.sweep_file("winner.json"),
     log:
-        f"{R}/{{sweep}}/logs/sweep_done.log",
+        S.log("sweep_done"),
     shell:
         # the winner's artifacts exist now; winner.json is the sweep's own up-to-date marker
         "cp {input.best:q} {output.done:q} 2> {log:q}"

@@ -7,14 +7,14 @@ rule train:
     wildcard_constraints:
         exp=exps_with("train"),
     output:
-        curve=f"{R}/{{exp}}/train/curve.csv",
-        run=f"{R}/{{exp}}/train/run.json",
+        curve=L.curve("train"),
+        run=L.run_record("train"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/train.log",
+        L.log("train"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/train.tsv"
+        L.benchmark("train")
     resources:
         **resources_for("train"),
     shell:
@@ -27,14 +27,14 @@ rule distill:
     wildcard_constraints:
         exp=exps_with("distill"),
     output:
-        curve=f"{R}/{{exp}}/distill/curve.csv",
-        run=f"{R}/{{exp}}/distill/run.json",
+        curve=L.curve("distill"),
+        run=L.run_record("distill"),
     params:
         project=PROJECT,
     log:
-        f"{R}/{{exp}}/logs/distill.log",
+        L.log("distill"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/distill.tsv"
+        L.benchmark("distill")
     resources:
         **resources_for("distill"),
     shell:
@@ -43,18 +43,18 @@ rule distill:
 
 rule select_checkpoint:
     input:
-        run=f"{R}/{{exp}}/{{source}}/run.json",
+        run=L.run_record("{source}"),
     output:
-        model=f"{R}/{{exp}}/{{source}}/model.pth",
-        selection=f"{R}/{{exp}}/{{source}}/selection.json",
+        model=L.model("{source}"),
+        selection=L.selection("{source}"),
     params:
         project=PROJECT,
         # a change of policy re-selects; it never retrains
         policy=lambda w: EXPS[w.exp].use_checkpoint,
         metric=lambda w: EXPS[w.exp].best_metric,
     log:
-        f"{R}/{{exp}}/logs/select_{{source}}.log",
+        L.log("select_{source}"),
     benchmark:
-        f"{R}/{{exp}}/benchmarks/select_{{source}}.tsv"
+        L.benchmark("select_{source}")
     shell:
         "exec taomake select -p {params.project:q} -e {wildcards.exp} 2> {log:q}"

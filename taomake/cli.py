@@ -209,8 +209,7 @@ def cmd_detections(args: argparse.Namespace) -> int:
     table = run_detections(root, exp, out)
     print(markdown(table), end="")
     files = [out / "per_class.json", out / "per_class.md", root / exp.layout.test_grid]
-    consumed = [root / exp.layout.root / "inference" / "summary.json",
-                root / exp.layout.root / "export" / "parity.json"]
+    consumed = [root / exp.layout.inference_summary("inference"), root / exp.layout.parity]
     _record_derived(plan, "detections", out, files, [p for p in consumed if p.exists()], args,
                     started)
     return 0

@@ -184,7 +184,7 @@ def run_detections(root: Path, exp, out_dir: Path) -> dict[str, Any]:
     else:
         table["notes"].append("PyTorch: not scored (dataset.inference is not the test split's "
                               "image folder).")
-    parity = root / exp.layout.root / "export" / "parity.json"
+    parity = root / exp.layout.parity
     if parity.is_file():
         table["onnx"] = json.loads(parity.read_text()).get("per_class")
         table["notes"].append("ONNX: ONNX Runtime on the test split (onnx_parity), label index "

@@ -162,7 +162,7 @@ def run_parity(root: Path, exp, out: Path, onnx: Path | None = None,
     onnx = onnx or root / lay.onnx
     result = check_parity(
         onnx, root / test["json_file"], root / test["image_dir"],
-        root / lay.root / "evaluate" / "metrics.json",
+        root / lay.metrics("evaluate"),
         size=(ex["input_height"], ex["input_width"]),
         num_select=ev["model"].get("num_select", 300),
         tolerance=exp.parity_tolerance if tolerance is None else tolerance,

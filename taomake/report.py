@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import Layout
 from taomake.compiler.plan import BuildPlan
 
 COLUMNS = [  # key, header, format
@@ -66,38 +67,38 @@ def collect(plan: BuildPlan) -> list[Run]:
     root = Path(plan.root)
     winners = {}
     for name in plan.sweeps:
-        best = _json(root / plan.results / name / "sweep" / "best.json")
+        best = _json(root / Layout(plan.results, name).sweep_file("best.json"))
         if best:
             winners[best["winner"]] = name
     runs = []
     for exp in plan.experiments.values():
         if exp.trial is not None and exp.name not in winners:
             continue
-        base = root / exp.layout.root
+        lay, source = exp.layout, exp.source_action
+        at = {name: root / path for name, path in (
+            ("metrics", lay.metrics("evaluate")),
+            ("quantized", lay.metrics("quantized_evaluate")),
+            ("selection", lay.selection(source)),
+            ("bench", lay.benchmark(source)),
+            ("onnx", lay.onnx),
+            ("parity", lay.parity),
+            ("trt", lay.metrics("trt_evaluate")),
+            ("curve", lay.curve(source)))}
         v: dict[str, float | None] = dict.fromkeys(k for k, _, _ in COLUMNS)
-        metrics = _json(base / "evaluate" / "metrics.json") or {}
+        metrics = _json(at["metrics"]) or {}
         v["test_mAP"] = metrics.get("test_mAP")
         v["test_mAP50"] = metrics.get("test_mAP50")
-        quantized = _json(base / "quantized" / "evaluate" / "metrics.json") or {}
-        v["quantized_mAP50"] = quantized.get("test_mAP50")
-        selection = _json(base / exp.source_action / "selection.json") or {}
-        v["epoch"] = selection.get("epoch")
-        bench = base / "benchmarks" / f"{exp.source_action}.tsv"
-        if bench.exists():
-            rows = list(csv.DictReader(bench.open(), delimiter="\t"))
+        v["quantized_mAP50"] = (_json(at["quantized"]) or {}).get("test_mAP50")
+        v["epoch"] = (_json(at["selection"]) or {}).get("epoch")
+        if at["bench"].exists():
+            rows = list(csv.DictReader(at["bench"].open(), delimiter="\t"))
             v["train_minutes"] = float(rows[-1]["s"]) / 60 if rows else None
-        onnx = root / exp.layout.onnx
-        v["onnx_mb"] = onnx.stat().st_size / 1e6 if onnx.exists() else None
-        parity = _json(base / "export" / "parity.json") or {}
-        v["onnx_ms"] = parity.get("latency_ms_median")
-        trt = _json(base / "trt_evaluate" / "metrics.json") or {}
-        v["engine_ms"] = trt.get("latency_ms")
+        v["onnx_mb"] = at["onnx"].stat().st_size / 1e6 if at["onnx"].exists() else None
+        v["onnx_ms"] = (_json(at["parity"]) or {}).get("latency_ms_median")
+        v["engine_ms"] = (_json(at["trt"]) or {}).get("latency_ms")
         group = winners.get(exp.name, exp.group or exp.name)
-        curve = base / exp.source_action / "curve.csv"
-        read = [base / "evaluate" / "metrics.json", base / exp.source_action / "selection.json",
-                bench, onnx, base / "export" / "parity.json",
-                base / "trt_evaluate" / "metrics.json", curve,
-                base / "quantized" / "evaluate" / "metrics.json"]
+        curve = at["curve"]
+        read = list(at.values())
         runs.append(Run(exp.name, group, exp.seed, v, _curve(curve),
                         [p for p in read if p.exists()]))
     return runs
@@ -303,12 +304,12 @@ def write_report(plan: BuildPlan,
     plot_curves(runs, files["curves.png"])
     plot_accuracy_latency(summary, files["accuracy_latency.png"])
     for name in plan.sweeps:
-        best = _json(root / plan.results / name / "sweep" / "best.json")
+        best = _json(root / Layout(plan.results, name).sweep_file("best.json"))
         if best:
-            read.append(root / plan.results / name / "sweep" / "best.json")
+            read.append(root / Layout(plan.results, name).sweep_file("best.json"))
             files[f"sweep_{name}.png"] = out_dir / f"sweep_{name}.png"
             plot_sweep(best, files[f"sweep_{name}.png"])
-        decisions = [_json(root / plan.results / name / "sweep" / f"rung{r}.json")
+        decisions = [_json(root / Layout(plan.results, name).sweep_file(f"rung{r}.json"))
                      for r in range(max(0, len(plan.sweeps[name]["rungs"]) - 1))]
         if decisions and all(decisions):
             files[f"sweep_{name}_rungs.png"] = out_dir / f"sweep_{name}_rungs.png"

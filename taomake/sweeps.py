@@ -12,6 +12,7 @@ from typing import Any
 
 from taomake.compiler.errors import RunError, UsageError
 from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import Layout
 from taomake.compiler.plan import BuildPlan
 
 
@@ -41,7 +42,7 @@ def _sweep(plan: BuildPlan, sweep: str) -> dict[str, Any]:
 
 
 def rung_file(plan: BuildPlan, sweep: str, rung: int) -> Path:
-    return Path(plan.root) / plan.results / sweep / "sweep" / f"rung{rung}.json"
+    return Path(plan.root) / Layout(plan.results, sweep).sweep_file(f"rung{rung}.json")
 
 
 def survivors(plan: BuildPlan, sweep: str, rung: int) -> list[str]:
@@ -60,7 +61,7 @@ def decide_rung(plan: BuildPlan, sweep: str, rung: int,
     root, metric = Path(plan.root), info["metric"]
     scores, read = {}, []
     for trial in survivors(plan, sweep, rung):
-        read.append(root / plan.experiments[trial].layout.root / "train" / f"rung{rung}.json")
+        read.append(root / plan.experiments[trial].layout.rung_record(rung))
         record = json.loads(read[-1].read_text())
         values = [row[metric] for row in record["curve"] if row.get(metric) is not None]
         if not values:
@@ -88,7 +89,7 @@ def choose_best(plan: BuildPlan, sweep: str, out: Path) -> tuple[dict[str, Any],
     for trial in finalists:
         values = info["trials"][trial]
         exp = plan.experiments[trial]
-        read.append(root / exp.layout.root / "train" / "curve.csv")
+        read.append(root / exp.layout.curve("train"))
         score, epoch = trial_score(read[-1], metric)
         spec = exp.specs["train"]
         rows.append({"trial": trial, "score": score, "epoch": epoch, "values": values,
