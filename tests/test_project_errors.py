@@ -1,5 +1,6 @@
 """A corpus of broken project files: each must exit 2 with file:line, the key, no traceback,
-and nothing written."""
+and nothing written.  The cases run `taomake compile` in-process (an unexpected exception
+fails the test); one runs it as a command, as users do."""
 
 from __future__ import annotations
 
@@ -193,22 +194,39 @@ def _line_of(text: str, marker: str) -> int:
     return hits[0]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_broken_project(case: Case, tmp_path):
+def _broken(case: Case, tmp_path):
     text = SMOKE_PROJECT.read_text()
     for old, new in case.edits:
         assert text.count(old) == 1, f"edit anchor {old!r} not unique in project.yaml"
         text = text.replace(old, new)
-    project = make_project(tmp_path, text)
-    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "compile", "-p", str(project)],
-                          capture_output=True, text=True, cwd=tmp_path)
-    err = proc.stderr
-    assert proc.returncode == 2, err
+    return text, make_project(tmp_path, text)
+
+
+def _check(case: Case, text: str, project, rc: int, err: str, tmp_path) -> None:
+    assert rc == 2, err
     assert "Traceback" not in err
     assert f"{project}:{_line_of(text, case.marker)}:" in err, err
     assert case.key in err, err
     assert case.also.lower() in err.lower(), err
     assert not (tmp_path / "results").exists(), "nothing may be written on error"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_broken_project(case: Case, tmp_path, capsys, monkeypatch):
+    from taomake.cli import main
+
+    text, project = _broken(case, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["compile", "-p", str(project)])
+    _check(case, text, project, rc, capsys.readouterr().err, tmp_path)
+
+
+def test_broken_project_as_a_command(tmp_path):
+    case = CASES[0]
+    text, project = _broken(case, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "compile", "-p", str(project)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    _check(case, text, project, proc.returncode, proc.stderr, tmp_path)
 
 
 def test_corpus_is_large_enough():
