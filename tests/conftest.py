@@ -25,9 +25,27 @@ LONGEST_FIRST = ("test_e2e_learning.py", "test_slurm.py", "test_e2e_experiments.
                  "test_e2e_tao.py", "test_docker_runner.py", "test_build.py")
 
 
-def pytest_collection_modifyitems(items):
+# The service a fixture stands for; a test using one (directly or through another fixture)
+# carries its marker, so `-m "not slurm"` and the like select exactly right.
+SERVICE_MARKS = {"tao_venv": "tao", "docker_client": "docker", "slurm_cluster": "slurm",
+                 "s3_env": "s3", "private_s3": "s3", "chromium": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
+    stale = []
+    for item in items:
+        needed = {SERVICE_MARKS[f] for f in getattr(item, "fixturenames", ())
+                  if f in SERVICE_MARKS}
+        for mark in sorted(needed):
+            item.add_marker(mark)
+        declared = {m.name for m in item.iter_markers()} & set(SERVICE_MARKS.values())
+        if declared - needed:
+            stale.append(f"{item.nodeid}: marked {sorted(declared - needed)} "
+                         "but uses no such service fixture")
+    if stale:
+        raise pytest.UsageError("service markers that match no fixture:\n" + "\n".join(stale))
 
 
 @pytest.fixture(scope="session")
