@@ -328,7 +328,7 @@ def _apply_overrides(ctx: CompileContext, action: str, spec: dict[str, Any]) -> 
     p = ctx.exp.project
     schema = action_schema(action)
     # the quantized model's specs take their float twin's overrides (overrides.evaluate...)
-    own = action if action in type(p.overrides).model_fields else ACTIONS[action].judged_as
+    own = checks.override_scope(p, action)
     for scope in ("all", own):
         for key, value in getattr(p.overrides, scope).items():
             path = str(key).split(".")
