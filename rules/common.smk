@@ -14,13 +14,14 @@ from taomake.compiler.plan import load_plan
 
 
 # `snakemake --lint` reads the rules and builds no DAG (Snakemake makes its workflow with
-# check_envvars=False for that alone): it must write nothing and reach no data source.
-LINTING = not workflow.check_envvars
+# check_envvars=False for that alone) and `taomake status` only reads (it passes
+# taomake_read_only): neither writes a file nor reaches a data source.
+READ_ONLY = not workflow.check_envvars or bool(config.get("taomake_read_only"))
 
 
 def _load(project_file):
     try:
-        return load_plan(project_file, write=not LINTING)
+        return load_plan(project_file, write=not READ_ONLY)
     except TaomakeError as exc:  # a user error: message, exit 2, no traceback
         sys.stderr.write(f"error: {exc.render()}\n")
         sys.exit(exc.exit_code)
@@ -67,7 +68,7 @@ def refresh_data_stamps():
     built; a stamp is rewritten only when the identity changed, so jobs rerun exactly when
     their data did.  Cluster jobs skip it: the main Snakemake process already looked; so does
     `--lint`."""
-    if workflow.remote_exec or LINTING:
+    if workflow.remote_exec or READ_ONLY:
         return
     from taomake.data.commands import store_of
     from taomake.data.identity import refresh_stamps

@@ -25,10 +25,11 @@ from taomake.compiler.resources import snakefile
 from taomake.compiler.writer import changed_keys
 
 
-def _snakemake(root: Path, project_file: str, *args: str) -> str:
+def _snakemake(root: Path, project_file: str, *args: str, read_only: bool = False) -> str:
+    config = [f"project={root / project_file}"] + (["taomake_read_only=1"] if read_only else [])
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(snakefile()), "--config",
-         f"project={root / project_file}", *args], cwd=root, capture_output=True, text=True)
+        [sys.executable, "-m", "snakemake", "-s", str(snakefile()), "--config", *config, *args],
+        cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise UsageError("snakemake could not plan the build:\n" + proc.stderr[-2000:])
     return proc.stdout
@@ -91,9 +92,28 @@ def _detail(root: Path, path: str) -> str:
     return ""
 
 
-def status_rows(plan: BuildPlan) -> list[Row]:
+def _changed_specs(plan: BuildPlan) -> dict[str, set[str]]:
+    """Per experiment, the actions whose spec on disk differs from project.yaml's (status
+    writes no spec, so Snakemake cannot see those changes)."""
     root = Path(plan.root)
-    summary = _snakemake(root, plan.project_file, "--summary")
+    changed: dict[str, set[str]] = {}
+    for name, e in plan.experiments.items():
+        for action, spec in e.specs.items():
+            path = root / spec.path
+            if not path.is_file() or path.read_text(encoding="utf-8") != spec.text:
+                changed.setdefault(name, set()).add(action)
+    return changed
+
+
+def status_rows(plan: BuildPlan) -> list[Row]:
+    """Each artifact's state, from Snakemake's `--summary` of the files as they are (read
+    only: no spec or data stamp is written, no data source contacted; data sources are
+    judged by their last recorded identity) and the specs project.yaml would write now."""
+    root = Path(plan.root)
+    # --mode subprocess: Snakemake writes no log file of its own (status writes nothing)
+    summary = _snakemake(root, plan.project_file, "--summary", "--mode", "subprocess",
+                         read_only=True)
+    changed = _changed_specs(plan)
     todo: dict[str, tuple[str, str]] = {}
     for line in summary.splitlines()[1:]:
         cols = line.split("\t")
@@ -101,17 +121,26 @@ def status_rows(plan: BuildPlan) -> list[Row]:
             todo[cols[0]] = (cols[4], cols[5])
     rows = []
     for name, e in plan.experiments.items():
-        for paths in e.artifacts().values():
+        edited = changed.get(name, set())
+        for action, paths in e.artifacts().items():
             path = paths[0]
             status, pending = todo.get(path, ("missing", "update pending"))
-            state = "up to date" if pending == "no update" else (
-                "missing" if status == "missing" else f"stale ({status})")
+            # a changed source (train/distill) spec makes everything after it stale too
+            upstream = {action, e.source_action} | (
+                {"evaluate", "inference"} if action == "detections" else set())
+            spec_changed = bool(edited & upstream)
+            if status == "missing":
+                state = "missing"
+            elif spec_changed:
+                state = "stale (spec changed)"
+            else:
+                state = "up to date" if pending == "no update" else f"stale ({status})"
             rows.append(Row(name, path, state, _detail(root, path)))
     return rows
 
 
 def print_status(project: Path) -> None:
-    plan = load_plan(project)
+    plan = load_plan(project, write=False)
     rows = status_rows(plan)
     width = max(len(r.artifact) for r in rows)
     print(f"project {plan.name} ({plan.project_file}); results under "

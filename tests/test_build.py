@@ -278,3 +278,41 @@ def test_switching_to_a_container_runner_rebuilds_nothing(copy):
     planned = proc.stdout
     assert "rule train:" not in planned and "rule export:" not in planned
     assert "rule container_image:" in planned and "rule runtime_ready:" in planned
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in folder.rglob("*") if p.is_file() and p.name != "calls.txt"}
+
+
+def test_status_writes_nothing_and_sees_a_changed_spec(copy):
+    """`taomake status` only reads: after an edit it reports the artifacts the edit makes
+    stale, while no spec, stamp, plan cache or Snakemake record is written."""
+    edit(copy, "  opset: 17", "  opset: 18")
+    before = _tree(copy)
+    out = subprocess.run([sys.executable, "-m", "taomake.cli", "status"], cwd=copy,
+                         capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if "results/base/export/model.onnx" in x)
+    assert "stale (spec changed)" in line, out
+    assert "up to date" in next(x for x in out.splitlines()
+                                if "results/base/evaluate/metrics.json" in x), out
+    assert _tree(copy) == before
+    snakemake(copy)  # the build sees the same thing
+    assert [c[0] for c in calls(copy)] == ["export"]
+
+
+def test_status_reaches_no_data_source(tmp_path):
+    """A project whose data is in S3, the endpoint closed: status still answers (every
+    artifact missing) and writes nothing."""
+    from tests.test_data_s3 import s3_project_text
+
+    folder = tmp_path / "proj"
+    make_project(folder, s3_project_text("no-such-bucket"))
+    before = _tree(folder)
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y"}
+    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "status"], cwd=folder,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "results/base/train/model.pth" in proc.stdout and "missing" in proc.stdout
+    assert _tree(folder) == before
