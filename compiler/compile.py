@@ -74,6 +74,14 @@ def classmap_lines(classes: dict[int, str], *, deploy: bool) -> list[str]:
     return [classes.get(i, f"__label_{i}__") for i in labels]
 
 
+def color_map(classes: dict[int, str], colors: dict[str, str] | None) -> dict[str, str]:
+    """A box color per class name: yours where `inference.colors` names one, else picked by
+    the class *id* (reordering or renaming classes leaves every other color, and so the
+    inference spec, as it was)."""
+    return {name: (colors or {}).get(name, PALETTE[cid % len(PALETTE)])
+            for cid, name in sorted(classes.items())}
+
+
 def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
     """Which actions an experiment builds, and a one-line reason for each left out."""
     actions = [source_action(p), "export"]
@@ -152,8 +160,7 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         "export_size": p.export.size or aug.eval_size,
         "classmap": lay.classmap,
         "classmap_deploy": lay.classmap_deploy,
-        "color_map": p.inference.colors or {
-            name: PALETTE[i % len(PALETTE)] for i, name in enumerate(p.dataset.classes.values())},
+        "color_map": color_map(p.dataset.classes, p.inference.colors),
         "engine_file": lay.engine(p.engine.precision, p.engine.batch.min, p.engine.batch.opt,
                                   p.engine.batch.max, p.tao.deploy_image_ref),
         "calibration": p.engine.calibration or checks.DEFAULT_CALIBRATION,

@@ -269,8 +269,8 @@ class Inference(Strict):
     conf_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.5, description="Minimum score of a written detection.")
     colors: dict[str, str] | None = Field(
-        None, description="Class name -> box color. Default: a distinct color per class "
-        "(TAO's own default only knows COCO names and would draw no boxes).")
+        None, description="Class name -> box color; classes left out get a color picked by "
+        "their id (TAO's own default only knows COCO names and would draw no boxes).")
 
 
 class Export(Strict):

@@ -270,3 +270,26 @@ def test_int8_warns_about_the_calibration_preprocessing(tmp_path):
     assert "ImageNet mean/std" in w.message and w.location.key == "engine.precision"
     assert not [w for w in compiled(GPU, tmp_path / "fp16").warnings
                 if w.check == "int8_calibration"]
+
+
+def test_box_colors_follow_class_ids_not_lines(tmp_path):
+    """Reordering the classes' lines changes no spec; renaming one class changes its own
+    entry only; a color you give overrides that class alone."""
+    base = specs_of(SMOKE_PROJECT.read_text(), tmp_path / "a")
+    reordered = SMOKE_PROJECT.read_text().replace(
+        "    1: circle\n    3: triangle\n    4: square\n",
+        "    4: square\n    1: circle\n    3: triangle\n")
+    assert reordered != SMOKE_PROJECT.read_text()
+    assert specs_of(reordered, tmp_path / "b") == base
+
+    def colors(text, where):
+        return compiled(text, where).specs["inference"].data["inference"]["color_map"]
+
+    before = colors(SMOKE_PROJECT.read_text(), tmp_path / "c")
+    renamed = colors(SMOKE_PROJECT.read_text().replace("    3: triangle", "    3: tri"),
+                     tmp_path / "d")
+    assert renamed == {("tri" if k == "triangle" else k): v for k, v in before.items()}
+    given = colors(SMOKE_PROJECT.read_text().replace(
+        "  conf_threshold: 0.1", "  conf_threshold: 0.1\n  colors: {square: white}"),
+        tmp_path / "e")
+    assert given == {**before, "square": "white"}

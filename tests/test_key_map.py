@@ -200,7 +200,7 @@ def trace(folder: Path, text: str):
              for c in candidates(lp.base, path, value)]
     ids = sorted(lp.base.dataset.classes)
     edits.append((("dataset", "classes", ids[-1] + 2), "extra"))
-    edits += [(("inference", "colors", name), "yellow")
+    edits += [(("inference", "colors", name), "white")  # in no default palette
               for name in lp.base.dataset.classes.values()]
     edits += sibling_swaps(json.loads(json.dumps(written)))
     moved: dict[tuple[str, str, str], set[str]] = {}
