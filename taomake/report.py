@@ -25,6 +25,8 @@ from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import Layout
 from taomake.compiler.plan import BuildPlan
 
+from .status import read_status, run_seconds
+
 COLUMNS = [  # key, header, format
     ("test_mAP", "test mAP", "{:.4f}"),
     ("test_mAP50", "mAP50", "{:.4f}"),
@@ -80,6 +82,7 @@ def collect(plan: BuildPlan) -> list[Run]:
             ("quantized", lay.metrics("quantized_evaluate")),
             ("selection", lay.selection(source)),
             ("bench", lay.benchmark(source)),
+            ("status", lay.output(source, "status.json")),
             ("onnx", lay.onnx),
             ("parity", lay.parity),
             ("trt", lay.metrics("trt_evaluate")),
@@ -90,9 +93,12 @@ def collect(plan: BuildPlan) -> list[Run]:
         v["test_mAP50"] = metrics.get("test_mAP50")
         v["quantized_mAP50"] = (_json(at["quantized"]) or {}).get("test_mAP50")
         v["epoch"] = (_json(at["selection"]) or {}).get("epoch")
-        if at["bench"].exists():
+        # every run of a resumed training (status.json); Snakemake's benchmark holds the last
+        seconds = run_seconds(read_status(at["status"]))
+        if seconds is None and at["bench"].exists():
             rows = list(csv.DictReader(at["bench"].open(), delimiter="\t"))
-            v["train_minutes"] = float(rows[-1]["s"]) / 60 if rows else None
+            seconds = float(rows[-1]["s"]) if rows else None
+        v["train_minutes"] = seconds / 60 if seconds is not None else None
         v["onnx_mb"] = at["onnx"].stat().st_size / 1e6 if at["onnx"].exists() else None
         v["onnx_ms"] = (_json(at["parity"]) or {}).get("latency_ms_median")
         v["engine_ms"] = (_json(at["trt"]) or {}).get("latency_ms")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,36 @@ def read_status(path: Path) -> list[dict[str, Any]]:
 
 def last_run(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records of the most recent run: status.json is appended across reruns/resumes."""
-    start = 0
-    for i, rec in enumerate(records):
-        if rec.get("status") == "STARTED" and str(rec.get("message", "")).startswith(
-                ("Starting", "Start")) and "Loop" not in str(rec.get("message", "")):
-            start = i
-    return records[start:]
+    return runs(records)[-1] if records else []
+
+
+def runs(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """status.json split into its runs (TAO appends a run after each resume)."""
+    starts = [i for i, rec in enumerate(records) if rec.get("status") == "STARTED" and str(
+        rec.get("message", "")).startswith(("Starting", "Start")) and "Loop" not in str(
+        rec.get("message", ""))] or [0]
+    starts[0] = 0
+    ends = [*starts[1:], len(records)]
+    return [records[a:b] for a, b in zip(starts, ends, strict=True) if records[a:b]]
+
+
+def _when(rec: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.strptime(f"{rec['date']} {rec['time']}", "%m/%d/%Y %H:%M:%S")
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def run_seconds(records: list[dict[str, Any]]) -> float | None:
+    """Time TAO spent over all runs of status.json (first to last record of each run): a
+    resumed training counts every run, not only the last."""
+    total, seen = 0.0, False
+    for run in runs(records):
+        times = [t for t in map(_when, run) if t is not None]
+        if len(times) >= 2:
+            total += (max(times) - min(times)).total_seconds()
+            seen = True
+    return total if seen else None
 
 
 @dataclass(frozen=True)

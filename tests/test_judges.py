@@ -187,3 +187,16 @@ def test_a_sweep_rung_writes_its_own_record_only(tmp_path):
     rung = json.loads((tmp_path / "rung0.json").read_text())
     assert rung["epochs"] == 40 and len(rung["curve"]) == 40
     assert not (out_dir / "run.json").exists() and not (out_dir / "curve.csv").exists()
+
+
+def test_time_spent_sums_every_run_of_a_resumed_training():
+    from taomake.status import run_seconds, runs
+
+    recorded_train = recorded("train")
+    one = run_seconds(recorded_train)
+    assert one is not None and 200 < one < 600  # the demo's 40 epochs took ~5 min
+    resumed = _resumed(recorded_train)
+    assert len(runs(resumed)) == 2
+    first = run_seconds(_interrupted(recorded_train))
+    assert run_seconds(resumed) == pytest.approx(one + first)
+    assert run_seconds([]) is None
