@@ -52,12 +52,21 @@ def _load_yaml(path: Path) -> Any:
 # --------------------------------------------------------------------------- resume guard
 
 
-def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter) -> None:
-    """Keep checkpoints only if they were made by a compatible spec; else move them aside."""
+RUNTIME_KEY = "taomake_runtime"  # in the checkpoint record, beside the spec's keys
+
+
+def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter,
+                 runtime: str | None = None) -> None:
+    """Keep checkpoints only if they were made by a compatible spec and the same TAO runtime
+    (`Runner.runtime`: a new image or TAO version trains from scratch); else move them
+    aside."""
     record = out_dir / ".taomake" / "checkpoints-spec.yaml"
     saved = sorted(out_dir.glob("*.pth"))
+    spec = {**spec, RUNTIME_KEY: runtime} if runtime else spec
     if saved:
         old = _load_yaml(record) if record.exists() else None
+        if isinstance(old, dict) and RUNTIME_KEY not in old and runtime:
+            old = {**old, RUNTIME_KEY: runtime}  # recorded before runtimes were: same one
         diff = changed_keys(old, spec) if isinstance(old, dict) else ("(no record)",)
         last = max(checkpoints(out_dir), default=-1)
         resumable = set(diff) <= RESUMABLE_CHANGES and (
@@ -76,7 +85,9 @@ def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter) ->
                 "These checkpoints were made with a different train spec; moved aside by "
                 "taomake instead of being resumed with the new one.\nChanged keys:\n"
                 + "".join(f"  {k}\n" for k in diff))
-            _note(log, f"spec changed ({', '.join(diff[:8])}); previous checkpoints moved to "
+            what = ", ".join("the TAO runtime (image or venv's TAO)" if k == RUNTIME_KEY else k
+                             for k in diff[:8])
+            _note(log, f"spec changed ({what}); previous checkpoints moved to "
                        f"{dest}; training starts from scratch")
     atomic_write(record, _dump(spec))
 
@@ -212,7 +223,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     label = f"{action.name} ({experiment})"
     with open(log_path, "ab") as log:
         if action.name in ("train", "distill"):
-            guard_resume(out_dir, spec.data, log)
+            guard_resume(out_dir, spec.data, log, runner.runtime(job))
         atomic_write(job_spec, spec.text)
         for copy in job.node_specs():
             atomic_write(copy, spec.text)

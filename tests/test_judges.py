@@ -200,3 +200,68 @@ def test_time_spent_sums_every_run_of_a_resumed_training():
     first = run_seconds(_interrupted(recorded_train))
     assert run_seconds(resumed) == pytest.approx(one + first)
     assert run_seconds([]) is None
+
+
+# --------------------------------------------------------------------------- the resume guard
+
+GUARD_CASES = [
+    # (name, recorded spec, recorded runtime, new spec, new runtime, resumed?)
+    ("same spec, same runtime", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 4}}, "img:1", True),
+    ("more epochs", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 8}}, "img:1", True),
+    ("fewer epochs than saved", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 1}}, "img:1", False),
+    ("another learning rate", {"train": {"num_epochs": 4, "lr": 1}}, "img:1",
+     {"train": {"num_epochs": 4, "lr": 2}}, "img:1", False),
+    ("a new TAO image", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 4}}, "img:2", False),
+    ("recorded before runtimes were", {"train": {"num_epochs": 4}}, None,
+     {"train": {"num_epochs": 4}}, "img:1", True),
+    ("no record at all", None, None, {"train": {"num_epochs": 4}}, "img:1", False),
+]
+
+
+@pytest.mark.parametrize("name,old,old_runtime,new,runtime,resumed", GUARD_CASES,
+                         ids=[c[0] for c in GUARD_CASES])
+def test_resume_guard(tmp_path, name, old, old_runtime, new, runtime, resumed):
+    import io
+
+    from ruamel.yaml import YAML
+
+    from taomake.jobs import RUNTIME_KEY, guard_resume
+
+    out = tmp_path / "train"
+    (out / ".taomake").mkdir(parents=True)
+    for epoch in range(3):
+        _write(out / f"model_epoch_{epoch:03d}.pth")
+    if old is not None:
+        buf = io.StringIO()
+        YAML(typ="safe", pure=True).dump({**old, **({RUNTIME_KEY: old_runtime}
+                                                    if old_runtime else {})}, buf)
+        (out / ".taomake" / "checkpoints-spec.yaml").write_text(buf.getvalue())
+    log = io.BytesIO()
+    guard_resume(out, new, log, runtime)
+    kept = sorted(p.name for p in out.glob("*.pth"))
+    assert (kept == ["model_epoch_000.pth", "model_epoch_001.pth", "model_epoch_002.pth"]) \
+        is resumed, log.getvalue()
+    if not resumed:
+        [moved] = (out / ".stale").iterdir()
+        assert len(list(moved.glob("*.pth"))) == 3  # kept aside, never deleted
+        if runtime != old_runtime and old_runtime:
+            assert "the TAO runtime" in log.getvalue().decode()
+            assert RUNTIME_KEY in (moved / "WHY.txt").read_text()
+    record = YAML(typ="safe", pure=True).load((out / ".taomake/checkpoints-spec.yaml").read_text())
+    assert record[RUNTIME_KEY] == runtime
+
+
+def test_the_local_runners_runtime_is_its_venvs_tao_version(tmp_path):
+    """The local runner ignores tao.version (it names container images): what decides
+    whether checkpoints resume is the nvidia-tao-pytorch installed in its venv."""
+    from taomake.runners.local import LocalRunner
+
+    runner = LocalRunner(venv=tmp_path)
+    assert runner.runtime(None) == f"the TAO of {tmp_path}"
+    (tmp_path / "lib/python3.12/site-packages/nvidia_tao_pytorch-7.3.0.dist-info").mkdir(
+        parents=True)
+    assert runner.runtime(None) == "nvidia-tao-pytorch 7.3.0"

@@ -52,6 +52,11 @@ class TaoJob:
 class Runner(Protocol):
     name: str
 
+    def runtime(self, job: TaoJob) -> str:
+        """What TAO this runner runs the job with (a container image, a venv's TAO version):
+        checkpoints of another runtime are never resumed."""
+        ...
+
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
         """Run the job to completion, output appended to `log`; return its exit code.
         Raise `taomake.process.Interrupted` after cleaning up when asked to stop."""

@@ -110,6 +110,9 @@ class ApptainerRunner:
                            "container_image) or `apptainer build` it from "
                            f"docker://{job.image}")
 
+    def runtime(self, job: TaoJob) -> str:
+        return job.image
+
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
         if job.nodes > 1:
             raise RunError("multi-node training with apptainer is not supported yet; use "

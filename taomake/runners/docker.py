@@ -189,6 +189,9 @@ class DockerRunner:
         except docker.errors.APIError as ex:
             raise RunError(f"docker pull {image} failed: {ex.explanation or ex}") from None
 
+    def runtime(self, job: TaoJob) -> str:
+        return job.image
+
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
         import docker
 

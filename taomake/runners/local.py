@@ -78,6 +78,13 @@ class LocalRunner:
             env.pop("CUDA_VISIBLE_DEVICES", None)
         return env
 
+    def runtime(self, job: TaoJob) -> str:
+        """The venv's nvidia-tao-pytorch version: the local runner ignores tao.version (which
+        names container images), so this is what decides whether checkpoints resume."""
+        found = sorted(self.venv.glob("lib/python*/site-packages/nvidia_tao_pytorch-*.dist-info"))
+        version = found[-1].name.removesuffix(".dist-info").split("-", 1)[1] if found else None
+        return f"nvidia-tao-pytorch {version}" if version else f"the TAO of {self.venv}"
+
     def check(self) -> None:
         if not (self.venv / "bin" / "rtdetr").exists():
             raise UsageError(f"no TAO installation at {self.venv} (bin/rtdetr missing); "

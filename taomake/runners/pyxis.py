@@ -110,6 +110,9 @@ class PyxisRunner:
         return prefix, list(RANK_FROM_PROCID), shared_env(environ, nodes=job.nodes,
                                                           gpus_per_node=job.gpus)
 
+    def runtime(self, job: TaoJob) -> str:
+        return job.image
+
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
         self.check(job)
         values = container_env(job)
