@@ -20,7 +20,8 @@ fi
 printf '\n== service: s3\n'
 PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/s3.sh"
 printf '\n== pytest\n'
-# two workers, a test file each at a time (tests/conftest.py: longest files first); the slowest
-# tests are listed at the end
-exec "$ROOT/.venv/bin/python" -m pytest -n "${TAOMAKE_TEST_WORKERS:-2}" --dist loadfile \
+# One process by default: the suite is CPU-bound (TAO on CPU), and two pytest-xdist workers on
+# a 2-core machine took as long (benchmarks/README.md, "test suite"); on a bigger machine
+# TAOMAKE_TEST_WORKERS=4 runs 4 test files at a time.  The slowest tests are listed at the end.
+exec "$ROOT/.venv/bin/python" -m pytest -n "${TAOMAKE_TEST_WORKERS:-0}" --dist loadfile \
   --durations=25 "$@"

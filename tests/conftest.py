@@ -17,14 +17,6 @@ from tests.helpers import IN_CI
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-# `make test` runs the files on 2 pytest-xdist workers, a file per worker at a time (its
-# module fixtures, e.g. a built pipeline, are built once).  The files that take longest (seconds
-# in the last CI run, machine-independent order) start first so that the two workers end
-# together; the rest keep their order.
-LONGEST_FIRST = ("test_e2e_learning.py", "test_slurm.py", "test_e2e_experiments.py",
-                 "test_e2e_tao.py", "test_docker_runner.py", "test_build.py")
-
-
 # The service a fixture stands for; a test using one (directly or through another fixture)
 # carries its marker, so `-m "not slurm"` and the like select exactly right.
 SERVICE_MARKS = {"tao_venv": "tao", "docker_client": "docker", "slurm_cluster": "slurm",
@@ -32,8 +24,6 @@ SERVICE_MARKS = {"tao_venv": "tao", "docker_client": "docker", "slurm_cluster": 
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
     stale = []
     for item in items:
         needed = {SERVICE_MARKS[f] for f in getattr(item, "fixturenames", ())
