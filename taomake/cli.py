@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from taomake.compiler import compile_project, diff_experiment, load_project, write_experiment
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import TaomakeError, UsageError
 
@@ -32,6 +31,8 @@ def _print_warnings(compiled) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from taomake.compiler import compile_project, load_project
+
     lp = load_project(args.project)
     compiled = compile_project(lp, _experiments(lp, args.experiment))
     _print_warnings(compiled)
@@ -41,6 +42,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from taomake.compiler import compile_project, load_project, write_experiment
+
     lp = load_project(args.project)
     compiled = compile_project(lp, _experiments(lp, args.experiment))
     _print_warnings(compiled)
@@ -58,6 +61,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from taomake.compiler import compile_project, load_project
+
     lp = load_project(args.project)
     exp = args.experiment or next(iter(lp.experiments))
     compiled = compile_project(lp, _experiments(lp, [exp]))[exp]
@@ -69,6 +74,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from taomake.compiler import compile_project, diff_experiment, load_project
+
     lp = load_project(args.project)
     compiled = compile_project(lp, _experiments(lp, args.experiment))
     changes = 0
