@@ -316,3 +316,15 @@ def test_status_reaches_no_data_source(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "results/base/train/model.pth" in proc.stdout and "missing" in proc.stdout
     assert _tree(folder) == before
+
+
+def test_explain_points_a_class_rename_at_the_edited_line(copy):
+    edit(copy, "    3: triangle", "    3: tri")
+    out = subprocess.run([sys.executable, "-m", "taomake.cli", "explain",
+                          "results/base/inference/summary.json"], cwd=copy,
+                         capture_output=True, text=True, check=True).stdout
+    line = next(i for i, x in enumerate((copy / "project.yaml").read_text().splitlines(), 1)
+                if x == "    3: tri")
+    assert "inference.color_map.tri: '(absent)' -> " in out, out
+    assert f"<- project.yaml:{line}:5: dataset.classes.3" in out, out
+    assert "inference.colors" not in out  # not a key the file has
