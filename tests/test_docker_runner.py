@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.model import DockerRunner as DockerSettings
 
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner, User
@@ -41,7 +42,7 @@ def gpu_job(tmp_path: Path) -> TaoJob:
 
 
 def test_container_config_for_a_gpu_job(tmp_path):
-    runner = DockerRunner(mounts=("/opt/venv:/opt/venv",))
+    runner = DockerRunner(DockerSettings(mounts=["/opt/venv:/opt/venv"]))
     job = gpu_job(tmp_path)
     user = User(1000, 1000, (44, 105), "alice")
     kw = runner.create_kwargs(job, user, {"WANDB_API_KEY": SECRET, "OTHER": "x"})
@@ -77,7 +78,8 @@ def test_container_config_for_a_gpu_job(tmp_path):
 def test_cpu_job_has_no_gpu_request_and_tao_bin(tmp_path):
     job = gpu_job(tmp_path)
     job = TaoJob(**{**job.__dict__, "gpus": 0, "gpu_ids": ()})
-    kw = DockerRunner(tao_bin="/venv/bin", ipc_host=True).create_kwargs(job, User(1, 1), {})
+    runner = DockerRunner(DockerSettings(tao_bin="/venv/bin", ipc_host=True))
+    kw = runner.create_kwargs(job, User(1, 1), {})
     assert "device_requests" not in kw
     assert kw["ipc_mode"] == "host" and "shm_size" not in kw
     assert kw["command"][0] == "/venv/bin/rtdetr"
@@ -88,13 +90,15 @@ def test_root_with_writable_mounts_is_refused(tmp_path):
     job = gpu_job(tmp_path)
     with pytest.raises(UsageError, match="allow_root"):
         DockerRunner().check_user(job, User(0, 0))
-    DockerRunner(allow_root=True).check_user(job, User(0, 0))
+    DockerRunner(DockerSettings(allow_root=True)).check_user(job, User(0, 0))
     DockerRunner().check_user(job, User(1000, 1000))
 
 
 def test_bad_extra_mount_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="host/path"):
-        DockerRunner(mounts=("relative:/x",)).create_kwargs(gpu_job(tmp_path), User(1, 1), {})
+        # (project.yaml's schema refuses it first; the runner checks again)
+        DockerRunner(DockerSettings.model_construct(mounts=["relative:/x"])).create_kwargs(
+            gpu_job(tmp_path), User(1, 1), {})
 
 
 # --------------------------------------------------------------------------- real daemon
@@ -135,8 +139,9 @@ def fake_job(tmp_path: Path, image: str, gpus: int = 0, label: str = "",
                  env_names=("WANDB_API_KEY",), gpus=gpus, gpu_ids=tuple(range(gpus)),
                  shm_size="64m", extra_env={k: str(v) for k, v in env.items()},
                  mounts=(Mount(str(results), str(results), False),), label=tag)
-    runner = DockerRunner(mounts=(f"{bindir}:{bindir}",), tao_bin=str(bindir),
-                          allow_root=True, stop_timeout=stop_timeout, ulimits={})
+    runner = DockerRunner(DockerSettings(mounts=[f"{bindir}:{bindir}"], tao_bin=str(bindir),
+                                         allow_root=True, stop_timeout=stop_timeout,
+                                         ulimits={}))
     return runner, job
 
 
@@ -213,9 +218,9 @@ def test_sigterm_stops_and_removes_the_container(docker_client, test_image, tmp_
         time.sleep(0.2)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=runner.stop_timeout + 30)
+    out, _ = proc.communicate(timeout=runner.settings.stop_timeout + 30)
     assert proc.returncode == 130, out
-    assert time.monotonic() - started < runner.stop_timeout / 2, out  # not the SIGKILL
+    assert time.monotonic() - started < runner.settings.stop_timeout / 2, out  # not the SIGKILL
     assert containers_of(docker_client, job) == []
 
 

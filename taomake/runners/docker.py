@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.model import DockerRunner as DockerSettings
 
 from ..process import FORWARDED, Interrupted, die_with_parent
 from . import TaoJob
@@ -54,19 +55,10 @@ def parse_mount(text: str) -> tuple[str, str]:
 
 @dataclass
 class DockerRunner:
-    """Settings of the docker runner (see compiler.model.DockerRunner for their help)."""
+    """The docker runner: project.yaml's `hardware.runner.docker` settings as validated (their
+    help is in `compiler.model.DockerRunner`), plus what tests may change."""
 
-    pull: bool = field(default=False, metadata={"help": "pull a missing image instead of failing"})
-    ipc_host: bool = field(default=False, metadata={"help": "--ipc=host instead of sized /dev/shm"})
-    ulimits: dict[str, int] = field(default_factory=lambda: {"memlock": -1, "stack": 67108864},
-                                    metadata={"help": "ulimit name -> value (soft = hard)"})
-    allow_root: bool = field(default=False,
-                             metadata={"help": "allow uid 0 with writable mounts"})
-    stop_timeout: int = field(default=10, metadata={"help": "seconds from SIGTERM to SIGKILL"})
-    mounts: tuple[str, ...] = field(default=(), metadata={
-        "help": "extra read-only mounts 'host:container[:ro]'"})
-    tao_bin: str | None = field(default=None, metadata={
-        "help": "folder holding rtdetr inside the image; default: the image's PATH"})
+    settings: DockerSettings = field(default_factory=DockerSettings)
     network: bool = field(default=False, metadata={
         "help": "give the container the default bridge network (off: network_mode=none)"})
     name: str = "docker"
@@ -75,14 +67,14 @@ class DockerRunner:
 
     def command(self, job: TaoJob) -> list[str]:
         argv = job.tao_argv()
-        if self.tao_bin:
-            argv[0] = f"{self.tao_bin.rstrip('/')}/{argv[0]}"
+        if self.settings.tao_bin:
+            argv[0] = f"{self.settings.tao_bin.rstrip('/')}/{argv[0]}"
         return argv
 
     def environment(self, job: TaoJob, user: User, environ: Mapping[str, str]) -> dict[str, str]:
         env = container_env(job, user.name)
-        if self.tao_bin:
-            env["PATH"] = f"{self.tao_bin.rstrip('/')}:{SYSTEM_PATH}"
+        if self.settings.tao_bin:
+            env["PATH"] = f"{self.settings.tao_bin.rstrip('/')}:{SYSTEM_PATH}"
         for name in job.env_names:  # by name: the value goes to the daemon only
             if name in environ:
                 env[name] = environ[name]
@@ -91,8 +83,8 @@ class DockerRunner:
     def volumes(self, job: TaoJob) -> dict[str, dict[str, str]]:
         vols = {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
                 for m in job.mounts}
-        for text in self.mounts:
-            host, target = parse_mount(text)
+        for text in self.settings.mounts:
+            host, target = parse_mount(os.path.expanduser(text))
             vols.setdefault(host, {"bind": target, "mode": "ro"})
         return vols
 
@@ -111,7 +103,7 @@ class DockerRunner:
                                             else environ),
             "volumes": self.volumes(job),
             "labels": {"taomake.job": job.label, "taomake.runner": self.name},
-            "ulimits": [Ulimit(name=k, soft=v, hard=v) for k, v in self.ulimits.items()],
+            "ulimits": [Ulimit(name=k, soft=v, hard=v) for k, v in self.settings.ulimits.items()],
             "network_mode": "bridge" if self.network else "none",
             # an init as PID 1 passes `docker stop`'s SIGTERM on to rtdetr/torchrun: as PID 1
             # itself TAO would ignore it, train on until the SIGKILL and keep writing
@@ -123,7 +115,7 @@ class DockerRunner:
             # rendezvous hangs resolving it: name the container and map that name to loopback
             kwargs["hostname"] = "taomake-job"
             kwargs["extra_hosts"] = {"taomake-job": "127.0.0.1"}
-        if self.ipc_host:
+        if self.settings.ipc_host:
             kwargs["ipc_mode"] = "host"
         else:
             kwargs["shm_size"] = job.shm_size
@@ -144,7 +136,8 @@ class DockerRunner:
                 f"name: {', '.join(passed) or '-'}")
 
     def check_user(self, job: TaoJob, user: User) -> None:
-        if user.uid == 0 and not self.allow_root and any(not m.read_only for m in job.mounts):
+        writable = any(not m.read_only for m in job.mounts)
+        if user.uid == 0 and not self.settings.allow_root and writable:
             raise UsageError("the docker runner would run TAO as root (uid 0) with writable "
                              "mounts, leaving root-owned results; run taomake as a normal "
                              "user, or set hardware.runner.docker.allow_root: true")
@@ -171,7 +164,7 @@ class DockerRunner:
             return
         except docker.errors.ImageNotFound:
             pass
-        if not self.pull:
+        if not self.settings.pull:
             raise UsageError(f"docker image {image} is not on this machine: run "
                              f"`docker pull {image}` (or set hardware.runner.docker.pull: true)")
         from docker.utils import parse_repository_tag
@@ -231,8 +224,8 @@ class DockerRunner:
                         "hardware.gpus_per_node: 0)") from None
                 if "rlimit" in text:
                     raise RunError(f"docker could not apply hardware.runner.docker.ulimits "
-                                   f"{self.ulimits} on this host ({text}); lower them or set "
-                                   "`ulimits: {}`") from None
+                                   f"{self.settings.ulimits} on this host ({text}); lower them "
+                                   "or set `ulimits: {}`") from None
                 raise RunError(f"docker could not start {job.image}: {text}") from None
             streamer = threading.Thread(target=_stream, args=(container, log), daemon=True)
             streamer.start()
@@ -252,7 +245,7 @@ class DockerRunner:
             return int(result["status"].get("StatusCode", 1))
         finally:  # remove first: a second signal during the stop must not leave it behind
             if container is not None:
-                _remove(container, self.stop_timeout, running=not exited)
+                _remove(container, self.settings.stop_timeout, running=not exited)
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
@@ -294,7 +287,4 @@ def _remove(container, stop_timeout: int, running: bool = True) -> None:
 
 
 def from_project(project, root: Path) -> DockerRunner:
-    s = project.hardware.runner.docker
-    return DockerRunner(pull=s.pull, ipc_host=s.ipc_host, ulimits=dict(s.ulimits),
-                        allow_root=s.allow_root, stop_timeout=s.stop_timeout,
-                        mounts=tuple(os.path.expanduser(m) for m in s.mounts), tao_bin=s.tao_bin)
+    return DockerRunner(project.hardware.runner.docker)
