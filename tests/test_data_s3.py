@@ -304,3 +304,17 @@ def test_data_stage_by_hand(tmp_path, s3_env, s3_bucket):
     assert first.stdout.count("MB downloaded") == 6
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.stdout.count("up to date") == 6
+
+
+def test_s3_settings_are_project_storage_settings():
+    """One set of defaults: the light S3Settings (read at Snakemake's parse) has the fields of
+    project.yaml's `storage` it needs, with the model's defaults, and reads the plan's dump."""
+    from dataclasses import fields
+
+    from taomake.compiler.model import Storage
+
+    for f in fields(S3Settings):
+        assert Storage.model_fields[f.name].default == f.default, f.name
+    storage = Storage(endpoint_url="http://127.0.0.1:9000", attempts=2)
+    assert S3Settings.of(storage) == S3Settings.of(storage.model_dump()) == S3Settings(
+        endpoint_url="http://127.0.0.1:9000", attempts=2)

@@ -15,9 +15,7 @@ from .s3 import S3Settings, S3Store
 
 
 def store_of(plan: BuildPlan) -> S3Store:
-    s = plan.storage
-    return S3Store(S3Settings(s.get("endpoint_url"), s.get("profile"), s.get("region"),
-                              s.get("max_concurrency", 8), s.get("attempts", 5)))
+    return S3Store(S3Settings.of(plan.storage))
 
 
 def _sources(plan: BuildPlan, keys: list[str] | None):

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,9 @@ class ObjectId:
 
 @dataclass(frozen=True)
 class S3Settings:
-    """Connection settings (project.yaml `storage`); no secrets here by construction."""
+    """The connection part of project.yaml `storage` (compiler.model.Storage: its defaults and
+    help; tests/test_data_s3.py checks these agree), light enough for Snakemake's parse; no
+    secrets here by construction."""
 
     endpoint_url: str | None = None
     profile: str | None = None
@@ -63,8 +65,9 @@ class S3Settings:
 
     @classmethod
     def of(cls, storage: Any) -> S3Settings:
-        return cls(storage.endpoint_url, storage.profile, storage.region,
-                   storage.max_concurrency, storage.attempts)
+        """From the validated `storage` model, or its dump in the cached build plan."""
+        get = storage.get if isinstance(storage, dict) else (lambda k: getattr(storage, k))
+        return cls(**{f.name: get(f.name) for f in fields(cls)})
 
 
 class S3Store:
