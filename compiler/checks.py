@@ -18,7 +18,7 @@ from .context import CompileContext
 from .errors import DataError, Location, Problem
 from .layout import DataSource, is_archive, is_remote
 from .model import Calibration
-from .resources import action_schema
+from .package_data import action_schema
 from .yamlsource import KeyPath
 
 DEFAULT_CALIBRATION = Calibration()

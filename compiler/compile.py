@@ -24,7 +24,7 @@ from .errors import Problem, ProjectError
 from .facts import source_action
 from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
-from .resources import action_schema, references_dir
+from .package_data import action_schema, references_dir
 from .yamlsource import KeyPath
 
 # TAO's defaults for 640-pixel training (docs/tao-notes.md §1 dataset.augmentation.multi_scales)

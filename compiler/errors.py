@@ -71,10 +71,6 @@ class ProjectError(TaomakeError):
         return head + ":\n" + "\n".join(f"  {p}" for p in ordered)
 
 
-class SpecError(TaomakeError):
-    """A compiled spec failed TAO's schema; names the project key that produced it."""
-
-
 class DataError(TaomakeError):
     """A dataset file is missing or malformed."""
 

@@ -250,8 +250,8 @@ def _build(raw: Any, smap: SourceMap, path: Path, text: str) -> LoadedProject:
 def _expand(experiments: dict[str, Experiment]
             ) -> tuple[dict[str, Experiment], dict[str, SweepPlan]]:
     """Seeds and sweep trials become experiments of their own (independent DAG branches)."""
-    from .sweep import rung_epochs
-    from .sweep import trials as sweep_trials
+    from .trials import rung_epochs
+    from .trials import trials as sweep_trials
 
     out: dict[str, Experiment] = {}
     sweeps: dict[str, SweepPlan] = {}

@@ -137,7 +137,7 @@ def fingerprint(project: Path, deps: list[str]) -> str:
 
 
 def _code_deps() -> list[str]:
-    from .resources import references_dir, schemas_dir
+    from .package_data import references_dir, schemas_dir
 
     here = Path(__file__).resolve().parent
     files = sorted(here.glob("*.py")) + sorted(references_dir().glob("*.j2")) \

@@ -55,8 +55,8 @@ L = Layout(R, "{exp}")  # every experiment's paths, as rule patterns (the `exp` 
 S = Layout(R, "{sweep}")  # a sweep's own files (rules/sweep.smk)
 PROJECT = PREFIX + PLAN.project_file  # jobs run in Snakemake's working directory
 SWEEPS = PLAN.sweeps  # swept experiment -> trials (experiments of their own), metric
-SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
-STAGED_KEYS = sorted({s.key for s in SOURCE_OF.values() if s.staged})
+DATA_SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
+STAGED_KEYS = sorted({s.key for s in DATA_SOURCE_OF.values() if s.staged})
 # dataset check key -> (an experiment it checks for, split role): experiments, seeds and
 # trials reading the same data with the same classes share one check
 CHECKS = {key: (e.name, role) for e in reversed(list(EXPS.values()))
@@ -121,9 +121,9 @@ def model_of(exp):
 def data_paths(exp, action):
     """What an action's data is in the DAG: for each annotation file and image folder its
     spec reads, the source's stamp (local, content-hashed) or staging marker (S3, archives)."""
-    paths = [SOURCE_OF[path].dependency(R) if path in SOURCE_OF else path
+    paths = [DATA_SOURCE_OF[path].dependency(R) if path in DATA_SOURCE_OF else path
              for path in dataset_paths(EXPS[exp].specs[action].data)
-             if path in SOURCE_OF or not os.path.isabs(path)]
+             if path in DATA_SOURCE_OF or not os.path.isabs(path)]
     return sorted(set(paths))
 
 
@@ -161,7 +161,7 @@ def role_inputs(w):
     exp, role = CHECKS[w.check]
     action = "evaluate" if role == "test" else EXPS[exp].source_action
     paths = dataset_paths(EXPS[exp].specs[action].data, role)
-    return {"data": sorted({SOURCE_OF[p].dependency(R) for p in paths if p in SOURCE_OF})}
+    return {"data": sorted({DATA_SOURCE_OF[p].dependency(R) for p in paths if p in DATA_SOURCE_OF})}
 
 
 def quantized_model(action):

@@ -230,7 +230,7 @@ def _record_derived(plan, step: str, out_dir: Path, artifacts: list[Path],
 
 
 def cmd_sweep_best(args: argparse.Namespace) -> int:
-    from .sweeps import choose_best
+    from .sweep_ranking import choose_best
 
     started, plan, out = time.time(), _plan(args), Path(args.out)
     _, read = choose_best(plan, args.sweep, out)
@@ -239,7 +239,7 @@ def cmd_sweep_best(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_rung(args: argparse.Namespace) -> int:
-    from .sweeps import decide_rung
+    from .sweep_ranking import decide_rung
 
     started, plan, out = time.time(), _plan(args), Path(args.out)
     _, read = decide_rung(plan, args.sweep, args.rung, out)

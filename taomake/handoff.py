@@ -13,7 +13,7 @@ from pathlib import Path
 from taomake.compiler.errors import RunError
 from taomake.compiler.files import atomic_write
 
-from .status import EpochRow
+from .tao_status import EpochRow
 
 CHECKPOINT_RE = re.compile(r"^model_epoch_(\d+)\.pth$")  # EMA copies end in -EMA.pth
 

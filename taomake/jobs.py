@@ -35,7 +35,7 @@ from .process import Interrupted
 from .runners import TaoJob
 from .runners.mounts import job_mounts
 from .runners.registry import make_runner
-from .status import error_lines, outcome, read_status, training_curve
+from .tao_status import error_lines, outcome, read_status, training_curve
 
 # train-spec keys whose change still allows continuing from the saved checkpoints
 RESUMABLE_CHANGES = {"train.num_epochs"}

@@ -19,7 +19,7 @@ from typing import Any
 from taomake.compiler.actions import Action
 from taomake.compiler.files import atomic_write
 
-from .status import EpochRow, evaluation_metrics, read_status, training_curve
+from .tao_status import EpochRow, evaluation_metrics, read_status, training_curve
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

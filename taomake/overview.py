@@ -20,8 +20,8 @@ from taomake.compiler import load_project
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.checks import project_location
 from taomake.compiler.errors import UsageError
+from taomake.compiler.package_data import snakefile
 from taomake.compiler.plan import BuildPlan, load_plan
-from taomake.compiler.resources import snakefile
 from taomake.compiler.writer import changed_keys
 
 

@@ -25,7 +25,7 @@ from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import Layout
 from taomake.compiler.plan import BuildPlan
 
-from .status import read_status, run_seconds
+from .tao_status import read_status, run_seconds
 
 COLUMNS = [  # key, header, format
     ("test_mAP", "test mAP", "{:.4f}"),

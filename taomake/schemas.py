@@ -152,7 +152,7 @@ def regenerate(out_dir: Path, version: str = DEFAULT_VERSION) -> list[Path]:
 
 
 def _default_out() -> Path:
-    from taomake.compiler.resources import REPO_ROOT
+    from taomake.compiler.package_data import REPO_ROOT
 
     return REPO_ROOT / "schemas"
 

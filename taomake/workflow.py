@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from taomake.compiler.files import atomic_write
-from taomake.compiler.resources import data_dir
-from taomake.compiler.resources import snakefile as _snakefile
+from taomake.compiler.package_data import data_dir
+from taomake.compiler.package_data import snakefile as _snakefile
 
 PROFILES = ("workstation", "slurm")
 

@@ -11,7 +11,7 @@ import pytest
 from taomake.compiler.actions import ACTIONS
 
 from taomake.judges import JUDGES, Produced, judge
-from taomake.status import evaluation_metrics, outcome, read_status, training_curve
+from taomake.tao_status import evaluation_metrics, outcome, read_status, training_curve
 from tests.helpers import REPO
 
 RUNS = REPO / "tests" / "data" / "tao_runs"
@@ -190,7 +190,7 @@ def test_a_sweep_rung_writes_its_own_record_only(tmp_path):
 
 
 def test_time_spent_sums_every_run_of_a_resumed_training():
-    from taomake.status import run_seconds, runs
+    from taomake.tao_status import run_seconds, runs
 
     recorded_train = recorded("train")
     one = run_seconds(recorded_train)

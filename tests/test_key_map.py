@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.checks import project_location
 from taomake.compiler.errors import TaomakeError
-from taomake.compiler.resources import schemas_dir
+from taomake.compiler.package_data import schemas_dir
 
 from tests.helpers import make_project
 from tests.test_tao_acceptance import variant

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .resources import schemas_dir
+from .package_data import schemas_dir
 
 # TAO's `automl_default_parameters` for RT-DETR (nvidia-tao-pytorch 7.3.0 experiment schema).
 AUTOML_PARAMETERS = (
