@@ -280,7 +280,17 @@ def start_snakemake(folder: Path, epoch_seconds: float) -> subprocess.Popen:
              str(REPO / "profiles/slurm"), "results/base/train/run.json"], cwd=folder,
             env={**os.environ, "FAKE_TAO_EPOCH_SECONDS": str(epoch_seconds),
                  "FAKE_TAO_CALLS": str(folder / "calls.txt")},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """Snakemake as a user starts it: Ctrl-C works.  A test runner started as a background
+    job (`cmd &` in a non-interactive shell, as CI scripts do) has SIGINT ignored, children
+    inherit that, and Python then never raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def running_train_job(folder: Path, proc: subprocess.Popen, epoch: int = 0,
