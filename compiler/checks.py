@@ -16,13 +16,12 @@ from .actions import ACTIONS
 from .coco import read_coco_summary
 from .context import CompileContext
 from .errors import DataError, Location, Problem
-from .layout import DataSource, is_archive, is_remote
+from .layout import IMAGE_SUFFIXES, DataSource, is_archive, is_remote
 from .model import Calibration
 from .package_data import action_schema
 from .yamlsource import KeyPath
 
 DEFAULT_CALIBRATION = Calibration()
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 # TAO spec key (prefix) -> the project.yaml key that produces it, for error locations and
 # `taomake explain`; a pair is (the key, what it is derived from when the file leaves the key

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .actions import ACTIONS
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what TAO reads as images
 
 
 def is_remote(uri: str) -> bool:

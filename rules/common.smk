@@ -161,7 +161,8 @@ def role_inputs(w):
     exp, role = CHECKS[w.check]
     action = "evaluate" if role == "test" else EXPS[exp].source_action
     paths = dataset_paths(EXPS[exp].specs[action].data, role)
-    return {"data": sorted({DATA_SOURCE_OF[p].dependency(R) for p in paths if p in DATA_SOURCE_OF})}
+    return {"data": sorted({DATA_SOURCE_OF[p].dependency(R) for p in paths
+                            if p in DATA_SOURCE_OF})}
 
 
 def quantized_model(action):

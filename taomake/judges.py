@@ -18,10 +18,9 @@ from typing import Any
 
 from taomake.compiler.actions import Action
 from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import IMAGE_SUFFIXES
 
 from .tao_status import EpochRow, evaluation_metrics, read_status, training_curve
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)

@@ -310,9 +310,10 @@ def write_report(plan: BuildPlan,
     plot_curves(runs, files["curves.png"])
     plot_accuracy_latency(summary, files["accuracy_latency.png"])
     for name in plan.sweeps:
-        best = _json(root / Layout(plan.results, name).sweep_file("best.json"))
+        best_file = root / Layout(plan.results, name).sweep_file("best.json")
+        best = _json(best_file)
         if best:
-            read.append(root / Layout(plan.results, name).sweep_file("best.json"))
+            read.append(best_file)
             files[f"sweep_{name}.png"] = out_dir / f"sweep_{name}.png"
             plot_sweep(best, files[f"sweep_{name}.png"])
         decisions = [_json(root / Layout(plan.results, name).sweep_file(f"rung{r}.json"))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import make_project, processes_matching
+from tests.test_build import calls as build_calls
 from tests.test_build import fake_project_text
 
 pytestmark = [pytest.mark.slow]
@@ -102,12 +103,8 @@ def snakemake(folder: Path, *args: str, env: dict[str, str] | None = None,
 
 
 def calls(folder: Path) -> list[str]:
-    path = folder / "calls.txt"
-    if not path.exists():
-        return []
-    out = [line.split()[0] for line in path.read_text().splitlines()]
-    path.unlink()
-    return out
+    """The TAO actions the test double ran since the last look."""
+    return [call[0] for call in build_calls(folder)]
 
 
 @pytest.fixture(scope="module")
