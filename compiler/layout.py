@@ -18,6 +18,9 @@ from .actions import ACTIONS
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what TAO reads as images
+# taomake's own records inside a folder TAO writes (job specs, resume guard, provenance),
+# hidden so that TAO and users listing the outputs do not mistake them for artifacts
+RECORDS_DIR = ".taomake"
 
 
 def is_remote(uri: str) -> bool:
@@ -179,8 +182,12 @@ class Layout:
 
     @property
     def test_grid(self) -> str:
-        """Test images, ground truth next to detections: with the report's other plots."""
-        return posixpath.join(self.results, "report", f"test_grid_{self.experiment}.png")
+        return Shared(self.results).test_grid(self.experiment)
+
+    def record(self, action: str, name: str) -> str:
+        """taomake's own record of an action's job (`<action dir>/.taomake/<name>`): the spec
+        a job ran and built, the resume guard, provenance."""
+        return posixpath.join(self.output(action, RECORDS_DIR), name)
 
     @property
     def onnx(self) -> str:
@@ -207,17 +214,86 @@ class Layout:
         return self.output("quantized_export", "model.onnx")
 
 
-def staged_dir(results: str, uri: str) -> str:
-    """Folder where a remote or archived source is materialised (by the staging rules)."""
-    return posixpath.join(results, "_data", source_key(uri))
+@dataclass(frozen=True)
+class Shared:
+    """Paths of the files every experiment of a project shares, relative to the project
+    folder: staged data sources and their checks, the runtime markers, the report.  Like
+    Layout, the rules use it with wildcards for arguments (`{source_key}`, `{check}`)."""
 
+    results: str  # project.results
 
-def staged_images(results: str, uri: str) -> str:
-    return posixpath.join(staged_dir(results, uri), "images")
+    def _at(self, *parts: str) -> str:
+        return posixpath.join(self.results, *parts)
 
+    # -- data: one folder per source (stamp, staged copy), checks, the transfer ledger
+    def source_dir(self, key: str) -> str:
+        """Folder of one data source (`source_key(uri)`): its stamp and, for remote and
+        archived sources, the staged copy TAO reads."""
+        return self._at("_data", key)
 
-def staged_annotations(results: str, uri: str) -> str:
-    return posixpath.join(staged_dir(results, uri), "annotations.json")
+    def source_stamp(self, key: str) -> str:
+        """The source's identity, rewritten only when it changes (taomake.data.identity)."""
+        return posixpath.join(self.source_dir(key), "source.json")
+
+    def staged_marker(self, key: str) -> str:
+        """Written by the staging job once the staged copy is complete."""
+        return posixpath.join(self.source_dir(key), "staged.json")
+
+    def staged_images(self, key: str) -> str:
+        return posixpath.join(self.source_dir(key), "images")
+
+    def staged_annotations(self, key: str) -> str:
+        return posixpath.join(self.source_dir(key), "annotations.json")
+
+    @property
+    def checks_dir(self) -> str:
+        """Dataset check reports and the decoded-image cache behind them."""
+        return self._at("_data", "checks")
+
+    def data_check(self, check: str) -> str:
+        return posixpath.join(self.checks_dir, f"{check}.json")
+
+    @property
+    def transfers(self) -> str:
+        """Every byte fetched from a remote source, one JSON line per transfer."""
+        return self._at("_data", "transfers.jsonl")
+
+    def data_log(self, name: str) -> str:
+        return self._at("_data", "logs", f"{name}.log")
+
+    def data_benchmark(self, name: str) -> str:
+        return self._at("_data", "benchmarks", f"{name}.tsv")
+
+    # -- runtimes: a marker per (experiment or sweep, pytorch|deploy) TAO jobs wait for
+    def runtime_marker(self, runtime: str, flavor: str) -> str:
+        return self._at(RECORDS_DIR, "runtime", f"{runtime}.{flavor}.ready")
+
+    def log(self, name: str) -> str:
+        """A log of a job that is no experiment's (runtime, image, report)."""
+        return self._at("logs", f"{name}.log")
+
+    def benchmark(self, name: str) -> str:
+        return self._at("benchmarks", f"{name}.tsv")
+
+    # -- the report
+    REPORT_TABLES = ("results.csv", "summary.csv", "summary.md", "summary.tex")
+
+    @property
+    def report_dir(self) -> str:
+        return self._at("report")
+
+    def report(self, name: str) -> str:
+        return posixpath.join(self.report_dir, name)
+
+    def sweep_plot(self, sweep: str) -> str:
+        return self.report(f"sweep_{sweep}.png")
+
+    def rungs_plot(self, sweep: str) -> str:
+        return self.report(f"sweep_{sweep}_rungs.png")
+
+    def test_grid(self, experiment: str) -> str:
+        """Test images, ground truth next to detections: with the report's other plots."""
+        return self.report(f"test_grid_{experiment}.png")
 
 
 @dataclass(frozen=True)
@@ -250,21 +326,21 @@ class DataSource:
         return self.remote or self.archive
 
     def folder(self, results: str) -> str:
-        return staged_dir(results, self.uri)
+        return Shared(results).source_dir(self.key)
 
     def stamp(self, results: str) -> str:
-        return posixpath.join(self.folder(results), "source.json")
+        return Shared(results).source_stamp(self.key)
 
     def marker(self, results: str) -> str:
-        return posixpath.join(self.folder(results), "staged.json")
+        return Shared(results).staged_marker(self.key)
 
     def target(self, results: str) -> str:
         """The path TAO reads (what the specs name)."""
         if not self.staged:
             return posixpath.normpath(self.uri)
         if self.kind == "images":
-            return staged_images(results, self.uri)
-        return staged_annotations(results, self.uri)
+            return Shared(results).staged_images(self.key)
+        return Shared(results).staged_annotations(self.key)
 
     def dependency(self, results: str) -> str:
         """What a job reading this source depends on in the DAG."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import TaomakeError
-from taomake.compiler.layout import Layout, dataset_paths
+from taomake.compiler.layout import Layout, Shared, dataset_paths
 from taomake.compiler.plan import load_plan
 
 
@@ -53,6 +53,7 @@ if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
 R = PLAN.results
 L = Layout(R, "{exp}")  # every experiment's paths, as rule patterns (the `exp` wildcard)
 S = Layout(R, "{sweep}")  # a sweep's own files (rules/sweep.smk)
+SH = Shared(R)  # what experiments share: data, checks, runtime markers, the report
 PROJECT = PREFIX + PLAN.project_file  # jobs run in Snakemake's working directory
 SWEEPS = PLAN.sweeps  # swept experiment -> trials (experiments of their own), metric
 DATA_SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
@@ -140,11 +141,11 @@ def tao_inputs(action, checks=(), model=False, gate=None):
 
     def inputs(w):
         exp = EXPS[w.exp]
-        marker = f"{R}/.taomake/runtime/{RUNTIME_OF[w.exp]}.{flavor}.ready"
+        marker = SH.runtime_marker(RUNTIME_OF[w.exp], flavor)
         named = {"spec": exp.specs[action].path, "image": ancient(marker),
                  "data": data_paths(w.exp, action)}
         if checks:
-            named["checked"] = [f"{R}/_data/checks/{exp.checks[role]}.json" for role in checks
+            named["checked"] = [SH.data_check(exp.checks[role]) for role in checks
                                 if role in exp.checks]
         if model:
             named["model"] = model_of(w.exp)
@@ -221,7 +222,7 @@ def all_targets():
     out = [path for e in EXPS.values() for paths in e.artifacts().values() for path in paths]
     out += [winner(name) for name in SWEEPS]
     return out + [e.layout.upload_receipt for e in EXPS.values()
-                  if e.upload] + [f"{R}/report/summary.md"]
+                  if e.upload] + [SH.report("summary.md")]
 
 
 # (a module's onstart is not run by Snakemake: README shows the line a user's Snakefile adds)

@@ -5,15 +5,15 @@
 
 rule stage_data:
     input:
-        stamp=f"{R}/_data/{{source_key}}/source.json",
+        stamp=SH.source_stamp("{source_key}"),
     output:
-        marker=f"{R}/_data/{{source_key}}/staged.json",
+        marker=SH.staged_marker("{source_key}"),
     params:
         project=PROJECT,
     log:
-        f"{R}/_data/logs/{{source_key}}.log",
+        SH.data_log("{source_key}"),
     benchmark:
-        f"{R}/_data/benchmarks/{{source_key}}.tsv"
+        SH.data_benchmark("{source_key}")
     shell:
         "exec taomake data -p {params.project:q} stage --from-stamp -k {wildcards.source_key}"
         " > {log:q} 2>&1"
@@ -23,15 +23,15 @@ rule data_check:
     input:
         unpack(role_inputs),
     output:
-        report=f"{R}/_data/checks/{{check}}.json",
+        report=SH.data_check("{check}"),
     params:
         project=PROJECT,
         exp=lambda w: CHECKS[w.check][0],
         role=lambda w: CHECKS[w.check][1],
     log:
-        f"{R}/_data/logs/check-{{check}}.log",
+        SH.data_log("check-{check}"),
     benchmark:
-        f"{R}/_data/benchmarks/check-{{check}}.tsv"
+        SH.data_benchmark("check-{check}")
     shell:
         "exec taomake data -p {params.project:q} check --from-stamp -e {params.exp}"
         " -s {params.role} --json {output.report:q} > {log:q} 2>&1"

@@ -9,14 +9,14 @@ rule runtime_ready:
     input:
         image=runtime_image,
     output:
-        marker=f"{R}/.taomake/runtime/{{runtime}}.{{flavor}}.ready",
+        marker=SH.runtime_marker("{runtime}", "{flavor}"),
     wildcard_constraints:
         runtime="|".join(map(re.escape, sorted(set(RUNTIME_OF.values())))),
         flavor="pytorch|deploy",
     log:
-        f"{R}/logs/runtime/{{runtime}}.{{flavor}}.log",
+        SH.log("runtime/{runtime}.{flavor}"),
     benchmark:
-        f"{R}/benchmarks/runtime/{{runtime}}.{{flavor}}.tsv"
+        SH.benchmark("runtime/{runtime}.{flavor}")
     shell:
         "touch {output.marker:q} 2> {log:q}"
 
@@ -31,7 +31,7 @@ if IMAGE_FILES:
         params:
             convert=image_conversion,
         log:
-            f"{R}/logs/images/{{image}}.log",
+            SH.log("images/{image}"),
         resources:
             gpu=0,  # a CPU job: conversion never occupies a GPU
         shell:

@@ -29,7 +29,7 @@ rule detections:
     output:
         per_class=L.detection("per_class.json"),
         table=L.detection("per_class.md"),
-        grid=report(f"{R}/report/test_grid_{{exp}}.png",
+        grid=report(L.test_grid,
                     caption="../report/test_grid.rst", category="Detections"),
     params:
         project=PROJECT,

@@ -6,21 +6,21 @@ rule report:
     input:
         report_inputs(),
     output:
-        csv=f"{R}/report/results.csv",
-        summary=f"{R}/report/summary.csv",
-        md=f"{R}/report/summary.md",
-        tex=f"{R}/report/summary.tex",
-        curves=report(f"{R}/report/curves.png", caption="../report/curves.rst",
+        csv=SH.report("results.csv"),
+        summary=SH.report("summary.csv"),
+        md=SH.report("summary.md"),
+        tex=SH.report("summary.tex"),
+        curves=report(SH.report("curves.png"), caption="../report/curves.rst",
                       category="Training"),
-        latency=report(f"{R}/report/accuracy_latency.png",
+        latency=report(SH.report("accuracy_latency.png"),
                        caption="../report/accuracy_latency.rst", category="Deployment"),
-        sweeps=[report(f"{R}/report/sweep_{name}.png", caption="../report/sweep.rst",
+        sweeps=[report(SH.sweep_plot(name), caption="../report/sweep.rst",
                        category="Sweeps") for name in SWEEPS],
-        rungs=[report(f"{R}/report/sweep_{name}_rungs.png", caption="../report/rungs.rst",
+        rungs=[report(SH.rungs_plot(name), caption="../report/rungs.rst",
                       category="Sweeps") for name in SWEEPS if SWEEPS[name]["rungs"]],
     params:
         project=PROJECT,
     log:
-        f"{R}/logs/report.log",
+        SH.log("report"),
     shell:
         "exec taomake report -p {params.project:q} > {log:q} 2>&1"

@@ -25,6 +25,7 @@ from taomake.compiler.compile import CompiledExperiment
 from taomake.compiler.errors import RunError, UsageError
 from taomake.compiler.facts import job_shape
 from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import RECORDS_DIR
 from taomake.compiler.plan import resources_of
 from taomake.compiler.writer import changed_keys
 
@@ -60,7 +61,7 @@ def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter,
     """Keep checkpoints only if they were made by a compatible spec and the same TAO runtime
     (`Runner.runtime`: a new image or TAO version trains from scratch); else move them
     aside."""
-    record = out_dir / ".taomake" / "checkpoints-spec.yaml"
+    record = out_dir / RECORDS_DIR / "checkpoints-spec.yaml"
     saved = sorted(out_dir.glob("*.pth"))
     spec = {**spec, RUNTIME_KEY: runtime} if runtime else spec
     if saved:
@@ -215,7 +216,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     p = lp.experiments[experiment].project
     out_dir = root / compiled.layout.action_dir(action.results_subdir)
     # TAO may rewrite its spec in place (multi-node): every job gets its own copy
-    job_spec = out_dir / ".taomake" / f"job-{action.name}.yaml"
+    job_spec = out_dir / RECORDS_DIR / f"job-{action.name}.yaml"
     runner = make_runner(p, root)
     job = make_job(p, root, compiled, experiment, action, spec.data, job_spec)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,8 +280,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
                               else "")
                            + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
         # what this artifact was built from (`taomake explain`), and how long TAO took
-        atomic_write(out_dir / ".taomake" / f"built-{action.name}.yaml", spec.text)
-        atomic_write(out_dir / ".taomake" / f"run-{action.name}.json", json.dumps(
+        atomic_write(out_dir / RECORDS_DIR / f"built-{action.name}.yaml", spec.text)
+        atomic_write(out_dir / RECORDS_DIR / f"run-{action.name}.json", json.dumps(
             {"runner": runner.name, "tao_seconds": round(elapsed, 3),
              "argv": job.tao_argv()}, indent=2) + "\n")
         _record_provenance(root, lp, experiment, compiled, action, spec, runner, job,

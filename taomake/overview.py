@@ -20,6 +20,7 @@ from taomake.compiler import load_project
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.checks import project_location
 from taomake.compiler.errors import UsageError
+from taomake.compiler.layout import Shared
 from taomake.compiler.package_data import snakefile
 from taomake.compiler.plan import BuildPlan, load_plan
 from taomake.compiler.writer import changed_keys
@@ -149,7 +150,7 @@ def print_status(project: Path) -> None:
         print(f"\nexperiment {exp}")
         for r in (r for r in rows if r.experiment == exp):
             print(f"  {r.artifact:{width}}  {r.state:12}  {r.detail}")
-    report = Path(plan.root) / plan.results / "report"
+    report = Path(plan.root) / Shared(plan.results).report_dir
     shown = [str(p.relative_to(plan.root)) for p in sorted(report.glob("*.png"))]
     if shown:
         print("\nplots: " + ", ".join(shown))
@@ -201,8 +202,7 @@ def _class_line(lp, experiment: str, name: str):
 
 def _spec_changes(lp, c, action: str) -> list[str]:
     spec = c.specs[action]
-    built = lp.root / c.layout.action_dir(ACTIONS[action].results_subdir) / ".taomake" / \
-        f"built-{action}.yaml"
+    built = lp.root / c.layout.record(action, f"built-{action}.yaml")
     if not built.exists():
         return ["never built successfully with taomake"]
     old_text = built.read_text()

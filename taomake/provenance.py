@@ -21,7 +21,7 @@ from typing import Any
 
 from taomake.compiler.errors import UsageError
 from taomake.compiler.files import atomic_write, sha256_file
-from taomake.compiler.layout import DataSource, dataset_paths
+from taomake.compiler.layout import RECORDS_DIR, DataSource, dataset_paths
 
 from . import __version__
 
@@ -110,7 +110,7 @@ def write_provenance(out_dir: Path, action: str, *, root: Path, artifacts: list[
         "seconds": round(ended - started, 3),
         "exit_status": exit_status,
     }
-    atomic_write(out_dir / ".taomake" / f"provenance-{action}.json",
+    atomic_write(out_dir / RECORDS_DIR / f"provenance-{action}.json",
                  json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
@@ -140,7 +140,7 @@ def record_derived(root: Path, step: str, out_dir: Path, artifacts: list[Path],
         "end": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "exit_status": 0,
     }
-    atomic_write(out_dir / ".taomake" / f"provenance-{step}.json",
+    atomic_write(out_dir / RECORDS_DIR / f"provenance-{step}.json",
                  json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
@@ -149,7 +149,7 @@ def record_selection(root: Path, train_dir: Path, model: str, action: str, sourc
                      how: str) -> None:
     """model.pth: which checkpoint it is, and the training run that produced it."""
     try:
-        built = json.loads((train_dir / ".taomake" / f"provenance-{action}.json").read_text())
+        built = json.loads((train_dir / RECORDS_DIR / f"provenance-{action}.json").read_text())
     except (OSError, ValueError):
         built = None
     record = {"action": "select_checkpoint",
@@ -159,7 +159,7 @@ def record_selection(root: Path, train_dir: Path, model: str, action: str, sourc
               "selection": str((train_dir / "selection.json").relative_to(root)),
               "taomake": __version__, "host": platform.node(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trained_by": built}
-    atomic_write(train_dir / ".taomake" / "provenance-select.json",
+    atomic_write(train_dir / RECORDS_DIR / "provenance-select.json",
                  json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
@@ -169,7 +169,7 @@ def find_provenance(root: Path, artifact: str) -> dict[str, Any]:
     target = (target if target.is_absolute() else Path.cwd() / target).resolve()
     folder, top = target.parent, root.resolve()
     while folder != folder.parent and (folder == top or top in folder.parents):
-        for record_file in sorted((folder / ".taomake").glob("provenance-*.json")):
+        for record_file in sorted((folder / RECORDS_DIR).glob("provenance-*.json")):
             record = json.loads(record_file.read_text())
             for name in record["artifacts"]:
                 if (root / name).resolve() == target:

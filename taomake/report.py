@@ -16,13 +16,14 @@ import csv
 import io
 import json
 import math
+import posixpath
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taomake.compiler.files import atomic_write
-from taomake.compiler.layout import Layout
+from taomake.compiler.layout import Layout, Shared
 from taomake.compiler.plan import BuildPlan
 
 from .tao_status import read_status, run_seconds
@@ -285,14 +286,17 @@ def write_report(plan: BuildPlan,
                  out_dir: Path | None = None) -> tuple[dict[str, Path], list[Path]]:
     """Write every report file; returns them by name, and the files they were made from."""
     root = Path(plan.root)
-    out_dir = out_dir or root / plan.results / "report"
+    shared = Shared(plan.results)
+
+    def at(rel: str) -> Path:  # a report file, in `out_dir` when given
+        return out_dir / posixpath.basename(rel) if out_dir else root / rel
+
     runs = collect(plan)
     read = [p for r in runs for p in r.read]
     summary = summarize(runs)
     keys = [k for k, _, _ in COLUMNS]
-    files = {name: out_dir / name for name in ("results.csv", "summary.csv", "summary.md",
-                                                "summary.tex", "curves.png",
-                                                "accuracy_latency.png")}
+    files = {name: at(shared.report(name))
+             for name in (*Shared.REPORT_TABLES, "curves.png", "accuracy_latency.png")}
     atomic_write(files["results.csv"], _csv(
         [{"experiment": r.experiment, "group": r.group, "seed": r.seed, **r.values}
          for r in runs], ["experiment", "group", "seed", *keys]))
@@ -314,11 +318,11 @@ def write_report(plan: BuildPlan,
         best = _json(best_file)
         if best:
             read.append(best_file)
-            files[f"sweep_{name}.png"] = out_dir / f"sweep_{name}.png"
+            files[f"sweep_{name}.png"] = at(shared.sweep_plot(name))
             plot_sweep(best, files[f"sweep_{name}.png"])
         decisions = [_json(root / Layout(plan.results, name).sweep_file(f"rung{r}.json"))
                      for r in range(max(0, len(plan.sweeps[name]["rungs"]) - 1))]
         if decisions and all(decisions):
-            files[f"sweep_{name}_rungs.png"] = out_dir / f"sweep_{name}_rungs.png"
+            files[f"sweep_{name}_rungs.png"] = at(shared.rungs_plot(name))
             plot_rungs(decisions, files[f"sweep_{name}_rungs.png"])
     return files, read

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from taomake.compiler.errors import StorageAccessError, StorageError
-from taomake.compiler.layout import DataSource
+from taomake.compiler.layout import DataSource, Shared
 
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Settings, S3Store
@@ -79,7 +79,7 @@ def s3_project(tmp_path, s3_env, s3_bucket) -> tuple[Path, dict[str, str], str]:
 
 def test_unchanged_s3_data_is_never_downloaded_again(s3_project, s3_bucket):
     folder, env, bucket = s3_project
-    data = folder / "results/_data"
+    data = folder / Shared("results").transfers
     first = downloaded_bytes(data)
     sizes = sum(o["Size"] for o in s3_bucket[1].list_objects_v2(Bucket=bucket)["Contents"])
     assert first == sizes  # each object exactly once

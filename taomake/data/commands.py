@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from taomake.compiler.errors import DataError, UsageError
+from taomake.compiler.layout import Shared
 from taomake.compiler.plan import BuildPlan, load_plan
 
 from .s3 import S3Settings, S3Store
@@ -74,7 +75,7 @@ def cmd_check(plan: BuildPlan, args: argparse.Namespace) -> int:
     if not args.from_stamp:  # by hand: make sure staged sources are there
         cmd_stage(plan, argparse.Namespace(key=None, from_stamp=False))
     failed = False
-    decoder = CachedDecoder(Path(plan.root) / plan.results / "_data" / "checks")
+    decoder = CachedDecoder(Path(plan.root) / Shared(plan.results).checks_dir)
     for name in names:
         check = check_dataset(lp.experiments[name].project, name, Path(plan.root),
                               roles=tuple(args.split or ROLES), open_images=not args.no_open,

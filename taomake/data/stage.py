@@ -28,14 +28,12 @@ from typing import Any
 
 from taomake.compiler.errors import DataError, UnsafeArchiveError
 from taomake.compiler.files import atomic_write
-from taomake.compiler.layout import DataSource
+from taomake.compiler.layout import DataSource, Shared
 
 from .archive import Limits, ensure_free, extract_archive
 from .identity import read_stamp
 from .s3 import ObjectId, S3Store
 from .tree import NameProblem, Tree
-
-LEDGER = "transfers.jsonl"
 
 
 @dataclass
@@ -57,17 +55,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _log_transfer(data_dir: Path, uri: str, nbytes: int) -> None:
+def _log_transfer(ledger: Path, uri: str, nbytes: int) -> None:
     line = json.dumps({"time": time.time(), "uri": uri, "bytes": nbytes}) + "\n"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / LEDGER, "a") as f:  # one short O_APPEND write per transfer
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger, "a") as f:  # one short O_APPEND write per transfer
         f.write(line)
 
 
-def downloaded_bytes(data_dir: Path) -> int:
-    """Total bytes staging ever downloaded into this results folder."""
+def downloaded_bytes(ledger: Path) -> int:
+    """Total bytes staging ever downloaded into a results folder (`Shared.transfers`)."""
     try:
-        lines = (data_dir / LEDGER).read_text().splitlines()
+        lines = ledger.read_text().splitlines()
     except OSError:
         return 0
     return sum(json.loads(line)["bytes"] for line in lines if line.strip())
@@ -103,7 +101,7 @@ class Stager:
         self.results = results
         self.store = store or S3Store()
         self.limits = limits or Limits()
-        self.data_dir = root / results / "_data"
+        self.ledger = root / Shared(results).transfers
 
     def stage(self, source: DataSource) -> Staged:
         started = time.monotonic()
@@ -140,7 +138,7 @@ class Stager:
             ensure_free(f"download {source.uri}", identity["size"], folder)
             n = self.store.download(source.uri, folder / "annotations.json",
                                     ObjectId(identity["etag"], identity["size"]))
-            _log_transfer(self.data_dir, source.uri, n)
+            _log_transfer(self.ledger, source.uri, n)
             return n, {}
         version = f"v-{want}"
         downloaded, extra = 0, {"version": version}
@@ -153,7 +151,7 @@ class Stager:
                     ensure_free(f"download {source.uri}", identity["size"], folder)
                     downloaded = self.store.download(source.uri, archive,
                                                      ObjectId(identity["etag"], identity["size"]))
-                    _log_transfer(self.data_dir, source.uri, downloaded)
+                    _log_transfer(self.ledger, source.uri, downloaded)
                     atomic_write(folder / "download.json", json.dumps({"id": want}))
             if (folder / version).exists():
                 shutil.rmtree(folder / version)  # an interrupted swap: extract again
@@ -213,7 +211,7 @@ class Stager:
 
         with ThreadPoolExecutor(max_workers=self.store.settings.max_concurrency) as pool:
             downloaded = sum(pool.map(fetch, sorted(objects)))
-        _log_transfer(self.data_dir, source.uri, downloaded)
+        _log_transfer(self.ledger, source.uri, downloaded)
         if (folder / version).exists():
             shutil.rmtree(folder / version)
         os.replace(tmp, folder / version)

@@ -16,6 +16,7 @@ from typing import Any
 
 from taomake.compiler.errors import RunError
 from taomake.compiler.files import atomic_write, sha256_file
+from taomake.compiler.layout import Shared
 
 from .s3 import S3Store
 
@@ -29,8 +30,7 @@ def artifact_files(exp, artifacts: list[str]) -> dict[str, list[str]]:
         "engine": built.get("gen_trt_engine", []),
         "metrics": [p for a in ("evaluate", "trt_evaluate") for p in built.get(a, [])],
         # the project's report (shared by experiments; unchanged files are not re-sent)
-        "report": [f"{exp.results}/report/{name}" for name in
-                   ("summary.md", "summary.csv", "summary.tex", "results.csv")],
+        "report": [Shared(exp.results).report(name) for name in Shared.REPORT_TABLES],
     }
     return {name: wanted[name] for name in artifacts if wanted.get(name)}
 

@@ -11,6 +11,8 @@ import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
+from taomake.compiler.layout import RECORDS_DIR
+
 from . import TaoJob
 
 # cache variable -> sub-folder of $HOME/.cache
@@ -30,7 +32,7 @@ def user_name() -> str:
 def container_env(job: TaoJob, user: str | None = None) -> dict[str, str]:
     """Non-secret values the container gets: HOME/USER/LOGNAME, caches, job.extra_env."""
     user = user or user_name()
-    home = (job.workdir / job.results_dir).resolve() / ".taomake" / "container-home"
+    home = (job.workdir / job.results_dir).resolve() / RECORDS_DIR / "container-home"
     env = {"HOME": str(home), "USER": user, "LOGNAME": user, "PYTHONUNBUFFERED": "1"}
     for var, sub in CACHE_DIRS.items():
         env[var] = str(home / ".cache" / sub) if sub else str(home / ".cache")
