@@ -16,6 +16,7 @@ from .actions import ACTIONS
 from .coco import read_coco_summary
 from .context import CompileContext
 from .errors import DataError, Location, Problem
+from .facts import min_train_images, num_classes, splits
 from .layout import IMAGE_SUFFIXES, DataSource, is_archive, is_remote
 from .model import Calibration
 from .package_data import action_schema
@@ -559,11 +560,9 @@ def input_paths(p):
     """(project key, path, kind) of every input the project names: local paths relative to
     project.yaml, and s3:// URIs.  kind is "images" (a folder or archive) or "file"."""
     ds = p.dataset
-    splits = [(f"dataset.train[{i}]", s) for i, s in enumerate(ds.train)]
-    splits += [("dataset.val", ds.val)] + ([("dataset.test", ds.test)] if ds.test else [])
-    for key, s in splits:
-        yield f"{key}.images", s.images, "images"
-        yield f"{key}.annotations", s.annotations, "file"
+    for split in splits(ds):
+        yield f"{split.key}.images", split.source.images, "images"
+        yield f"{split.key}.annotations", split.source.annotations, "file"
     for key, src in (("dataset.inference", ds.inference),
                      ("dataset.calibration", ds.calibration)):
         if src:
@@ -610,12 +609,10 @@ def check_annotations(ctx: CompileContext) -> None:
     (docs/tao-notes.md §5)."""
     p = ctx.exp.project
     classes = p.dataset.classes
-    num_classes = max(classes) + 1
-    ds = p.dataset
-    splits = [(f"dataset.train[{i}]", s) for i, s in enumerate(ds.train)]
-    splits += [("dataset.val", ds.val)] + ([("dataset.test", ds.test)] if ds.test else [])
+    n_classes = num_classes(p.dataset)
     train_images = 0
-    for key, s in splits:
+    for split in splits(p.dataset):
+        key, s = split.key, split.source
         if is_remote(s.annotations):
             continue  # checked after staging
         path = ctx.lp.root / s.annotations
@@ -628,7 +625,7 @@ def check_annotations(ctx: CompileContext) -> None:
             _err(ctx, _at(ctx, f"{key}.annotations"), message, hint or "fix or replace the file",
                  "annotations")
             continue
-        if key.startswith("dataset.train"):
+        if split.role == "train":
             train_images += summary.n_images
         if summary.n_images == 0:
             _err(ctx, _at(ctx, f"{key}.annotations"), f"{s.annotations} has no images",
@@ -639,10 +636,10 @@ def check_annotations(ctx: CompileContext) -> None:
             names = ", ".join(f"{i} ({summary.categories.get(i, '?')}"
                               + (f", first in {summary.first_use[i]}" if i in summary.first_use
                                  else ", in categories") + ")" for i in undeclared)
-            over = [i for i in undeclared if i >= num_classes]
+            over = [i for i in undeclared if i >= n_classes]
             _err(ctx, _at(ctx, f"{key}.annotations"),
                  f"{s.annotations} uses category ids not in dataset.classes: {names}"
-                 + (f"; ids >= num_classes {num_classes} would crash TAO's matcher"
+                 + (f"; ids >= num_classes {n_classes} would crash TAO's matcher"
                     if over else ""),
                  "declare them in dataset.classes (num_classes follows as max id + 1)",
                  "annotation_category_ids")
@@ -653,7 +650,7 @@ def check_annotations(ctx: CompileContext) -> None:
                   ", ".join(f"{i}: file {a!r} vs project {b!r}" for i, (a, b) in
                             renamed.items()), "rename in dataset.classes if unintended",
                   "class_names")
-    need = p.dataset.batch_size * max(1, p.hardware.gpus_per_node) * p.hardware.nodes
+    need = min_train_images(p)
     if train_images and train_images < need:
         _err(ctx, _at(ctx, "dataset.batch_size"),
              f"{train_images} training images < batch_size x GPUs x nodes = {need}",

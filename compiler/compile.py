@@ -21,7 +21,7 @@ from . import checks
 from .actions import ACTIONS
 from .context import CompileContext
 from .errors import Problem, ProjectError
-from .facts import source_action
+from .facts import num_classes, source_action
 from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
 from .package_data import action_schema, references_dir
@@ -141,7 +141,7 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
     d: dict[str, Any] = {
         "experiment": exp.name,
         "results_dir": lay.root,
-        "num_classes": max(p.dataset.classes) + 1,
+        "num_classes": num_classes(p.dataset),
         "class_ids": sorted(p.dataset.classes),
         "cpu": cpu,
         "train_gpus": ngpu,

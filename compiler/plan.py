@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .actions import ACTIONS
-from .facts import TRAINING_ACTIONS, job_shape
+from .facts import TRAINING_ACTIONS, job_shape, min_train_images, splits
 from .files import atomic_write, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
@@ -198,12 +198,12 @@ def check_keys(p) -> dict[str, str]:
     """Dataset check per split role, keyed by everything the check depends on, so that
     experiments, seeds and sweep trials reading the same data share one check job."""
     ds = p.dataset
-    splits = {"train": [s.model_dump() for s in ds.train], "val": [ds.val.model_dump()]}
-    if ds.test:
-        splits["test"] = [ds.test.model_dump()]
-    need = ds.batch_size * max(p.hardware.gpus_per_node, 1) * p.hardware.nodes
+    by_role: dict[str, list] = {}
+    for split in splits(ds):
+        by_role.setdefault(split.role, []).append(split.source.model_dump())
+    need = min_train_images(p)
     out = {}
-    for role, sources in splits.items():
+    for role, sources in by_role.items():
         # class ids, not names: a renamed class (a warning at most) must not retrain
         basis = {"role": role, "sources": sources, "classes": sorted(ds.classes),
                  "results": p.results,

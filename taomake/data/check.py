@@ -15,6 +15,7 @@ from typing import Any
 
 from taomake.compiler.coco import CocoReport, Decoder, check_coco
 from taomake.compiler.errors import DataError
+from taomake.compiler.facts import SPLIT_ROLES, min_train_images, num_classes, splits
 from taomake.compiler.layout import DataSource
 
 
@@ -82,7 +83,7 @@ class DatasetCheck:
             } for s in self.splits]}
 
 
-ROLES = ("train", "val", "test")
+ROLES = SPLIT_ROLES
 
 
 def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str, ...] = ROLES,
@@ -92,16 +93,9 @@ def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str
     re-checks (and re-evaluates) without retraining."""
     ds = project.dataset
     classes = dict(ds.classes)
-    num_classes = max(classes) + 1
     result = DatasetCheck(experiment, classes=classes)
-    splits = []
-    if "train" in roles:
-        splits += [(f"train[{i}]", s) for i, s in enumerate(ds.train)]
-    if "val" in roles:
-        splits.append(("val", ds.val))
-    if "test" in roles and ds.test:
-        splits.append(("test", ds.test))
-    for name, split in splits:
+    for s in splits(ds, roles):
+        name, split = s.name, s.source
         ann = DataSource(split.annotations, "file")
         images = DataSource(split.images, "images")
         ann_path = root / ann.target(project.results)
@@ -111,14 +105,13 @@ def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str
                 raise DataError(f"dataset.{name}: {source.uri} is not available at {path}"
                                 + ("\n    fix: stage it first (`taomake data stage`)"
                                    if source.staged else ""))
-        report = check_coco(ann_path, img_path, num_classes=num_classes, declared=classes,
+        report = check_coco(ann_path, img_path, num_classes=num_classes(ds), declared=classes,
                             open_images=open_images, decoder=decoder)
         report.file = split.annotations if ann.staged else str(ann.target(project.results))
         result.splits.append(SplitCheck(name, split.annotations, report))
     if "train" not in roles:
         return result
-    hw = project.hardware
-    need = ds.batch_size * max(hw.gpus_per_node, 1) * hw.nodes
+    need = min_train_images(project)
     have = sum(s.report.summary.n_images for s in result.splits
                if s.name.startswith("train") and s.report.summary)
     if have < need:
