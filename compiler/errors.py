@@ -1,7 +1,9 @@
-"""User-facing errors.  Each carries enough to print a one-paragraph message and exit 2.
+"""User-facing errors of the project, its data files and the command line: each carries enough
+to print a one-paragraph message, and exits 2 (the user can fix it).
 
-Everything a user can fix by editing project.yaml, a data file or the command line is a
-`UserError` (exit 2).  Anything else that escapes is a bug and keeps its traceback.
+`TaomakeError` is the base of every error taomake reports; the errors of running a build
+(a failed job, storage, setup, a stop request) extend it in taomake/errors.py.  Anything else
+that escapes is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -77,31 +79,3 @@ class DataError(TaomakeError):
 
 class UsageError(TaomakeError):
     """Bad command-line use (unknown experiment, action or target)."""
-
-
-class RunError(TaomakeError):
-    """A TAO job failed or produced no valid outputs (exit 1 for the job, reported plainly)."""
-
-    exit_code = 1
-
-
-class UnsafeArchiveError(DataError):
-    """An archive member would land outside the extraction folder (or is a device/fifo)."""
-
-
-class StorageError(TaomakeError):
-    """Object storage (S3) refused or failed a transfer; names the bucket or URI, never a key."""
-
-    exit_code = 1
-
-
-class StorageAccessError(StorageError):
-    """Credentials rejected, bucket or object missing: fixable by the user (exit 2)."""
-
-    exit_code = 2
-
-
-class DiskSpaceError(TaomakeError):
-    """The disk is full or would be: the machine's problem, not the input's (exit 1)."""
-
-    exit_code = 1

@@ -144,8 +144,8 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import Interrupted
     from .jobs import run_action
-    from .process import Interrupted
 
     try:
         run_action(Path(args.project), args.experiment, args.action, Path(args.log),

@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.errors import RunError
 from taomake.compiler.files import atomic_write
+from taomake.errors import RunError
 
 KITTI_FIELDS_AFTER_NAME = 15  # truncation, occlusion, alpha, 4 box, 7 3-D fields, score
 

@@ -10,8 +10,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from taomake.compiler.errors import RunError
 from taomake.compiler.files import atomic_write
+from taomake.errors import RunError
 
 from .tao_status import EpochRow
 

@@ -22,17 +22,18 @@ from ruamel.yaml import YAML
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.actions import ACTIONS, Action
 from taomake.compiler.compile import CompiledExperiment
-from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.errors import UsageError
 from taomake.compiler.facts import job_shape
 from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import RECORDS_DIR
 from taomake.compiler.plan import resources_of
 from taomake.compiler.writer import changed_keys
+from taomake.errors import RunError
 
+from .errors import Interrupted
 from .failures import classify
 from .handoff import checkpoints
 from .judges import Produced, judge
-from .process import Interrupted
 from .runners import TaoJob
 from .runners.mounts import job_mounts
 from .runners.registry import make_runner

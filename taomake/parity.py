@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.errors import RunError
 from taomake.compiler.files import atomic_write
+from taomake.errors import RunError
 
 
 @dataclass

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from taomake.compiler.errors import RunError
 from taomake.compiler.files import nearest_existing
+from taomake.errors import RunError
 
 Level = Literal["PASS", "WARN", "FAIL"]
 MIN_FREE_GB = 10.0
@@ -243,7 +243,7 @@ def check_data(lp) -> Iterator[Check]:
 
 def check_upload(lp) -> Iterator[Check]:
     """`upload.to` reachable and writable now, not after hours of training."""
-    from taomake.compiler.errors import StorageError
+    from taomake.errors import StorageError
 
     from .data.s3 import S3Settings, S3Store
 

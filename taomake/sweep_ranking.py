@@ -10,10 +10,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.errors import UsageError
 from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import Layout
 from taomake.compiler.plan import BuildPlan
+from taomake.errors import RunError
 
 
 def trial_score(curve: Path, metric: str) -> tuple[float, int]:

@@ -11,9 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from taomake.compiler.errors import DataError, UnsafeArchiveError
+from taomake.compiler.errors import DataError
 
 from taomake.data.archive import extract_archive
+from taomake.errors import UnsafeArchiveError
 
 
 def make_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:

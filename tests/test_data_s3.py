@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from taomake.compiler.errors import StorageAccessError, StorageError
 from taomake.compiler.layout import DataSource, Shared
 
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Settings, S3Store
 from taomake.data.stage import Stager, downloaded_bytes
+from taomake.errors import StorageAccessError, StorageError
 from tests.helpers import REPO, make_project
 from tests.test_build import SNAKEMAKE, calls, fake_project_text
 

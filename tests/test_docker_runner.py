@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 from taomake.compiler.actions import ACTIONS
-from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.errors import UsageError
 from taomake.compiler.model import DockerRunner as DockerSettings
 
+from taomake.errors import RunError
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner, User
 from taomake.runners.mounts import Mount
@@ -198,7 +199,7 @@ def test_sigterm_stops_and_removes_the_container(docker_client, test_image, tmp_
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from taomake.process import Interrupted
+        from taomake.errors import Interrupted
         from tests.test_docker_runner import fake_job
         runner, job = fake_job(Path({str(tmp_path)!r}), {test_image!r}, label={label!r},
                                stop_timeout=20, FAKE_SLEEP=300)

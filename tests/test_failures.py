@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from taomake.compiler import compile_project, load_project, write_experiment
-from taomake.compiler.errors import RunError
 
+from taomake.errors import RunError
 from taomake.failures import classify
 from taomake.jobs import run_action
 from tests.helpers import REPO, SMOKE_PROJECT, make_project

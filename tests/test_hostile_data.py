@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from taomake.compiler.coco import check_coco
-from taomake.compiler.errors import DataError, DiskSpaceError
+from taomake.compiler.errors import DataError
 from taomake.compiler.layout import DataSource
 
 from taomake import cli
@@ -28,6 +28,7 @@ from taomake.data import archive as archive_mod
 from taomake.data.archive import Limits, extract_archive
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Store
+from taomake.errors import DiskSpaceError
 from tests.helpers import IN_CI, REPO, make_project
 from tests.hostile_corpus import ARCHIVES, ESCAPE_NAME, deep_json
 from tests.test_build import calls, fake_project_text, snakemake
@@ -292,7 +293,7 @@ def test_extraction_does_not_need_tarfile_filters(corpus, tmp_path):
         "import sys, tarfile\n"
         "assert not hasattr(tarfile, 'data_filter') or sys.version_info >= (3, 11, 4)\n"
         "from pathlib import Path\n"
-        "from taomake.compiler.errors import UnsafeArchiveError\n"
+        "from taomake.errors import UnsafeArchiveError\n"
         "from taomake.data.archive import extract_archive\n"
         "got = extract_archive(Path(sys.argv[1]), Path(sys.argv[2]))\n"
         "print('files', got.files)\n"

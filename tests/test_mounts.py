@@ -6,8 +6,8 @@ import os
 
 import pytest
 from taomake.compiler import compile_project, load_project
-from taomake.compiler.errors import RunError
 
+from taomake.errors import RunError
 from taomake.runners.mounts import job_mounts, spec_paths
 from tests.helpers import make_project
 

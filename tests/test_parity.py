@@ -14,9 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-from taomake.compiler.errors import RunError
 from taomake.compiler.layout import Layout
 
+from taomake.errors import RunError
 from taomake.parity import check_parity, run_parity
 
 SIZE = 64

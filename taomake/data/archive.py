@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from taomake.compiler.errors import DataError, DiskSpaceError, UnsafeArchiveError
+from taomake.compiler.errors import DataError
 from taomake.compiler.files import nearest_existing
+from taomake.errors import DiskSpaceError, UnsafeArchiveError
 
 from .tree import NameProblem, Tree, is_junk
 

@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.errors import StorageAccessError, StorageError
+from taomake.errors import StorageAccessError, StorageError
 
 # botocore error codes that mean "these credentials are not accepted here"
 CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",

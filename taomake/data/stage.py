@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.errors import DataError, UnsafeArchiveError
+from taomake.compiler.errors import DataError
 from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import DataSource, Shared
+from taomake.errors import UnsafeArchiveError
 
 from .archive import Limits, ensure_free, extract_archive
 from .identity import read_stamp

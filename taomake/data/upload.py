@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.errors import RunError
 from taomake.compiler.files import atomic_write, sha256_file
 from taomake.compiler.layout import Shared
+from taomake.errors import RunError
 
 from .s3 import S3Store
 

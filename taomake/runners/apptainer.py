@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from taomake.compiler.errors import RunError
 from taomake.compiler.layout import image_file
+from taomake.errors import RunError
 
 from ..process import run_tree
 from . import TaoJob

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from taomake.compiler.errors import RunError, UsageError
+from taomake.compiler.errors import UsageError
 from taomake.compiler.model import DockerRunner as DockerSettings
+from taomake.errors import RunError
 
-from ..process import FORWARDED, Interrupted, die_with_parent
+from ..errors import Interrupted
+from ..process import FORWARDED, die_with_parent
 from . import TaoJob
 from .container_env import container_env, make_env_dirs, user_name
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.errors import RunError
+from taomake.errors import RunError
 
 # spec keys whose string values are file system paths (docs/tao-notes.md §1)
 PATH_KEYS = {"image_dir", "json_file", "classmap", "pretrained_backbone_path",

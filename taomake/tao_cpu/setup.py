@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from taomake.errors import SetupError
+
 TAO_DIST = "nvidia-tao-pytorch"
 TAO_VERSION = "7.3.0"
 PYTHON_VERSION = (3, 12)
@@ -48,14 +50,6 @@ RECIPE = 1
 ENTRY_MODULE = "nvidia_tao_pytorch.cv.rtdetr.entrypoint.rtdetr"
 
 Progress = Callable[[str], None]
-
-
-class SetupError(Exception):
-    """A setup failure with a message for the user and an exit code (1 failed, 2 bad input)."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 # --- paths, hashes, marker ------------------------------------------------------------------
