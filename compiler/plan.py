@@ -23,8 +23,32 @@ from .facts import TRAINING_ACTIONS, job_shape, min_train_images, splits
 from .files import atomic_write, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
-PLAN_FORMAT = 6  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images
+PLAN_FORMAT = 7  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
+# 7: job settings
 CACHE_NAME = ".taomake-plan.json"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What a TAO job runs with besides its spec: the project's name, `hardware` (GPUs, nodes,
+    runner) and `tao` (images), as the project's own models, so runners take their settings
+    as they are."""
+
+    name: str
+    hardware: Any  # compiler.model.Hardware
+    tao: Any  # compiler.model.Tao
+
+    @staticmethod
+    def dump(project) -> dict[str, Any]:
+        return {"name": project.name, "hardware": project.hardware.model_dump(mode="json"),
+                "tao": project.tao.model_dump(mode="json")}
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> JobSettings:
+        from .model import Hardware, Tao
+
+        return cls(raw["name"], Hardware.model_validate(raw["hardware"]),
+                   Tao.model_validate(raw["tao"]))
 
 
 @dataclass
@@ -56,10 +80,17 @@ class ExperimentPlan:
     checks: dict[str, str] = field(default_factory=dict)  # split role -> dataset check key
     # apptainer/pyxis runners: flavor (pytorch, deploy) -> [converted image file, image ref]
     images: dict[str, list[str]] = field(default_factory=dict)
+    settings: str = ""  # what its jobs run with: a key of BuildPlan.settings
 
     @property
     def layout(self) -> Layout:
         return Layout(self.results, self.name)
+
+    @property
+    def checkpoint_policy(self) -> str | int:
+        """train.use_checkpoint as the project gives it: "best", "last" or an epoch."""
+        return int(self.use_checkpoint) if self.use_checkpoint.isdigit() else \
+            self.use_checkpoint
 
     def artifacts(self) -> dict[str, list[str]]:
         """Per built action, the files it produces that people look at (main one first):
@@ -112,6 +143,13 @@ class BuildPlan:
     sources: list[dict[str, str]] = field(default_factory=list)  # DataSource fields, all exps
     storage: dict[str, Any] = field(default_factory=dict)  # project.yaml `storage`
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # compiler.load.SweepPlan
+    # JobSettings fields, JSON: experiments with the same settings (a sweep's trials) share one
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def job_settings(self, experiment: str) -> JobSettings:
+        """What `experiment`'s TAO jobs run with besides their specs (the project's own
+        models, validated again: the cache is a file anyone can edit)."""
+        return JobSettings.of(self.settings[self.experiments[experiment].settings])
 
     def data_sources(self) -> list[DataSource]:
         return [DataSource(**s) for s in self.sources]
@@ -228,8 +266,12 @@ def plan_from(lp, compiled) -> BuildPlan:
     from .checks import data_sources
 
     experiments = {}
+    settings: dict[str, dict[str, Any]] = {}
     for name, c in compiled.items():
         p = lp.experiments[name].project
+        job = JobSettings.dump(p)
+        settings_key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
+        settings[settings_key] = job
         experiments[name] = ExperimentPlan(
             name=name, results=p.results, source_action=c.source_action,
             use_checkpoint=str(p.train.use_checkpoint), best_metric=p.train.best_metric,
@@ -242,7 +284,7 @@ def plan_from(lp, compiled) -> BuildPlan:
             halving=bool(lp.experiments[name].trial is not None and lp.sweeps[
                 lp.experiments[name].group].rungs),
             parity_tolerance=p.export.parity_tolerance,
-            checks=check_keys(p), images=converted_images(p))
+            checks=check_keys(p), images=converted_images(p), settings=settings_key)
     sources: list[dict[str, str]] = []
     for exp in lp.experiments.values():
         for source in data_sources(exp.project):
@@ -252,7 +294,7 @@ def plan_from(lp, compiled) -> BuildPlan:
                      experiments=experiments, deps=_code_deps() + _data_deps(lp),
                      name=lp.base.name, sources=sources,
                      storage=lp.base.storage.model_dump(),
-                     sweeps={n: asdict(sw) for n, sw in lp.sweeps.items()})
+                     sweeps={n: asdict(sw) for n, sw in lp.sweeps.items()}, settings=settings)
 
 
 def _from_json(raw: dict[str, Any]) -> BuildPlan:
@@ -262,7 +304,8 @@ def _from_json(raw: dict[str, Any]) -> BuildPlan:
         e["specs"] = {a: SpecEntry(**s) for a, s in e["specs"].items()}
         exps[name] = ExperimentPlan(**e)
     return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"],
-                     raw["name"], raw["sources"], raw["storage"], raw["sweeps"])
+                     raw["name"], raw["sources"], raw["storage"], raw["sweeps"],
+                     raw["settings"])
 
 
 def _cache_path(project: Path) -> Path:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
-from .compile import CompiledExperiment
 from .files import write_if_changed
+
+if TYPE_CHECKING:  # jobs use changed_keys without loading the compiler (Jinja, jsonschema)
+    from .compile import CompiledExperiment
 
 
 def outputs(compiled: CompiledExperiment) -> dict[str, str]:

@@ -19,14 +19,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from taomake.compiler import compile_project, load_project
 from taomake.compiler.actions import ACTIONS, Action
-from taomake.compiler.compile import CompiledExperiment
 from taomake.compiler.errors import UsageError
 from taomake.compiler.facts import job_shape
 from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import RECORDS_DIR
-from taomake.compiler.plan import resources_of
+from taomake.compiler.plan import BuildPlan, ExperimentPlan, JobSettings, load_plan, resources_of
 from taomake.compiler.writer import changed_keys
 from taomake.errors import RunError
 
@@ -109,8 +107,8 @@ def _note(log: io.BufferedWriter, msg: str) -> None:
 # --------------------------------------------------------------------------- results
 
 
-def make_job(p, root: Path, compiled: CompiledExperiment, experiment: str, action: Action,
-             spec: dict[str, Any], job_spec: Path) -> TaoJob:
+def make_job(p: JobSettings, root: Path, compiled: ExperimentPlan, experiment: str,
+             action: Action, spec: dict[str, Any], job_spec: Path) -> TaoJob:
     """The runner-independent description of one TAO run (image, GPUs, mounts, env names)."""
     shape = job_shape(p.hardware, action.name)
     ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
@@ -196,16 +194,16 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     """Run one TAO action and judge it.  `epochs` (train only, with `rung_out`): a
     successive-halving rung, i.e. the same spec trained up to `epochs` (resuming the
     trial's checkpoints), its curve written to `rung_out` instead of the train outputs."""
-    lp = load_project(project)
-    if experiment not in lp.experiments:
+    plan = load_plan(project, write=False)  # the cached plan: no compile while it is current
+    if experiment not in plan.experiments:
         raise UsageError(f"unknown experiment {experiment!r}")
-    compiled = compile_project(lp, [experiment])[experiment]
+    compiled = plan.experiments[experiment]
     if action_name not in compiled.specs:
         raise UsageError(f"experiment {experiment!r} has no {action_name} action: "
                          f"{compiled.skipped.get(action_name, 'unknown action')}")
     spec = compiled.specs[action_name]
     action = ACTIONS[action_name]
-    root = lp.root
+    root = Path(plan.root)
     on_disk = root / spec.path
     if not on_disk.exists() or on_disk.read_text(encoding="utf-8") != spec.text:
         raise RunError(f"{spec.path} does not match project.yaml (edited while building?); "
@@ -214,11 +212,11 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
         if action.name != "train" or rung_out is None:
             raise UsageError("--epochs is for a sweep rung: train with --rung-out")
         spec = _with_epochs(spec, epochs)
-    p = lp.experiments[experiment].project
+    p = plan.job_settings(experiment)
     out_dir = root / compiled.layout.action_dir(action.results_subdir)
     # TAO may rewrite its spec in place (multi-node): every job gets its own copy
     job_spec = out_dir / RECORDS_DIR / f"job-{action.name}.yaml"
-    runner = make_runner(p, root)
+    runner = make_runner(p.hardware, root)
     job = make_job(p, root, compiled, experiment, action, spec.data, job_spec)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     status = out_dir / "status.json"
@@ -285,19 +283,16 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
         atomic_write(out_dir / RECORDS_DIR / f"run-{action.name}.json", json.dumps(
             {"runner": runner.name, "tao_seconds": round(elapsed, 3),
              "argv": job.tao_argv()}, indent=2) + "\n")
-        _record_provenance(root, lp, experiment, compiled, action, spec, runner, job,
-                           out_dir, started_wall, rc)
+        _record_provenance(root, plan, experiment, action, spec, runner, job, out_dir,
+                           started_wall, rc)
         _note(log, f"{label}: finished in {elapsed:.0f} s")
 
 
-def _record_provenance(root: Path, lp, experiment: str, compiled: CompiledExperiment,
-                       action: Action, spec, runner, job: TaoJob, out_dir: Path,
-                       started: float, rc: int) -> None:
-    from taomake.compiler.checks import data_sources
-
+def _record_provenance(root: Path, plan: BuildPlan, experiment: str, action: Action, spec,
+                       runner, job: TaoJob, out_dir: Path, started: float, rc: int) -> None:
     from .provenance import image_digest, write_provenance
 
-    p = lp.experiments[experiment].project
+    compiled = plan.experiments[experiment]
     artifacts = sorted(str(f.relative_to(root)) for f in out_dir.iterdir()
                        if f.is_file() and f.name not in ("status.json", "experiment.yaml")
                        and f.name != "model.pth")
@@ -319,8 +314,8 @@ def _record_provenance(root: Path, lp, experiment: str, compiled: CompiledExperi
                 if action.name not in ("train", "distill") else [])
     write_provenance(out_dir, action.name, root=root, artifacts=sorted(set(artifacts)),
                      spec_text=spec.text, spec=spec.data, runtime=runtime,
-                     sources=data_sources(p), results=p.results, consumed=consumed,
-                     argv=job.tao_argv(), env_names=list(p.hardware.runner.env),
+                     sources=plan.data_sources(), results=compiled.results, consumed=consumed,
+                     argv=job.tao_argv(), env_names=list(job.env_names),
                      started=started, ended=time.time(), exit_status=rc)
 
 
@@ -346,17 +341,19 @@ def _tail(path: Path, n: int) -> list[str]:
 def select_checkpoint(project: Path, experiment: str) -> None:
     from .handoff import publish, select
 
-    lp = load_project(project)
-    compiled = compile_project(lp, [experiment])[experiment]
-    p = lp.experiments[experiment].project
-    src_dir = lp.root / compiled.layout.action_dir(compiled.source_action)
+    plan = load_plan(project, write=False)
+    if experiment not in plan.experiments:
+        raise UsageError(f"unknown experiment {experiment!r}")
+    compiled = plan.experiments[experiment]
+    root = Path(plan.root)
+    src_dir = root / compiled.layout.action_dir(compiled.source_action)
     curve = training_curve(read_status(src_dir / "status.json"))
-    sel = select(src_dir, p.train.use_checkpoint, p.train.best_metric, curve)
-    how = publish(src_dir, sel, lp.root / compiled.layout.model(compiled.source_action),
+    sel = select(src_dir, compiled.checkpoint_policy, compiled.best_metric, curve)
+    how = publish(src_dir, sel, root / compiled.layout.model(compiled.source_action),
                   src_dir / "selection.json")
     from .provenance import record_selection
 
-    record_selection(lp.root, src_dir, compiled.layout.model(compiled.source_action),
+    record_selection(root, src_dir, compiled.layout.model(compiled.source_action),
                      compiled.source_action, sel.source, how)
     _say(f"{compiled.source_action} ({experiment}): selected epoch {sel.epoch} "
          f"({sel.policy}{f', {sel.metric} {sel.value}' if sel.value is not None else ''}) "

@@ -48,7 +48,7 @@ def _ok(what: str, detail: str) -> Check:
 def check_local(p, root: Path) -> Iterator[Check]:
     from .runners.local import LocalRunner
 
-    venv = LocalRunner.from_settings(p.hardware.runner.local.venv, root).venv
+    venv = LocalRunner.from_venv(p.hardware.runner.local.venv, root).venv
     rtdetr = venv / "bin" / "rtdetr"
     if not (rtdetr.is_file() and os.access(rtdetr, os.X_OK)):
         yield Check("FAIL", "local TAO", f"no executable {rtdetr}",

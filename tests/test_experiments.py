@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.errors import ProjectError
+from taomake.compiler.plan import load_plan
 
 from tests.helpers import REPO, make_project
 from tests.test_build import calls, fake_project_text, snakemake
@@ -348,9 +349,9 @@ def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu_on_every_runner(tmp_pa
     from taomake.runners.pyxis import PyxisRunner, pyxis_argv
 
     make_project(tmp_path, variant("int8_engine").replace("    kind: local", "    kind: docker"))
-    lp = load_project(tmp_path / "project.yaml")
-    compiled = compile_project(lp)["base"]
-    p = lp.experiments["base"].project
+    plan = load_plan(tmp_path / "project.yaml")  # what the jobs read
+    compiled = plan.experiments["base"]
+    p = plan.job_settings("base")
     runner = DockerRunner()
     engine = compiled.specs["gen_trt_engine"].data["gen_trt_engine"]["trt_engine"]
     for action in ("gen_trt_engine", "trt_evaluate", "trt_inference"):

@@ -12,6 +12,7 @@ from taomake.compiler.errors import ProjectError
 from taomake.compiler.plan import load_plan
 
 from tests.helpers import make_project
+from tests.test_tao_acceptance import VARIANTS, variant
 
 
 def test_plan_cache_hit_imports_no_heavy_modules(tmp_path):
@@ -52,3 +53,21 @@ def test_deleted_spec_is_rewritten_from_the_cache(tmp_path):
     spec.unlink()
     load_plan(project)
     assert spec.read_text() == text
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_jobs_run_with_the_projects_own_settings_from_the_plan(tmp_path, name):
+    """Jobs read hardware/tao from the cached plan (no compile): the same settings the
+    project has, through a JSON round trip and a fresh process."""
+    from taomake.compiler import load_project
+
+    project = make_project(tmp_path, variant(name))
+    load_plan(project)
+    lp = load_project(project)
+    cached = load_plan(project, write=False)
+    for exp, e in lp.experiments.items():
+        settings = cached.job_settings(exp)
+        assert settings.hardware == e.project.hardware
+        assert settings.tao == e.project.tao and settings.name == e.project.name
+    # a sweep's trials share one settings entry
+    assert len(cached.settings) <= len(cached.experiments)

@@ -126,6 +126,6 @@ class ApptainerRunner:
                         on_tick=on_tick)
 
 
-def from_project(project, root: Path) -> ApptainerRunner:
-    folder = Path(os.path.expanduser(project.hardware.runner.apptainer.image_dir))
+def from_settings(runner, root: Path) -> ApptainerRunner:
+    folder = Path(os.path.expanduser(runner.apptainer.image_dir))
     return ApptainerRunner(folder if folder.is_absolute() else root / folder)

@@ -288,5 +288,5 @@ def _remove(container, stop_timeout: int, running: bool = True) -> None:
         pass
 
 
-def from_project(project, root: Path) -> DockerRunner:
-    return DockerRunner(project.hardware.runner.docker)
+def from_settings(runner, root: Path) -> DockerRunner:
+    return DockerRunner(runner.docker)

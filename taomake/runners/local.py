@@ -33,7 +33,7 @@ class LocalRunner:
     name: str = "local"
 
     @classmethod
-    def from_settings(cls, venv: str | None, project_root: Path) -> LocalRunner:
+    def from_venv(cls, venv: str | None, project_root: Path) -> LocalRunner:
         if venv:
             path = Path(os.path.expanduser(venv))
             return cls(path if path.is_absolute() else project_root / path)
@@ -103,5 +103,5 @@ class LocalRunner:
         return run_tree(argv, cwd=job.workdir, env=env, log=log, on_tick=on_tick)
 
 
-def from_project(project, root: Path) -> LocalRunner:
-    return LocalRunner.from_settings(project.hardware.runner.local.venv, root)
+def from_settings(runner, root: Path) -> LocalRunner:
+    return LocalRunner.from_venv(runner.local.venv, root)

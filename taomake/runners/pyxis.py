@@ -130,6 +130,6 @@ class PyxisRunner:
                         on_tick=on_tick)
 
 
-def from_project(project, root: Path) -> PyxisRunner:
-    folder = Path(os.path.expanduser(project.hardware.runner.pyxis.image_dir))
+def from_settings(runner, root: Path) -> PyxisRunner:
+    folder = Path(os.path.expanduser(runner.pyxis.image_dir))
     return PyxisRunner(folder if folder.is_absolute() else root / folder)

@@ -1,4 +1,5 @@
-"""Pick the runner project.yaml asks for.  Each runner module has `from_project(project, root)`."""
+"""Pick the runner project.yaml asks for.  Each runner module has `from_settings(runner, root)`,
+given the project's `hardware.runner` settings (compiler.model.Runner) as they are."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from taomake.compiler.errors import UsageError
 MODULES = {"local": "local", "docker": "docker", "apptainer": "apptainer", "pyxis": "pyxis"}
 
 
-def make_runner(project, root: Path):
-    kind = project.hardware.runner.kind
+def make_runner(hardware, root: Path):
+    """The runner `hardware.runner` names, given its settings (compiler.model.Hardware)."""
+    kind = hardware.runner.kind
     try:
         module = import_module(f"taomake.runners.{MODULES[kind]}")
     except ModuleNotFoundError:
         raise UsageError(f"runner {kind!r} is not available in this taomake installation; "
                          "use hardware.runner.kind: local") from None
-    return module.from_project(project, root)
+    return module.from_settings(hardware.runner, root)
