@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from taomake.compiler.errors import UsageError
-from taomake.compiler.files import atomic_write, sha256_file
+from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import RECORDS_DIR, DataSource, dataset_paths
 
 from . import __version__
+from .digests import artifact_sha256
 
 
 def gpu_models(ids: list[int] | tuple[int, ...] = ()) -> list[str]:
@@ -93,13 +94,13 @@ def write_provenance(out_dir: Path, action: str, *, root: Path, artifacts: list[
     body = spec_text.split("\n", 1)
     record = {
         "action": action,
-        "artifacts": {a: {"sha256": sha256_file(root / a), "size": (root / a).stat().st_size}
+        "artifacts": {a: {"sha256": artifact_sha256(root / a), "size": (root / a).stat().st_size}
                       for a in artifacts if (root / a).is_file()},
         "spec": {"sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
                  "header": body[0] if body[0].startswith("#") else ""},
         "runtime": runtime,
         "data": data_identities(root, results, spec, sources),
-        "consumed": {c: sha256_file(root / c) for c in consumed if (root / c).is_file()},
+        "consumed": {c: artifact_sha256(root / c) for c in consumed if (root / c).is_file()},
         "taomake": __version__,
         "git": git_state(root),
         "command": argv,
@@ -129,9 +130,9 @@ def record_derived(root: Path, step: str, out_dir: Path, artifacts: list[Path],
 
     record = {
         "action": step,
-        "artifacts": {rel(a): {"sha256": sha256_file(a), "size": a.stat().st_size}
+        "artifacts": {rel(a): {"sha256": artifact_sha256(a), "size": a.stat().st_size}
                       for a in artifacts if a.is_file()},
-        "consumed": {rel(c): sha256_file(c) for c in sorted(set(consumed)) if c.is_file()},
+        "consumed": {rel(c): artifact_sha256(c) for c in sorted(set(consumed)) if c.is_file()},
         "taomake": __version__,
         "git": git_state(root),
         "command": command,
@@ -153,7 +154,7 @@ def record_selection(root: Path, train_dir: Path, model: str, action: str, sourc
     except (OSError, ValueError):
         built = None
     record = {"action": "select_checkpoint",
-              "artifacts": {model: {"sha256": sha256_file(root / model),
+              "artifacts": {model: {"sha256": artifact_sha256(root / model),
                                     "size": (root / model).stat().st_size}},
               "checkpoint": str((train_dir / source).relative_to(root)), "published_as": how,
               "selection": str((train_dir / "selection.json").relative_to(root)),

@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from taomake.compiler.files import atomic_write, sha256_file
+from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import Shared
+from taomake.digests import artifact_sha256
 from taomake.errors import RunError
 
 from .s3 import S3Store
@@ -44,7 +45,7 @@ def upload_experiment(root: Path, exp, store: S3Store, receipt: Path) -> dict[st
             path = root / rel
             if not path.is_file():
                 raise RunError(f"cannot upload {rel}: it was not built")
-            digest, size = sha256_file(path), path.stat().st_size
+            digest, size = artifact_sha256(path), path.stat().st_size
             # keep the path below the experiment folder: results/<exp>/export/model.onnx ->
             # <to>/<exp>/export/model.onnx
             inside = Path(rel).is_relative_to(exp.layout.root)

@@ -1,0 +1,47 @@
+"""sha256 of built artifacts, computed once per content.
+
+A pipeline reads the same big files many times: model.pth is consumed by evaluate, export and
+inference (each records its digest in provenance), and every training job records every
+checkpoint of its folder.  Each digest is kept beside the file, in its folder's records
+(`.taomake/sha256/<name>.json`), keyed by what changes when the bytes do (size, mtime, ctime,
+inode, device: an in-place edit that restores the mtime still changes the ctime), so a file
+is hashed once after it is written and read back afterwards.  Only folders taomake writes
+records in (TAO's output folders) get a cache; any other file is hashed each time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from taomake.compiler.files import atomic_write, sha256_file
+from taomake.compiler.layout import RECORDS_DIR
+
+
+def _key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _record(path: Path) -> Path:
+    return path.parent / RECORDS_DIR / "sha256" / f"{path.name}.json"
+
+
+def artifact_sha256(path: Path) -> str:
+    """The file's sha256, from its record when the file is unchanged since it was hashed."""
+    path = Path(path)
+    key = _key(path.stat())
+    record = _record(path)
+    try:
+        old = json.loads(record.read_text())
+        if old["key"] == key:
+            return old["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    sha = sha256_file(path)
+    if (path.parent / RECORDS_DIR).is_dir() and _key(path.stat()) == key:
+        try:  # a cache: failing to write it costs a re-hash next time, nothing else
+            atomic_write(record, json.dumps({"key": key, "sha256": sha}) + "\n")
+        except OSError:
+            pass
+    return sha
