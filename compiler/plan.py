@@ -262,12 +262,41 @@ def converted_images(p) -> dict[str, list[str]]:
                                 ("deploy", p.tao.deploy_image_ref))}
 
 
-def plan_from(lp, compiled) -> BuildPlan:
+def experiment_key(lp, name: str, deps_key: str) -> str:
+    """What one experiment's compile reads, as a digest: its project (base + its overrides,
+    seed or trial values), its place in a sweep, its teacher's project for `experiment:`
+    teachers, and the compiler, templates, schemas and data files (`deps_key`).  An edit
+    that leaves it unchanged (a comment, another experiment) reuses its compiled plan."""
+    e = lp.experiments[name]
+    p = e.project
+    basis: dict[str, Any] = {"project": p.model_dump(mode="json"), "group": e.group,
+                             "seed": e.seed, "trial": e.trial, "deps": deps_key,
+                             "named": lp.base.experiments is not None}
+    if e.trial is not None and e.group in lp.sweeps:
+        sweep = lp.sweeps[e.group]
+        basis["sweep"] = [sweep.method, sweep.metric, sweep.rungs, sweep.eta]
+    teacher = p.distill.teacher.checkpoint if p.distill else ""
+    if teacher.startswith("experiment:"):
+        other = lp.experiments.get(teacher.split(":", 1)[1])
+        basis["teacher"] = other.project.model_dump(mode="json") if other else None
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan_from(lp, compiled, reused: BuildPlan | None = None,
+              deps: list[str] | None = None) -> BuildPlan:
+    """The plan of `lp`: experiments in `compiled` from their compile, the others from
+    `reused` (a previous plan whose entries for them are current)."""
     from .checks import data_sources
 
     experiments = {}
     settings: dict[str, dict[str, Any]] = {}
-    for name, c in compiled.items():
+    for name in lp.experiments:
+        if name not in compiled:
+            old = reused.experiments[name]  # type: ignore[union-attr]
+            experiments[name] = old
+            settings[old.settings] = reused.settings[old.settings]  # type: ignore[union-attr]
+            continue
+        c = compiled[name]
         p = lp.experiments[name].project
         job = JobSettings.dump(p)
         settings_key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
@@ -291,10 +320,37 @@ def plan_from(lp, compiled) -> BuildPlan:
             if asdict(source) not in sources:
                 sources.append(asdict(source))
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
-                     experiments=experiments, deps=_code_deps() + _data_deps(lp),
+                     experiments=experiments, deps=deps if deps is not None else
+                     _code_deps() + _data_deps(lp),
                      name=lp.base.name, sources=sources,
                      storage=lp.base.storage.model_dump(),
                      sweeps={n: asdict(sw) for n, sw in lp.sweeps.items()}, settings=settings)
+
+
+def _deps_key(deps: list[str]) -> str:
+    return hashlib.sha256(json.dumps([_stat_key(Path(d)) for d in deps]).encode()).hexdigest()
+
+
+def _compile(project: Path, previous: dict[str, Any] | None) -> tuple[BuildPlan, dict[str, str]]:
+    """Compile what changed: experiments whose key matches the previous plan's are reused."""
+    from .compile import compile_project
+    from .load import load_project
+
+    lp = load_project(project)
+    deps = _code_deps() + _data_deps(lp)
+    deps_key = _deps_key(deps)
+    keys = {name: experiment_key(lp, name, deps_key) for name in lp.experiments}
+    old_plan, old_keys = None, {}
+    if previous is not None:
+        try:
+            old_plan, old_keys = _from_json(previous), previous.get("experiment_keys") or {}
+        except (KeyError, TypeError, ValueError):
+            old_plan, old_keys = None, {}
+    fresh = [name for name in lp.experiments
+             if old_plan is None or old_keys.get(name) != keys[name]
+             or name not in old_plan.experiments]
+    compiled = compile_project(lp, fresh) if fresh else {}
+    return plan_from(lp, compiled, old_plan, deps), keys
 
 
 def _from_json(raw: dict[str, Any]) -> BuildPlan:
@@ -320,22 +376,20 @@ def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
     project = project.resolve()
     cache = _cache_path(project)
     plan: BuildPlan | None = None
+    previous: dict[str, Any] | None = None
     try:
         raw = json.loads(cache.read_text())
-        if raw.get("format") == PLAN_FORMAT and raw.get("root") == str(project.parent) and \
-                raw.get("key") == fingerprint(project, raw["deps"]):
-            plan = _from_json(raw)
+        if raw.get("format") == PLAN_FORMAT and raw.get("root") == str(project.parent):
+            previous = raw
+            if raw.get("key") == fingerprint(project, raw["deps"]):
+                plan = _from_json(raw)
     except (OSError, ValueError, KeyError, TypeError):
         plan = None
     if plan is None:
-        from .compile import compile_project
-        from .load import load_project
-
-        lp = load_project(project)
-        plan = plan_from(lp, compile_project(lp))
+        plan, keys = _compile(project, previous)
         if write:
             record = {"format": PLAN_FORMAT, "key": fingerprint(project, plan.deps),
-                      **asdict(plan)}
+                      "experiment_keys": keys, **asdict(plan)}
             atomic_write(cache, json.dumps(record, sort_keys=True) + "\n")
     if not write:
         return plan

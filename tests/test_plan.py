@@ -71,3 +71,63 @@ def test_jobs_run_with_the_projects_own_settings_from_the_plan(tmp_path, name):
         assert settings.tao == e.project.tao and settings.name == e.project.name
     # a sweep's trials share one settings entry
     assert len(cached.settings) <= len(cached.experiments)
+
+
+EXPERIMENTS = """experiments:
+  small: {model.dim_feedforward: 512}
+  wide: {model.dim_feedforward: 2048}
+  student:
+    distill:
+      teacher: {checkpoint: 'experiment:small'}
+      bindings:
+        - {student: srcs, teacher: srcs, criterion: IOU}
+"""
+
+
+def compiled_names(monkeypatch) -> list[str]:
+    import taomake.compiler.compile as compile_module
+
+    names: list[str] = []
+    real = compile_module.compile_experiment
+
+    def spy(lp, exp):
+        names.append(exp.name)
+        return real(lp, exp)
+
+    monkeypatch.setattr(compile_module, "compile_experiment", spy)
+    return names
+
+
+@pytest.mark.parametrize("edit,recompiled", [
+    (("# The tests' smoke project", "# The tests' smoke project, a comment edited"), []),
+    (("  wide: {model.dim_feedforward: 2048}", "  wide: {model.dim_feedforward: 1024}"),
+     ["wide"]),
+    (("  small: {model.dim_feedforward: 512}", "  small: {model.dim_feedforward: 256}"),
+     ["small", "student"]),  # the student's spec names its teacher's model
+    (("  conf_threshold: 0.1", "  conf_threshold: 0.2"), ["small", "wide", "student"]),
+])
+def test_an_edit_recompiles_only_the_experiments_it_touches(tmp_path, monkeypatch, edit,
+                                                            recompiled):
+    from dataclasses import asdict
+
+    project = make_project(tmp_path)
+    project.write_text(project.read_text() + EXPERIMENTS)
+    load_plan(project)
+    names = compiled_names(monkeypatch)
+    project.write_text(project.read_text().replace(*edit))
+    plan = load_plan(project)
+    assert sorted(names) == sorted(recompiled)
+    # the same plan a compile from scratch makes
+    (tmp_path / ".snakemake/.taomake-plan.json").unlink()
+    assert asdict(load_plan(project)) == asdict(plan)
+
+
+def test_a_changed_data_file_recompiles_what_reads_it(tmp_path, monkeypatch):
+    project = make_project(tmp_path, copy_data=True)
+    project.write_text(project.read_text() + EXPERIMENTS)
+    load_plan(project)
+    names = compiled_names(monkeypatch)
+    ann = tmp_path / "data/shapes/val/annotations.json"
+    ann.write_text(ann.read_text() + "\n")
+    load_plan(project)
+    assert sorted(names) == ["small", "student", "wide"]
