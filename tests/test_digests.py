@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-import taomake.digests as digests
 from taomake.compiler.layout import RECORDS_DIR
+
+import taomake.digests as digests
 from taomake.provenance import record_derived
 
 
