@@ -44,3 +44,14 @@ def processes_matching(marker: str) -> list[str]:
         if (marker in cmd or marker in cwd) and state != "Z":
             alive.append(f"{pid}: {cmd[:200]}")
     return alive
+
+
+def work_budget(*, tao_jobs: int = 0, epochs: int = 0, fake_jobs: int = 0) -> float:
+    """Seconds a test waits for the work it starts, sized from that work rather than guessed per
+    call: a TAO job on this kind of machine (2 cores, CPU) takes up to a minute to start and
+    finish, an epoch of the smoke or demo model up to a minute, a fake-TAO job a few seconds.
+    Three times that, times how busy the machine is when the wait starts (load per core, at
+    least 1): a timeout catches a hang; it must not fail a slow build that works."""
+    busy = os.getloadavg()[0] / (os.cpu_count() or 1)
+    work = 60 + 60 * tao_jobs + 60 * epochs + 10 * fake_jobs
+    return 3 * work * max(1.0, busy)

@@ -24,7 +24,7 @@ from taomake.errors import RunError
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner, User
 from taomake.runners.mounts import Mount
-from tests.helpers import IN_CI, REPO, SMOKE_PROJECT, make_project
+from tests.helpers import IN_CI, REPO, SMOKE_PROJECT, make_project, work_budget
 
 IMAGE = os.environ.get("TAO_CPU_IMAGE", "taomake/tao-cpu-test:1")
 SECRET = "s3cr3t-value-never-logged"
@@ -270,7 +270,8 @@ def test_demo_pipeline_in_docker(docker_client, test_image, tao_venv, tmp_path):
         argv = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={user.pw_dir}",
                 f"USER={user.pw_name}", f"LOGNAME={user.pw_name}", *argv]
     try:
-        proc = subprocess.run(argv, cwd=folder, capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(argv, cwd=folder, capture_output=True, text=True,
+                              timeout=work_budget(tao_jobs=6, epochs=2))
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-4000:]
         results = folder / "results/base"

@@ -40,7 +40,7 @@ def built(tao_venv, tmp_path_factory) -> Path:
     text = project_text(tao_venv).replace("  inference:\n    images: data/shapes/infer/images\n",
                                           "")
     make_project(folder, text + EXPERIMENTS, copy_data=True)
-    out, counts = snakemake(folder)
+    out, counts = snakemake(folder, tao_jobs=22, epochs=10)
     assert counts["train"] == 5 and counts["evaluate"] == 4 and counts["export"] == 4, counts
     assert counts["onnx_parity"] == 4 and counts["report"] == 1 and counts["sweep_best"] == 1
     (folder / "first-run.log").write_text(out)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_project
+from tests.helpers import REPO, make_project, work_budget
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
@@ -27,7 +27,9 @@ CLASSES = {"circle": 1, "triangle": 3, "square": 4}
 
 
 def build(folder: Path) -> str:
-    proc = subprocess.run(SNAKEMAKE, cwd=folder, capture_output=True, text=True, timeout=3600)
+    epochs = int(re.search(r"epochs: (\d+)", (folder / "project.yaml").read_text())[1])
+    proc = subprocess.run(SNAKEMAKE, cwd=folder, capture_output=True, text=True,
+                          timeout=work_budget(tao_jobs=12, epochs=epochs))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     return out
@@ -173,7 +175,8 @@ def test_another_checkpoint_changes_the_number_and_fails_parity(learned, tmp_pat
     assert first["test_mAP50"] < best["test_mAP50"] - 0.2, (first, best)
     proc = subprocess.run([sys.executable, "-m", "taomake.cli", "parity", "--onnx",
                            str(best_onnx), "--out", str(tmp_path / "parity.json")],
-                          cwd=folder, capture_output=True, text=True, timeout=600)
+                          cwd=folder, capture_output=True, text=True,
+                          timeout=work_budget(tao_jobs=2))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "does not match the checkpoint" in proc.stderr and "tolerance 0.02" in proc.stderr
     assert not (tmp_path / "parity.json").exists()

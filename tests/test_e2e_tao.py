@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, SMOKE_PROJECT, make_project, processes_matching
+from tests.helpers import REPO, SMOKE_PROJECT, make_project, processes_matching, work_budget
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
@@ -27,9 +27,12 @@ def project_text(venv: Path, epochs: int = 2) -> str:
     return text.replace("  epochs: 2", f"  epochs: {epochs}")
 
 
-def snakemake(folder: Path, *args: str, check: bool = True) -> tuple[str, dict[str, int]]:
+def snakemake(folder: Path, *args: str, check: bool = True, tao_jobs: int = 8,
+              epochs: int = 6) -> tuple[str, dict[str, int]]:
+    """A build of at most `tao_jobs` TAO jobs training `epochs` epochs in all (the default
+    covers every build of these tests: a sweep's five trainings of two epochs at most)."""
     proc = subprocess.run([*SNAKEMAKE, *args], cwd=folder, capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=work_budget(tao_jobs=tao_jobs, epochs=epochs))
     out = proc.stdout + proc.stderr
     if check:
         assert proc.returncode == 0, out[-4000:]
@@ -167,7 +170,7 @@ def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
         time.sleep(0.5)
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
+    assert proc.wait(timeout=work_budget()) != 0
     time.sleep(1.0)
     # what this test started (TAO runs with the project folder as cwd and its spec path in
     # argv); not every TAO process of the venv: another run may share the machine

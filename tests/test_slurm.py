@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, SMOKE_PROJECT, make_project
+from tests.helpers import REPO, SMOKE_PROJECT, make_project, work_budget
 from tests.test_e2e_tao import job_counts, project_text
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -27,9 +27,12 @@ SLURM_HW = """  slurm:
 FIELDS = "JobID,JobName%60,Partition,Account,ReqCPUS,ReqMem,Timelimit,ReqTRES%80,State,WorkDir%300"
 
 
-def run_snakemake(folder: Path, *args: str, limit: int = 420) -> tuple[int, str]:
+def run_snakemake(folder: Path, *args: str, limit: float | None = None) -> tuple[int, str]:
+    """A build through the SLURM profile; `limit` defaults to the budget of the smoke
+    pipeline (six TAO jobs, two epochs)."""
+    limit = limit or work_budget(tao_jobs=6, epochs=2)
     # timeout -k: the plugin can wait forever on a broken sacct and ignores SIGTERM
-    cmd = ["timeout", "-k", "15", str(limit), sys.executable, "-m", "snakemake",
+    cmd = ["timeout", "-k", "15", f"{limit:.0f}", sys.executable, "-m", "snakemake",
            "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles/slurm"), *args]
     proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
@@ -101,7 +104,7 @@ def test_resources_reach_sbatch(slurm_demo, slurm_cluster):
 def test_second_run_submits_nothing(slurm_demo):
     folder, since, _ = slurm_demo
     before = {j["JobID"] for j in sacct_jobs(folder, since)}
-    rc, out = run_snakemake(folder, limit=180)
+    rc, out = run_snakemake(folder, limit=work_budget(fake_jobs=10))
     assert rc == 0, out[-3000:]
     assert "Nothing to be done" in out, out[-3000:]
     assert {j["JobID"] for j in sacct_jobs(folder, since)} == before
@@ -194,7 +197,7 @@ def test_gpu_and_requeue_settings_reach_sbatch(slurm_cluster, tmp_path):
     folder = tmp_path / "gpu"
     make_project(folder, text)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
-    rc, out = run_snakemake(folder, "results/base/train/curve.csv", limit=300)
+    rc, out = run_snakemake(folder, "results/base/train/curve.csv", limit=work_budget(fake_jobs=4))
     assert rc == 0, out[-4000:]
     train = [j for j in sacct_jobs(folder, since)
              if scontrol_job(j["JobID"])["Comment"].startswith("rule_train_")]
@@ -217,7 +220,8 @@ def test_two_node_training_with_real_tao_through_slurm(slurm_cluster, tao_venv, 
         + SLURM_HW.format(account=slurm_cluster))
     make_project(folder, text)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
-    rc, out = run_snakemake(folder, "results/base/train/run.json", limit=900)
+    rc, out = run_snakemake(folder, "results/base/train/run.json",
+                            limit=work_budget(tao_jobs=1, epochs=1))
     train = folder / "results/base/train"
     log = (folder / "results/base/logs/train.log").read_text(errors="replace")
     assert rc == 0, out[-3000:] + log[-3000:]
@@ -242,7 +246,7 @@ def test_two_node_training_with_real_tao_through_slurm(slurm_cluster, tao_venv, 
     step = subprocess.run(["sacct", "-n", "-P", "-j", f"{job['JobID']}.0", "-o",
                            "NTasks,State"], capture_output=True, text=True).stdout.split()
     assert step == ["2|COMPLETED"], step
-    rc, out = run_snakemake(folder, "results/base/train/run.json", limit=180)
+    rc, out = run_snakemake(folder, "results/base/train/run.json", limit=work_budget(fake_jobs=4))
     assert rc == 0 and "Nothing to be done" in out, out[-3000:]
 
 
