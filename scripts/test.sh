@@ -20,8 +20,9 @@ fi
 printf '\n== service: s3\n'
 PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/s3.sh"
 printf '\n== pytest\n'
-# One process by default: the suite is CPU-bound (TAO on CPU), and two pytest-xdist workers on
-# a 2-core machine took as long (benchmarks/README.md, "test suite"); on a bigger machine
-# TAOMAKE_TEST_WORKERS=4 runs 4 test files at a time.  The slowest tests are listed at the end.
-exec "$ROOT/.venv/bin/python" -m pytest -n "${TAOMAKE_TEST_WORKERS:-0}" --dist loadfile \
-  --durations=25 "$@"
+# Two processes by default (TAOMAKE_TEST_WORKERS=N for another number, 0 for one process): the
+# tests that run the real TAO go to one worker, one after another (tests/conftest.py: two
+# trainings on two cores each take three times as long), while the other worker runs the
+# rest, file by file.  The slowest tests are listed at the end.
+workers=${TAOMAKE_TEST_WORKERS:-2}
+exec "$ROOT/.venv/bin/python" -m pytest -n "$workers" --dist loadgroup --durations=30 "$@"

@@ -68,6 +68,7 @@ def test_container_config_for_a_gpu_job(tmp_path):
     assert env["WANDB_API_KEY"] == SECRET and "OTHER" not in env
     assert "NOT_SET_ANYWHERE" not in env and env["TAO_LOGGING_LEVEL"] == "INFO"
     assert kw["labels"]["taomake.job"] == "demo/base/train"
+    assert kw["labels"]["taomake.project"] == str(tmp_path)
     assert kw["network_mode"] == "none" and kw["shm_size"] == "8g" and kw["init"] is True
     assert kw["extra_hosts"] == {kw["hostname"]: "127.0.0.1"}  # torchrun resolves its name
     assert {u["Name"]: u["Soft"] for u in kw["ulimits"]} == {"memlock": -1, "stack": 67108864}
@@ -283,7 +284,7 @@ def test_demo_pipeline_in_docker(docker_client, test_image, tao_venv, tmp_path):
         assert "via the docker runner" in log and f"image {IMAGE}" in log
         assert f"user {uid}:" in log
         assert docker_client.containers.list(
-            all=True, filters={"label": "taomake.runner=docker"}) == []
+            all=True, filters={"label": f"taomake.project={folder}"}) == []
     finally:
         if user:
             shutil.rmtree(top, ignore_errors=True)
@@ -320,7 +321,7 @@ def test_nonzero_exit_fails_the_job_through_snakemake(docker_client, test_image,
     assert "fake rtdetr train" in log and "TAO exited with code 3" in log, log[-2000:]
     assert "FAKE_EXIT" in log  # named, and its value never matters to the log
     assert docker_client.containers.list(
-        all=True, filters={"label": "taomake.job=shapes-demo/base/train"}) == []
+        all=True, filters={"label": f"taomake.project={folder}"}) == []
 
 
 @pytest.mark.docker
@@ -332,7 +333,8 @@ def test_sigterm_to_snakemake_removes_the_container(docker_client, test_image, t
                             env={**os.environ, "FAKE_SLEEP": "300"})
     deadline = time.monotonic() + 120
     try:
-        while not docker_client.containers.list(filters={"label": "taomake.runner=docker"}):
+        # this build's containers (another test may run one of its own meanwhile)
+        while not docker_client.containers.list(filters={"label": f"taomake.project={folder}"}):
             assert proc.poll() is None and time.monotonic() < deadline, "no container started"
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGTERM)
@@ -343,7 +345,7 @@ def test_sigterm_to_snakemake_removes_the_container(docker_client, test_image, t
     # removal finishes asynchronously in the daemon (and on a loaded machine a job that was
     # being started as the signal came is stopped a moment later): wait for it, bounded
     deadline = time.monotonic() + 30
-    while docker_client.containers.list(all=True, filters={"label": "taomake.runner=docker"}):
+    while docker_client.containers.list(all=True, filters={"label": f"taomake.project={folder}"}):
         assert time.monotonic() < deadline, "a container outlived the build"
         time.sleep(0.5)
     log = (folder / "results/base/logs/train.log").read_text()

@@ -104,7 +104,10 @@ class DockerRunner:
             "environment": self.environment(job, user, os.environ if environ is None
                                             else environ),
             "volumes": self.volumes(job),
-            "labels": {"taomake.job": job.label, "taomake.runner": self.name},
+            # which build a container belongs to: `docker ps --filter
+            # label=taomake.project=<project folder>` lists one project's jobs
+            "labels": {"taomake.job": job.label, "taomake.runner": self.name,
+                       "taomake.project": str(job.workdir)},
             "ulimits": [Ulimit(name=k, soft=v, hard=v) for k, v in self.settings.ulimits.items()],
             "network_mode": "bridge" if self.network else "none",
             # an init as PID 1 passes `docker stop`'s SIGTERM on to rtdetr/torchrun: as PID 1
