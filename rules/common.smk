@@ -260,6 +260,30 @@ def image_conversion(w):
     return shlex.join(conversion_argv(IMAGE_FILES[w.image], f"{PREFIX}{w.image}.part", kind))
 
 
+# The cores a job may use: `--cores` (1 on a dry run without it), never more than this host has.
+CORES = min(workflow.cores if isinstance(workflow.cores, int) and workflow.cores > 0 else 1,
+            os.cpu_count() or 1)
+
+
+def tao_threads(action):
+    """CPU threads of a TAO job.  Snakemake gives a job's shell OMP_NUM_THREADS = threads and
+    `taomake run` passes it on to TAO on CPU (torch follows it), so jobs never share a core.
+    On CPU, training takes every core up to `hardware.slurm.cpus_per_gpu` (the CPUs a job is
+    given on CPU; the slowest step, it runs alone) and every other action one (mostly TAO's
+    start-up: two run side by side); on GPU, 1 (the GPU does the work)."""
+    if action not in ("train", "distill"):
+        return 1
+
+    def of(exp):
+        r = EXPS[exp].resources.get(action, {})
+        return 1 if "gres" in r else max(1, min(CORES, r.get("cpus_per_task", 1)))
+
+    values = {of(exp) for exp in EXPS}
+    if len(values) == 1:
+        return values.pop()
+    return lambda w: of(w.exp)
+
+
 def resources_for(action):
     """Snakemake resources of a TAO action, from project.yaml `hardware` (+ `hardware.slurm`)
     via the plan: used with `--profile profiles/slurm` (GPUs, CPUs, memory, wall time,

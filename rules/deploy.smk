@@ -17,6 +17,7 @@ rule gen_trt_engine:
         L.log("gen_trt_engine.{precision}.b{profile}"),
     benchmark:
         L.benchmark("gen_trt_engine.{precision}.b{profile}")
+    threads: tao_threads("gen_trt_engine")
     resources:
         **resources_for("gen_trt_engine"),
     shell:
@@ -48,6 +49,7 @@ rule trt_evaluate:
         L.log("trt_evaluate"),
     benchmark:
         L.benchmark("trt_evaluate")
+    threads: tao_threads("trt_evaluate")
     resources:
         **resources_for("trt_evaluate"),
     shell:
@@ -69,6 +71,7 @@ rule trt_inference:
         L.log("trt_inference"),
     benchmark:
         L.benchmark("trt_inference")
+    threads: tao_threads("trt_inference")
     resources:
         **resources_for("trt_inference"),
     shell:

@@ -14,6 +14,7 @@ rule evaluate:
         L.log("evaluate"),
     benchmark:
         L.benchmark("evaluate")
+    threads: tao_threads("evaluate")
     resources:
         **resources_for("evaluate"),
     shell:

@@ -14,6 +14,7 @@ rule export:
         L.log("export"),
     benchmark:
         L.benchmark("export")
+    threads: tao_threads("export")
     resources:
         **resources_for("export"),
     shell:
@@ -34,6 +35,9 @@ rule onnx_parity:
         L.log("onnx_parity"),
     benchmark:
         L.benchmark("onnx_parity")
+    # every core Snakemake may use: no other job runs beside it, so the ONNX latency it
+    # records is measured on an otherwise idle step (ONNX Runtime uses the cores itself)
+    threads: CORES
     shell:
         "exec taomake parity -p {params.project:q} -e {wildcards.exp} --out {output.parity:q}"
         " > {log:q} 2>&1"

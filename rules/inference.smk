@@ -15,6 +15,7 @@ rule inference:
         L.log("inference"),
     benchmark:
         L.benchmark("inference")
+    threads: tao_threads("inference")
     resources:
         **resources_for("inference"),
     shell:

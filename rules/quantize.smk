@@ -14,6 +14,7 @@ rule quantize:
         L.log("quantize_{backend}"),
     benchmark:
         L.benchmark("quantize_{backend}")
+    threads: tao_threads("quantize")
     resources:
         **resources_for("quantize"),
     shell:
@@ -38,6 +39,7 @@ rule quantized_evaluate:
         L.log("quantized_evaluate"),
     benchmark:
         L.benchmark("quantized_evaluate")
+    threads: tao_threads("quantized_evaluate")
     resources:
         **resources_for("quantized_evaluate"),
     shell:
@@ -59,6 +61,7 @@ rule quantized_inference:
         L.log("quantized_inference"),
     benchmark:
         L.benchmark("quantized_inference")
+    threads: tao_threads("quantized_inference")
     resources:
         **resources_for("quantized_inference"),
     shell:
@@ -79,6 +82,7 @@ rule quantized_export:
         L.log("quantized_export"),
     benchmark:
         L.benchmark("quantized_export")
+    threads: tao_threads("quantized_export")
     resources:
         **resources_for("quantized_export"),
     shell:

@@ -20,6 +20,7 @@ rule sweep_rung_train:
         L.log("train.rung{rung}"),
     benchmark:
         L.benchmark("train.rung{rung}")
+    threads: tao_threads("train")
     resources:
         **resources_for("train"),
     shell:

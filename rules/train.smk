@@ -15,6 +15,7 @@ rule train:
         L.log("train"),
     benchmark:
         L.benchmark("train")
+    threads: tao_threads("train")
     resources:
         **resources_for("train"),
     shell:
@@ -35,6 +36,7 @@ rule distill:
         L.log("distill"),
     benchmark:
         L.benchmark("distill")
+    threads: tao_threads("distill")
     resources:
         **resources_for("distill"),
     shell:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,10 +110,18 @@ def _note(log: io.BufferedWriter, msg: str) -> None:
 
 
 def make_job(p: JobSettings, root: Path, compiled: ExperimentPlan, experiment: str,
-             action: Action, spec: dict[str, Any], job_spec: Path) -> TaoJob:
+             action: Action, spec: dict[str, Any], job_spec: Path,
+             environ: Mapping[str, str] | None = None) -> TaoJob:
     """The runner-independent description of one TAO run (image, GPUs, mounts, env names)."""
     shape = job_shape(p.hardware, action.name)
     ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
+    extra_env = {"TAO_LOGGING_LEVEL": p.hardware.runner.log_level}
+    environ = os.environ if environ is None else environ
+    if not shape.gpus and environ.get("OMP_NUM_THREADS", "").isdigit():
+        # on CPU, TAO (torch) uses the threads Snakemake gave the job (rules/common.smk
+        # tao_threads), not every core of the host: jobs side by side never share a core
+        threads = environ["OMP_NUM_THREADS"]
+        extra_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     results_dir = compiled.layout.action_dir(action.results_prefix) if action.results_prefix \
         else compiled.layout.root
     return TaoJob(action=action, spec=job_spec.resolve(), results_dir=results_dir,
@@ -122,7 +132,7 @@ def make_job(p: JobSettings, root: Path, compiled: ExperimentPlan, experiment: s
                   cpus_per_task=resources_of(p.hardware, (action.name,))[action.name][
                       "cpus_per_task"],
                   shm_size=p.hardware.shm_size,
-                  extra_env={"TAO_LOGGING_LEVEL": p.hardware.runner.log_level},
+                  extra_env=extra_env,
                   mounts=tuple(job_mounts(spec, root, compiled.layout.root, job_spec)),
                   label=f"{p.name}/{experiment}/{action.name}")
 

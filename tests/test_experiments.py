@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -378,3 +379,36 @@ def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu_on_every_runner(tmp_pa
         argv = pyxis_argv(job, sqsh, env_names=["HOME"])
         assert argv[:4] == ["srun", "--nodes=1", "--ntasks=1", "--gpus-per-node=1"]
         assert f"--container-image={sqsh}" in argv and sqsh.endswith("-deploy.sqsh")
+
+
+def test_tao_on_cpu_uses_the_threads_snakemake_gives_the_job(tmp_path):
+    """CPU training takes every core Snakemake may use and runs alone; other actions take
+    one each; the parity check (latency) runs alone; `taomake run` hands the job's threads to
+    TAO (OMP_NUM_THREADS), on CPU only."""
+    from taomake.compiler.actions import ACTIONS
+
+    from taomake.jobs import make_job
+
+    folder = tmp_path / "cpu"
+    make_project(folder, fake_project_text().replace("  opset: 17\n  parity: false\n",
+                                                     "  opset: 17\n"))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                          "-n", "--cores", "2"], cwd=folder, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    threads = dict(re.findall(r"^rule (\w+):\n(?:    (?!threads).*\n)*    threads: (\d+)",
+                              out.stdout + out.stderr, re.M))
+    assert threads == {"train": "2", "onnx_parity": "2"}, threads  # others: 1 (not shown)
+
+    plan = load_plan(folder / "project.yaml")
+    e, settings = plan.experiments["base"], plan.job_settings("base")
+    spec = e.specs["train"]
+    job = make_job(settings, folder, e, "base", ACTIONS["train"], spec.data,
+                   folder / "job.yaml", environ={"OMP_NUM_THREADS": "2"})
+    assert job.extra_env["OMP_NUM_THREADS"] == "2" == job.extra_env["MKL_NUM_THREADS"]
+    make_project(tmp_path / "gpu", variant("int8_engine"))
+    plan = load_plan(tmp_path / "gpu/project.yaml")
+    job = make_job(plan.job_settings("base"), tmp_path / "gpu", plan.experiments["base"],
+                   "base", ACTIONS["train"], plan.experiments["base"].specs["train"].data,
+                   tmp_path / "job.yaml", environ={"OMP_NUM_THREADS": "1"})
+    assert "OMP_NUM_THREADS" not in job.extra_env  # GPU jobs keep TAO's own defaults
