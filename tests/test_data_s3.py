@@ -57,10 +57,11 @@ def s3_project_text(bucket: str, base: str | None = None) -> str:
     return text
 
 
-def run(folder: Path, env: dict[str, str], *args: str, check: bool = True):
+def run(folder: Path, env: dict[str, str], *args: str, check: bool = True,
+        timeout: float = 300):
     full = {**os.environ, **env, "FAKE_TAO_CALLS": str(folder / "calls.txt")}
     proc = subprocess.run([*SNAKEMAKE, *args], cwd=folder, env=full, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
