@@ -88,3 +88,8 @@ ACTIONS: dict[str, Action] = {
 QUANTIZED_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.results_prefix == "quantized")
 PYTORCH_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.flavor == "pytorch")
 DEPLOY_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.flavor == "deploy")
+
+
+# taomake's own steps that are artifacts of an experiment (ExperimentPlan.all_artifacts),
+# and the TAO actions whose results they read: a changed spec of one makes the step stale
+DERIVED_FROM: dict[str, tuple[str, ...]] = {"detections": ("evaluate", "inference")}

@@ -260,17 +260,17 @@ def image_conversion(w):
     return shlex.join(conversion_argv(IMAGE_FILES[w.image], f"{PREFIX}{w.image}.part", kind))
 
 
-# The cores a job may use: `--cores` (1 on a dry run without it), never more than this host has.
-CORES = min(workflow.cores if isinstance(workflow.cores, int) and workflow.cores > 0 else 1,
-            os.cpu_count() or 1)
+# Every core of this host: what a job that should run alone asks for (Snakemake lowers a
+# rule's threads to `--cores` itself, so `--cores 1` still runs everything)
+CORES = os.cpu_count() or 1
 
 
 def tao_threads(action):
     """CPU threads of a TAO job.  Snakemake gives a job's shell OMP_NUM_THREADS = threads and
     `taomake run` passes it on to TAO on CPU (torch follows it), so jobs never share a core.
-    On CPU, training takes every core up to `hardware.slurm.cpus_per_gpu` (the CPUs a job is
-    given on CPU; the slowest step, it runs alone) and every other action one (mostly TAO's
-    start-up: two run side by side); on GPU, 1 (the GPU does the work)."""
+    On CPU, training takes every core `--cores` allows, up to `hardware.slurm.cpus_per_gpu`
+    (the CPUs a job is given on CPU; the slowest step, it runs alone), and every other action
+    one (mostly TAO's start-up: two run side by side); on GPU, 1 (the GPU does the work)."""
     if action not in ("train", "distill"):
         return 1
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from taomake.compiler import load_project
-from taomake.compiler.actions import ACTIONS
+from taomake.compiler.actions import ACTIONS, DERIVED_FROM
 from taomake.compiler.checks import project_location
 from taomake.compiler.errors import UsageError
 from taomake.compiler.layout import Shared
@@ -127,8 +127,7 @@ def status_rows(plan: BuildPlan) -> list[Row]:
             path = paths[0]
             status, pending = todo.get(path, ("missing", "update pending"))
             # a changed source (train/distill) spec makes everything after it stale too
-            upstream = {action, e.source_action} | (
-                {"evaluate", "inference"} if action == "detections" else set())
+            upstream = {action, e.source_action, *DERIVED_FROM.get(action, ())}
             spec_changed = bool(edited & upstream)
             if status == "missing":
                 state = "missing"
