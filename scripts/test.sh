@@ -20,9 +20,28 @@ fi
 printf '\n== service: s3\n'
 PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/s3.sh"
 printf '\n== pytest\n'
-# Two processes by default (TAOMAKE_TEST_WORKERS=N for another number, 0 for one process): the
-# tests that run the real TAO go to one worker, one after another (tests/conftest.py: two
-# trainings on two cores each take three times as long), while the other worker runs the
-# rest, file by file.  The slowest tests are listed at the end.
-workers=${TAOMAKE_TEST_WORKERS:-2}
-exec "$ROOT/.venv/bin/python" -m pytest -n "$workers" --dist loadgroup --durations=30 "$@"
+PY="$ROOT/.venv/bin/python"
+# Given arguments (a file, -k, -m ...): one pytest run with them.
+if [ $# -gt 0 ] || [ "${TAOMAKE_TEST_WORKERS:-2}" -lt 2 ]; then
+  exec "$PY" -m pytest --durations=30 "$@"
+fi
+# The whole suite: two pytest runs side by side.  The tests that run the real TAO or use the
+# one-node SLURM cluster run one after another in the first (two trainings sharing two cores
+# each take three times as long; SLURM jobs of two tests would queue behind each other);
+# every other test runs in the second, beside them.  (pytest-xdist's loadgroup would do this
+# in one run, but it cannot group tests under pytest 9.)  Each keeps its own temporary folder.
+# The first run's progress is shown; the second's report follows it.  The slowest tests of
+# each are listed.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/taomake-tests.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+"$PY" -m pytest -m "not (tao or slurm)" --basetemp "$tmp/other" --durations=15 \
+  > "$tmp/other.log" 2>&1 &
+other=$!
+serial=0
+"$PY" -m pytest -m "tao or slurm" --basetemp "$tmp/serial" --durations=15 || serial=$?
+rest=0
+wait "$other" || rest=$?
+printf '\n== the other tests (run beside those above)\n'
+cat "$tmp/other.log"
+printf '\n== exit: real-TAO and SLURM tests %s, the other tests %s\n' "$serial" "$rest"
+[ "$serial" = 0 ] && [ "$rest" = 0 ]

@@ -30,13 +30,6 @@ def pytest_collection_modifyitems(config, items):
                   if f in SERVICE_MARKS}
         for mark in sorted(needed):
             item.add_marker(mark)
-        # pytest-xdist `--dist loadgroup` (scripts/test.sh): the tests that run the real TAO
-        # or use the one-node SLURM cluster go to one worker, one after another (two
-        # trainings sharing two cores each take three times as long; SLURM jobs of two tests
-        # would queue behind each other); every other file is a unit of its own, so its
-        # module-scoped fixtures are built once
-        serial = needed & {"tao", "slurm"}
-        item.add_marker(pytest.mark.xdist_group("tao" if serial else item.path.name))
         declared = {m.name for m in item.iter_markers()} & set(SERVICE_MARKS.values())
         if declared - needed:
             stale.append(f"{item.nodeid}: marked {sorted(declared - needed)} "
