@@ -183,10 +183,29 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> KeyPath:
     return tuple(parts)
 
 
+def _experiment_views(smap: SourceMap, names) -> dict[str, SourceMap]:
+    """Each experiment's positions: the base project's and its own `experiments.<name>` lines,
+    not the other experiments' (with a thousand experiments, copying and scanning every
+    experiment's lines for each one would cost a million entries)."""
+    common: list[dict] = [{}, {}]
+    own: dict[str, list[dict]] = {name: [{}, {}] for name in names}
+    for i, table in enumerate((smap.keys, smap.values)):
+        for path, pos in table.items():
+            if len(path) > 1 and path[0] == "experiments":
+                if path[1] in own:
+                    own[path[1]][i][path] = pos
+            else:
+                common[i][path] = pos
+    return {name: SourceMap(smap.file, {**common[0], **own[name][0]},
+                            {**common[1], **own[name][1]}) for name in names}
+
+
 def _experiment_data(raw: dict[str, Any], name: str, overrides: dict[str, Any],
-                     smap: SourceMap) -> tuple[dict[str, Any], SourceMap]:
+                     smap: SourceMap, view: SourceMap | None = None
+                     ) -> tuple[dict[str, Any], SourceMap]:
     data = copy.deepcopy({k: v for k, v in raw.items() if k != "experiments"})
-    esmap = SourceMap(smap.file, dict(smap.keys), dict(smap.values))
+    view = view or smap
+    esmap = SourceMap(smap.file, dict(view.keys), dict(view.values))
     problems: list[Problem] = []
     for key, value in (overrides or {}).items():
         here = smap.locate(("experiments", name, key), key=f"experiments.{name}.{key}")
@@ -238,8 +257,9 @@ def _build(raw: Any, smap: SourceMap, path: Path, text: str) -> LoadedProject:
                                                   base.model_copy(update={"experiments": None}),
                                                   smap)
     else:
+        views = _experiment_views(smap, list(base.experiments))
         for name, overrides in base.experiments.items():
-            data, esmap = _experiment_data(raw, name, overrides, smap)
+            data, esmap = _experiment_data(raw, name, overrides, smap, views[name])
             project = _validate(data, esmap, context=f"experiment {name!r}")
             experiments[name] = Experiment(name, project, esmap)
     experiments, sweeps = _expand(experiments)

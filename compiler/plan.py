@@ -314,11 +314,10 @@ def plan_from(lp, compiled, reused: BuildPlan | None = None,
                 lp.experiments[name].group].rungs),
             parity_tolerance=p.export.parity_tolerance,
             checks=check_keys(p), images=converted_images(p), settings=settings_key)
-    sources: list[dict[str, str]] = []
+    seen: dict[DataSource, None] = {}  # in order, once each (a thousand trials share them)
     for exp in lp.experiments.values():
-        for source in data_sources(exp.project):
-            if asdict(source) not in sources:
-                sources.append(asdict(source))
+        seen.update(dict.fromkeys(data_sources(exp.project)))
+    sources = [asdict(source) for source in seen]
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
                      experiments=experiments, deps=deps if deps is not None else
                      _code_deps() + _data_deps(lp),
