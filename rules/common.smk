@@ -268,10 +268,14 @@ CORES = os.cpu_count() or 1
 def tao_threads(action):
     """CPU threads of a TAO job.  Snakemake gives a job's shell OMP_NUM_THREADS = threads and
     `taomake run` passes it on to TAO on CPU (torch follows it), so jobs never share a core.
-    On CPU, training takes every core `--cores` allows, up to `hardware.slurm.cpus_per_gpu`
-    (the CPUs a job is given on CPU; the slowest step, it runs alone), and every other action
-    one (mostly TAO's start-up: two run side by side); on GPU, 1 (the GPU does the work)."""
-    if action not in ("train", "distill"):
+    On CPU, a project's only training takes every core `--cores` allows, up to
+    `hardware.slurm.cpus_per_gpu` (the CPUs a job is given on CPU): it is the slowest step
+    and runs alone.  Several trainings (seeds, sweeps, a teacher and its student) take one
+    core each and run side by side: a short training is mostly TAO's single-threaded start-up,
+    which would leave the other cores idle.  Every other action takes one core (mostly
+    start-up too); on GPU, 1 (the GPU does the work)."""
+    trainings = sum(1 for e in EXPS.values() for a in ("train", "distill") if a in e.specs)
+    if action not in ("train", "distill") or trainings > 1:
         return 1
 
     def of(exp):

@@ -412,3 +412,13 @@ def test_tao_on_cpu_uses_the_threads_snakemake_gives_the_job(tmp_path):
                    "base", ACTIONS["train"], plan.experiments["base"].specs["train"].data,
                    tmp_path / "job.yaml", environ={"OMP_NUM_THREADS": "1"})
     assert "OMP_NUM_THREADS" not in job.extra_env  # GPU jobs keep TAO's own defaults
+    # several trainings (seeds): one core each, side by side
+    seeds = tmp_path / "seeds"
+    make_project(seeds, (folder / "project.yaml").read_text() + "seeds: [1, 2]\n")
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                          "-n", "--cores", "2"], cwd=seeds, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    threads = re.findall(r"^rule (\w+):\n(?:    (?!threads).*\n)*    threads: (\d+)",
+                         out.stdout + out.stderr, re.M)
+    assert sorted(threads) == [("onnx_parity", "2")] * 2, threads
