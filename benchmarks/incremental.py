@@ -25,18 +25,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.sweep_scale import SWEEP  # noqa: E402  (the same 1000-trial sweep)
+
 LOAD = ("import sys; from pathlib import Path; from taomake.compiler.plan import load_plan; "
         "p = load_plan(Path(sys.argv[1])); print(len(p.experiments))")
 
-SWEEP = """experiments:
-  tuned:
-    sweep:
-      method: random
-      trials: {n}
-      parameters:
-        train.optim.lr: {{min: 0.00005, max: 0.001, log: true}}
-        dataset.augmentation.distortion_prob: {{min: 0.1, max: 0.9}}
-"""
 
 
 def experiments(n: int) -> str:
@@ -89,7 +82,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # 1. comment edit on an N-trial sweep
-        sweep = project(root / "sweep", SWEEP.format(n=args.trials))
+        sweep = project(root / "sweep", SWEEP.format(trials=args.trials))
         cpu, wall, n = load_plan_cost(sweep)
         rows.append((f"{args.trials}-trial sweep, cold (compile all)", cpu, wall, n, ""))
         cpu, wall, n = load_plan_cost(sweep)

@@ -19,7 +19,9 @@ from taomake.compiler.files import atomic_write, sha256_file
 from taomake.compiler.layout import RECORDS_DIR
 
 
-def _key(st: os.stat_result) -> list[int]:
+def stat_key(st: os.stat_result) -> list[int]:
+    """What changes when a file's bytes do (also an in-place edit that restores the mtime:
+    the ctime still moves); the data-source hash cache keys on it too."""
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
@@ -30,7 +32,7 @@ def _record(path: Path) -> Path:
 def artifact_sha256(path: Path) -> str:
     """The file's sha256, from its record when the file is unchanged since it was hashed."""
     path = Path(path)
-    key = _key(path.stat())
+    key = stat_key(path.stat())
     record = _record(path)
     try:
         old = json.loads(record.read_text())
@@ -39,7 +41,7 @@ def artifact_sha256(path: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     sha = sha256_file(path)
-    if (path.parent / RECORDS_DIR).is_dir() and _key(path.stat()) == key:
+    if (path.parent / RECORDS_DIR).is_dir() and stat_key(path.stat()) == key:
         try:  # a cache: failing to write it costs a re-hash next time, nothing else
             atomic_write(record, json.dumps({"key": key, "sha256": sha}) + "\n")
         except OSError:

@@ -21,6 +21,7 @@ from typing import Any
 from taomake.compiler.errors import DataError
 from taomake.compiler.files import atomic_write, sha256_file, write_if_changed
 from taomake.compiler.layout import DataSource
+from taomake.digests import stat_key
 
 from .s3 import S3Store
 
@@ -43,7 +44,7 @@ class _HashCache:
         self.hashed_bytes = 0
 
     def digest(self, rel: str, path: Path, st: os.stat_result) -> str:
-        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        key = stat_key(st)
         old = self.entries.get(rel)
         if old and old[:-1] == key:
             sha = old[-1]
