@@ -22,26 +22,16 @@ PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts
 printf '\n== pytest\n'
 PY="$ROOT/.venv/bin/python"
 # Given arguments (a file, -k, -m ...): one pytest run with them.
-if [ $# -gt 0 ] || [ "${TAOMAKE_TEST_WORKERS:-2}" -lt 2 ]; then
+if [ $# -gt 0 ] || [ "${TAOMAKE_TEST_WORKERS:-4}" -lt 2 ]; then
   exec "$PY" -m pytest --durations=30 "$@"
 fi
-# The whole suite: two pytest runs side by side.  The tests that run the real TAO or use the
-# one-node SLURM cluster run one after another in the first (two trainings sharing two cores
-# each take three times as long; SLURM jobs of two tests would queue behind each other);
-# every other test runs in the second, beside them.  (pytest-xdist's loadgroup would do this
-# in one run, but it cannot group tests under pytest 9.)  Each keeps its own temporary folder.
-# The first run's progress is shown; the second's report follows it.  The slowest tests of
-# each are listed.
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/taomake-tests.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-"$PY" -m pytest -m "not (tao or slurm)" --basetemp "$tmp/other" --durations=15 \
-  > "$tmp/other.log" 2>&1 &
-other=$!
-serial=0
-"$PY" -m pytest -m "tao or slurm" --basetemp "$tmp/serial" --durations=15 || serial=$?
-rest=0
-wait "$other" || rest=$?
-printf '\n== the other tests (run beside those above)\n'
-cat "$tmp/other.log"
-printf '\n== exit: real-TAO and SLURM tests %s, the other tests %s\n' "$serial" "$rest"
-[ "$serial" = 0 ] && [ "$rest" = 0 ]
+# The whole suite: four pytest-xdist workers, each taking a whole test file at a time (the
+# tests of a file share its built pipeline; the one-node SLURM cluster is used by one file
+# only).  The four slowest files start first, one per worker, side by side; a worker takes the
+# next file when its current one is nearly done, so the many small files fill in beside them.
+# Four workers on two cores: a TAO job is mostly single-threaded start-up, and the SLURM and
+# Docker tests mostly wait.  The slowest tests are listed at the end.
+SLOWEST_FIRST=(tests/test_e2e_learning.py tests/test_slurm.py tests/test_e2e_experiments.py
+               tests/test_docker_runner.py tests/test_e2e_tao.py tests/test_tao_cpu.py)
+exec "$PY" -m pytest -n "${TAOMAKE_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder \
+  --durations=30 "${SLOWEST_FIRST[@]}" tests

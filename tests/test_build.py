@@ -1,7 +1,7 @@
 """The build: which jobs run after which edit, failure detection, interruption and resume.
 
 These drive real Snakemake on the real Snakefile with a fast test double of `rtdetr`
-(tests/fake_tao); the same properties are checked with real TAO in test_e2e_tao.py.
+(tests/fake_tao); the same properties are checked with real TAO in test_e2e_learning.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""With the real TAO RT-DETR on CPU: an experiment × 2 seeds, a second experiment and a 2-trial
-random sweep, end to end, with the report, ONNX parity and provenance checked against the files
-TAO wrote.  (An ONNX of another checkpoint failing parity at the default tolerance needs models
-that learned: tests/test_e2e_learning.py.)"""
+"""With the real TAO RT-DETR on CPU: an experiment × 2 seeds, a second experiment and a 3-trial
+successive-halving sweep in one project, end to end, with the report, ONNX parity, provenance
+and the sweep's rung decision checked against the files TAO wrote.  (One build serves every
+test: a TAO job costs 15-20 CPU-seconds of start-up before it does anything.  An ONNX of
+another checkpoint failing parity at the default tolerance needs models that learned:
+tests/test_e2e_learning.py.)"""
 
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ experiments:
   wide: {model.dim_feedforward: 512}
   tuned:
     sweep:
-      method: random
-      trials: 2
+      method: successive_halving
+      trials: 3
+      eta: 3
+      min_epochs: 1
       parameters:
         train.optim.lr: {min: 0.00005, max: 0.001, log: true}
         dataset.augmentation.distortion_prob: [0.2, 0.5, 0.8]
@@ -41,8 +45,11 @@ def built(tao_venv, tmp_path_factory) -> Path:
                                           "")
     make_project(folder, text + EXPERIMENTS, copy_data=True)
     out, counts = snakemake(folder, tao_jobs=22, epochs=10)
-    assert counts["train"] == 5 and counts["evaluate"] == 4 and counts["export"] == 4, counts
+    # small x 2 seeds, wide, the sweep's winner continued past rung 0; its 3 rung trainings
+    assert counts["train"] == 4 and counts["sweep_rung_train"] == 3, counts
+    assert counts["evaluate"] == 4 and counts["export"] == 4, counts
     assert counts["onnx_parity"] == 4 and counts["report"] == 1 and counts["sweep_best"] == 1
+    assert counts["sweep_rung"] == 1, counts
     (folder / "first-run.log").write_text(out)
     return folder
 
@@ -113,43 +120,25 @@ def test_job_counts_of_first_run(built):
 
 
 
-HALVING = """
-sweep:
-  method: successive_halving
-  trials: 3
-  eta: 3
-  min_epochs: 1
-  parameters:
-    train.optim.lr: {min: 0.00005, max: 0.001, log: true}
-"""
 
-
-def test_successive_halving_continues_promoted_trials(tao_venv, tmp_path):
-    """Rung 0 trains 3 trials for 1 epoch; the best one continues to epoch 2 from its own
-    checkpoint (TAO resumes), then is evaluated and exported; a rerun builds nothing."""
-    folder = tmp_path / "sh"
-    text = project_text(tao_venv).replace("  inference:\n    images: data/shapes/infer/images\n",
-                                          "")
-    make_project(folder, text + HALVING, copy_data=True)
-    out, counts = snakemake(folder)
-    assert counts["sweep_rung_train"] == 3 and counts["sweep_rung"] == 1, counts
-    assert counts["train"] == 1 and counts["evaluate"] == 1 and counts["sweep_best"] == 1
-    decision = json.loads((folder / "results/base/sweep/rung0.json").read_text())
+def test_successive_halving_continues_promoted_trials(built):
+    """Rung 0 trained 3 trials for 1 epoch; the best one continued to epoch 2 from its own
+    checkpoint (TAO resumed), then was evaluated and exported."""
+    sweep = built / "results/tuned/sweep"
+    decision = json.loads((sweep / "rung0.json").read_text())
     assert len(decision["scores"]) == 3 and decision["next_epochs"] == 2
     [winner] = decision["promoted"]
-    best = json.loads((folder / "results/base/sweep/best.json").read_text())
+    best = json.loads((sweep / "best.json").read_text())
     assert best["winner"] == winner and best["budget"] == {"train.num_epochs": 2}
     assert sum(1 for t in best["trials"] if "stopped_at_rung" in t) == 2
-    train = folder / f"results/{winner}/train"
+    train = built / f"results/{winner}/train"
     rung = json.loads((train / "rung0.json").read_text())
     assert [row["epoch"] for row in rung["curve"]] == [0]
-    final = (folder / f"results/{winner}/logs/train.log").read_text()
+    final = (built / f"results/{winner}/logs/train.log").read_text()
     # TAO itself resumed from the rung-0 checkpoint, which was not written again afterwards
     assert f"Setting resume checkpoint to {train / 'model_epoch_000.pth'}" in final
-    decided = (folder / "results/base/sweep/rung0.json").stat().st_mtime
+    decided = (sweep / "rung0.json").stat().st_mtime
     assert (train / "model_epoch_000.pth").stat().st_mtime < decided
     assert (train / "model_epoch_001.pth").stat().st_mtime > decided
     assert [r["epoch"] for r in csv.DictReader((train / "curve.csv").open())] == ["0", "1"]
-    assert (folder / f"results/{winner}/export/parity.json").exists()
-    out, counts = snakemake(folder)
-    assert counts == {} and "Nothing to be done" in out
+    assert (built / f"results/{winner}/export/parity.json").exists()

@@ -1,11 +1,16 @@
-"""The demo learns (real TAO RT-DETR on CPU, the root project.yaml on the bundled demo data), and
-what only a learning model can prove holds: class ids with gaps keep their names through
-evaluation, ONNX Runtime and inference labels; ONNX parity compares real numbers, and an ONNX
-of another checkpoint fails it at the default tolerance; the selected epoch is the best
-validation epoch and choosing another changes the evaluated number.
+"""The demo pipeline with the real TAO RT-DETR on CPU (the root project.yaml on the bundled demo
+data, as `make demo` builds it), and what only a learning model can prove: the demo learns;
+class ids with gaps keep their names through evaluation, ONNX Runtime and inference labels;
+ONNX parity compares real numbers, and an ONNX of another checkpoint fails it at the default
+tolerance; the selected epoch is the best validation epoch and choosing another changes the
+evaluated number.  On the same build: a second run does nothing, an edit or a deleted artifact
+rebuilds only what depends on it, a student is distilled from the demo model, and the model is
+quantized (torchao, modelopt).
 
-One build of the full demo (about 6 min here), its quantized models (torchao, modelopt: about
-1 min each) and one re-selection (about 2 min)."""
+One build of the full demo (about 7 min here) serves every test, in the order of this file:
+the tests that change project.yaml put it back, and the re-selection (which leaves the
+evaluation on epoch 0) comes last.  A TAO job costs 15-20 CPU-seconds of start-up before it
+does anything, so a second pipeline for the smoke checks would cost minutes."""
 
 from __future__ import annotations
 
@@ -20,15 +25,16 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, make_project, work_budget
+from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
 CLASSES = {"circle": 1, "triangle": 3, "square": 4}
 
 
-def build(folder: Path) -> str:
+def build(folder: Path, *targets: str) -> str:
     epochs = int(re.search(r"epochs: (\d+)", (folder / "project.yaml").read_text())[1])
-    proc = subprocess.run(SNAKEMAKE, cwd=folder, capture_output=True, text=True,
+    proc = subprocess.run([*SNAKEMAKE, *targets], cwd=folder, capture_output=True, text=True,
                           timeout=work_budget(tao_jobs=12, epochs=epochs))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -96,6 +102,117 @@ def test_onnx_parity_compares_real_numbers(learned):
     parity = json.loads((folder / "results/base/export/parity.json").read_text())
     assert parity["ok"] and parity["pytorch_mAP"] > 0.2 and parity["onnx_mAP"] > 0.2, parity
     assert parity["gap"] <= parity["tolerance"] == 0.02
+
+
+def test_demo_artifacts(learned):
+    folder, out = learned
+    assert job_counts(out) == {"runtime_ready": 1, "data_check": 3, "train": 1,
+                               "select_checkpoint": 1, "evaluate": 1, "export": 1,
+                               "onnx_parity": 1, "inference": 1, "detections": 1,
+                               "report": 1}, out[-3000:]
+    base = folder / "results/base"
+    model = base / "train/model.pth"
+    assert model.stat().st_size > 1_000_000
+    selection = json.loads((base / "train/selection.json").read_text())
+    assert (base / "train" / selection["source"]).stat().st_ino == model.stat().st_ino
+    curve = (base / "train/curve.csv").read_text().splitlines()
+    assert curve[0] == "epoch,train_loss,val_loss,val_mAP,val_mAP50"
+    assert all(row.split(",")[1] for row in curve[1:]), "train_loss per epoch"
+    labels = sorted((base / "inference/labels").glob("*.txt"))
+    assert [p.stem for p in labels] == sorted(p.stem for p in (REPO / "data/demo/test/images")
+                                               .glob("*.jpg"))
+    for action, message in (("train", "Train finished successfully."),
+                            ("evaluate", "Evaluate finished successfully."),
+                            ("export", "Export finished successfully."),
+                            ("inference", "Inference finished successfully.")):
+        last = (base / action / "status.json").read_text().strip().splitlines()[-1]
+        assert json.loads(last)["message"] == message
+
+
+def test_onnx_runs_in_onnxruntime(learned):
+    import numpy as np
+    import onnxruntime as ort
+
+    folder, _ = learned
+    session = ort.InferenceSession(str(folder / "results/base/export/model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["inputs"]
+    assert {o.name for o in session.get_outputs()} == {"pred_logits", "pred_boxes"}
+    logits, boxes = session.run(["pred_logits", "pred_boxes"],
+                                {"inputs": np.zeros((2, 3, 128, 128), np.float32)})
+    assert logits.shape == (2, 30, 5) and boxes.shape == (2, 30, 4)
+
+
+def test_second_run_executes_nothing(learned):
+    out = build(learned[0])
+    assert job_counts(out) == {} and "Nothing to be done" in out
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("# taomake demo project:", "#  taomake demo project (edited comment):", {}),
+    ("  conf_threshold: 0.3", "  conf_threshold: 0.25", {"inference": 1, "detections": 1}),
+])
+def test_minimal_rebuilds_with_real_tao(learned, old, new, expected):
+    folder, _ = learned
+    project = folder / "project.yaml"
+    text = project.read_text()
+    assert old in text
+    project.write_text(text.replace(old, new))
+    try:
+        assert job_counts(build(folder)) == expected
+    finally:
+        project.write_text(text)
+    # back to the original value: that artifact is rebuilt only
+    assert job_counts(build(folder)) == expected
+
+
+def test_deleting_onnx_rebuilds_export_only(learned):
+    folder, _ = learned
+    (folder / "results/base/export/model.onnx").unlink()
+    assert job_counts(build(folder)) == {"export": 1, "onnx_parity": 1, "detections": 1,
+                                         "report": 1}
+
+
+DISTILL = """experiments:
+  base: {}
+  student:
+    train.epochs: 2
+    distill:
+      teacher:
+        checkpoint: 'experiment:base'
+      bindings:
+        - {student: srcs, teacher: srcs, criterion: IOU}
+"""
+
+
+def test_distill_a_student_from_the_demo_checkpoint(learned):
+    """TAO's distill action for real on CPU: the student learns from the demo model (its
+    teacher, not retrained) through an IOU feature binding for 2 epochs, then is evaluated
+    and exported.  project.yaml is put back afterwards (the student leaves the DAG)."""
+    folder, _ = learned
+    project = folder / "project.yaml"
+    text = project.read_text()
+    project.write_text(text + DISTILL)
+    try:
+        out = build(folder, "results/student/evaluate/metrics.json",
+                    "results/student/export/model.onnx")
+    finally:
+        project.write_text(text)
+    counts = job_counts(out)
+    assert counts.get("train", 0) == 0 and counts["distill"] == 1, counts  # teacher reused
+    assert counts["evaluate"] == 1 and counts["export"] == 1, counts
+    student = folder / "results/student"
+    spec = (student / "specs/distill.yaml").read_text()
+    assert "pretrained_teacher_model_path: results/base/train/model.pth" in spec
+    last = (student / "distill/status.json").read_text().strip().splitlines()[-1]
+    assert "finished successfully" in json.loads(last)["message"], last
+    assert (student / "distill/model.pth").stat().st_size > 1_000_000
+    curve = (student / "distill/curve.csv").read_text().splitlines()
+    assert len(curve) == 3  # header + 2 epochs
+    metrics = json.loads((student / "evaluate/metrics.json").read_text())
+    assert isinstance(metrics["test_mAP"], float)
+    assert (student / "export/model.onnx").stat().st_size > 1_000_000
+    assert re.search(r"distill \(student\): epoch 1 done \(2/2\)", out), out[-3000:]
 
 
 def test_quantized_model_is_evaluated_exported_and_reported_beside_the_float_one(learned):

@@ -1,5 +1,8 @@
-"""End to end with the real TAO RT-DETR (nvidia-tao-pytorch 7.3.0) on CPU: the demo pipeline,
-no-op rebuilds, minimal rebuilds, interruption and resume."""
+"""End to end with the real TAO RT-DETR (nvidia-tao-pytorch 7.3.0) on CPU, on the tests' smoke
+project (2 epochs on data/shapes): interruption and resume, and training on data staged from
+S3.  The helpers here (the smoke project, a build, its job counts) serve the other real-TAO
+tests; the demo pipeline itself, its no-op and minimal rebuilds and distillation are tested on
+the learned demo build (tests/test_e2e_learning.py)."""
 
 from __future__ import annotations
 
@@ -47,114 +50,6 @@ def job_counts(out: str) -> dict[str, int]:
         counts[m.group(1)] = counts.get(m.group(1), 0) + 1
     counts.pop("all", None)
     return counts
-
-
-@pytest.fixture(scope="module")
-def demo(tao_venv, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("e2e") / "demo"
-    make_project(folder, project_text(tao_venv), copy_data=True)
-    out, counts = snakemake(folder)
-    assert counts == {"runtime_ready": 1, "data_check": 3, "train": 1, "select_checkpoint": 1,
-                      "evaluate": 1, "export": 1, "onnx_parity": 1, "inference": 1,
-                      "detections": 1, "report": 1}, out[-3000:]
-    return folder
-
-
-def test_demo_artifacts(demo):
-    base = demo / "results/base"
-    model = base / "train/model.pth"
-    assert model.stat().st_size > 1_000_000
-    selection = json.loads((base / "train/selection.json").read_text())
-    assert (base / "train" / selection["source"]).stat().st_ino == model.stat().st_ino
-    curve = (base / "train/curve.csv").read_text().splitlines()
-    assert curve[0] == "epoch,train_loss,val_loss,val_mAP,val_mAP50" and len(curve) == 3
-    assert all(row.split(",")[1] for row in curve[1:]), "train_loss per epoch"
-    metrics = json.loads((base / "evaluate/metrics.json").read_text())
-    assert isinstance(metrics["test_mAP"], float) and isinstance(metrics["test_mAP50"], float)
-    labels = sorted((base / "inference/labels").glob("*.txt"))
-    assert [p.stem for p in labels] == sorted(p.stem for p in (demo / "data/shapes/infer/images")
-                                               .glob("*.jpg"))
-    for action, message in (("train", "Train finished successfully."),
-                            ("evaluate", "Evaluate finished successfully."),
-                            ("export", "Export finished successfully."),
-                            ("inference", "Inference finished successfully.")):
-        last = (base / action / "status.json").read_text().strip().splitlines()[-1]
-        assert json.loads(last)["message"] == message
-
-
-def test_onnx_runs_in_onnxruntime(demo):
-    import numpy as np
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(demo / "results/base/export/model.onnx"),
-                                   providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["inputs"]
-    assert {o.name for o in session.get_outputs()} == {"pred_logits", "pred_boxes"}
-    logits, boxes = session.run(["pred_logits", "pred_boxes"],
-                                {"inputs": np.zeros((2, 3, 128, 128), np.float32)})
-    assert logits.shape == (2, 30, 5) and boxes.shape == (2, 30, 4)
-
-
-def test_second_run_executes_nothing(demo):
-    out, counts = snakemake(demo)
-    assert counts == {} and "Nothing to be done" in out
-
-
-@pytest.mark.parametrize("old,new,expected", [
-    ("# The tests' smoke project", "#  The tests' smoke project (edited comment)", {}),
-    ("  conf_threshold: 0.1", "  conf_threshold: 0.05", {"inference": 1, "detections": 1}),
-])
-def test_minimal_rebuilds_with_real_tao(demo, old, new, expected):
-    project = demo / "project.yaml"
-    text = project.read_text()
-    project.write_text(text.replace(old, new))
-    try:
-        _, counts = snakemake(demo)
-        assert counts == expected
-    finally:
-        project.write_text(text)
-    _, counts = snakemake(demo)  # back to the original value: that artifact is rebuilt only
-    assert counts == expected
-
-
-def test_deleting_onnx_rebuilds_export_only(demo):
-    (demo / "results/base/export/model.onnx").unlink()
-    _, counts = snakemake(demo)
-    assert counts == {"export": 1, "onnx_parity": 1, "detections": 1, "report": 1}
-
-
-DISTILL = """experiments:
-  base: {}
-  student:
-    distill:
-      teacher:
-        checkpoint: 'experiment:base'
-      bindings:
-        - {student: srcs, teacher: srcs, criterion: IOU}
-"""
-
-
-def test_distill_a_student_from_the_demo_checkpoint(demo):
-    """TAO's distill action for real on CPU: the student learns from the built demo model (its
-    teacher, not retrained) through an IOU feature binding, then is evaluated and exported."""
-    project = demo / "project.yaml"
-    project.write_text(project.read_text() + DISTILL)
-    out, counts = snakemake(demo, "results/student/evaluate/metrics.json",
-                            "results/student/export/model.onnx")
-    assert counts.get("train", 0) == 0 and counts["distill"] == 1, counts  # teacher reused
-    assert counts["evaluate"] == 1 and counts["export"] == 1, counts
-    student = demo / "results/student"
-    spec = (student / "specs/distill.yaml").read_text()
-    assert "pretrained_teacher_model_path: results/base/train/model.pth" in spec
-    last = (student / "distill/status.json").read_text().strip().splitlines()[-1]
-    assert "finished successfully" in json.loads(last)["message"], last
-    assert (student / "distill/model.pth").stat().st_size > 1_000_000
-    curve = (student / "distill/curve.csv").read_text().splitlines()
-    assert len(curve) == 3  # header + 2 epochs
-    metrics = json.loads((student / "evaluate/metrics.json").read_text())
-    assert isinstance(metrics["test_mAP"], float)
-    assert (student / "export/model.onnx").stat().st_size > 1_000_000
-    assert re.search(r"distill \(student\): epoch 1 done \(2/2\)", out), out[-3000:]
 
 
 def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):

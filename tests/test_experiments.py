@@ -1,5 +1,5 @@
 """Experiments × seeds, sweeps, reports, provenance and the deploy chain, on the fast TAO
-double (the same with the real TAO is in test_e2e_tao.py)."""
+double (the same with the real TAO is in test_e2e_experiments.py)."""
 
 from __future__ import annotations
 
