@@ -30,5 +30,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]"
   echo "$want" > "$stamp"
 fi
-step "TAO RT-DETR CPU venv"
-"$VENV/bin/taomake" setup tao-cpu
+# TAOMAKE_SETUP_TAO=0: the tool's venv only (scripts/test.sh builds the TAO venv beside the
+# services it installs)
+if [ "${TAOMAKE_SETUP_TAO:-1}" != 0 ]; then
+  step "TAO RT-DETR CPU venv"
+  "$VENV/bin/taomake" setup tao-cpu
+fi

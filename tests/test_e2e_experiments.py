@@ -77,9 +77,16 @@ def test_report_equals_the_metrics_files(built):
     values = [float(runs[f"small-s{s}"]["test_mAP"]) for s in (1, 2)]
     assert float(summary["small"]["test_mAP_mean"]) == pytest.approx(sum(values) / 2)
     assert summary["small"]["runs"] == "2" and summary["wide"]["runs"] == "1"
-    # every trial's score is its curve's best val_mAP
+    # every trial's score is its curve's best val_mAP: the full curve of the trial that trained
+    # to the end, the rung record's of a trial stopped at a rung
     for t in best["trials"]:
-        curve = list(csv.DictReader((built / f"results/{t['trial']}/train/curve.csv").open()))
+        train = built / f"results/{t['trial']}/train"
+        if "stopped_at_rung" in t:
+            rung = json.loads((train / f"rung{t['stopped_at_rung']}.json").read_text())
+            curve = rung["curve"]
+            assert not (train / "curve.csv").exists()
+        else:
+            curve = list(csv.DictReader((train / "curve.csv").open()))
         assert t["score"] == max(float(r["val_mAP"]) for r in curve)
     for png in ("curves.png", "accuracy_latency.png", "sweep_tuned.png"):
         with Image.open(report / png) as im:

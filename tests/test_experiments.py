@@ -384,7 +384,7 @@ def test_deploy_jobs_run_in_the_deploy_image_with_one_gpu_on_every_runner(tmp_pa
 def test_tao_on_cpu_uses_the_threads_snakemake_gives_the_job(tmp_path):
     """CPU training takes every core Snakemake may use and runs alone; other actions take
     one each; the parity check (latency) runs alone; `taomake run` hands the job's threads to
-    TAO (OMP_NUM_THREADS), on CPU only."""
+    TAO (OMP_NUM_THREADS, and OMP_WAIT_POLICY when set), on CPU only."""
     from taomake.compiler.actions import ACTIONS
 
     from taomake.jobs import make_job
@@ -404,14 +404,21 @@ def test_tao_on_cpu_uses_the_threads_snakemake_gives_the_job(tmp_path):
     e, settings = plan.experiments["base"], plan.job_settings("base")
     spec = e.specs["train"]
     job = make_job(settings, folder, e, "base", ACTIONS["train"], spec.data,
-                   folder / "job.yaml", environ={"OMP_NUM_THREADS": "2"})
+                   folder / "job.yaml", environ={"OMP_NUM_THREADS": "2",
+                                                 "OMP_WAIT_POLICY": "passive"})
     assert job.extra_env["OMP_NUM_THREADS"] == "2" == job.extra_env["MKL_NUM_THREADS"]
+    assert job.extra_env["OMP_WAIT_POLICY"] == "PASSIVE"  # asked for by the user's environment
+    job = make_job(settings, folder, e, "base", ACTIONS["train"], spec.data,
+                   folder / "job.yaml", environ={"OMP_NUM_THREADS": "2"})
+    assert "OMP_WAIT_POLICY" not in job.extra_env  # torch's default unless asked for
     make_project(tmp_path / "gpu", variant("int8_engine"))
     plan = load_plan(tmp_path / "gpu/project.yaml")
     job = make_job(plan.job_settings("base"), tmp_path / "gpu", plan.experiments["base"],
                    "base", ACTIONS["train"], plan.experiments["base"].specs["train"].data,
-                   tmp_path / "job.yaml", environ={"OMP_NUM_THREADS": "1"})
+                   tmp_path / "job.yaml", environ={"OMP_NUM_THREADS": "1",
+                                                   "OMP_WAIT_POLICY": "PASSIVE"})
     assert "OMP_NUM_THREADS" not in job.extra_env  # GPU jobs keep TAO's own defaults
+    assert "OMP_WAIT_POLICY" not in job.extra_env
     # several trainings (seeds): one core each, side by side
     seeds = tmp_path / "seeds"
     make_project(seeds, (folder / "project.yaml").read_text() + "seeds: [1, 2]\n")
