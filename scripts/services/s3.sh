@@ -39,18 +39,32 @@ boto3.client("s3", config=Config(connect_timeout=1, read_timeout=3,
 PYCODE
 }
 
+# Telemetry off, loopback only, no state resume (a restart would wait ~20 s for old volumes).
+# Each bucket (a SeaweedFS collection) takes 7 volumes at its first write until it is deleted;
+# tests run side by side hold several buckets at once, so allow many (volumes are files that
+# grow as written, not preallocated): with 20, parallel tests got "no free volumes left".
+ARGS=(server -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1
+  -master.port=9333 -master.telemetry=false -master.resumeState=false
+  -master.volumeSizeLimitMB=256 -volume.max=400 -volume.port=9340 -volume.preStopSeconds=1
+  -filer -filer.port=8888 -s3 -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0
+  -s3.config="$DIR/s3.json")
 if ready; then
-  echo "s3.sh: already running on 127.0.0.1:$PORT (env: $DIR/env)"
-  exit 0
+  if [ "$(cat "$DIR/args" 2>/dev/null)" = "${ARGS[*]}" ]; then
+    echo "s3.sh: already running on 127.0.0.1:$PORT (env: $DIR/env)"
+    exit 0
+  fi
+  # started with other settings (an older version of this script): restart with these
+  echo "s3.sh: restarting the running server with this script's settings"
+  pkill -f "weed server -dir=$DIR/data" || true
+  for _ in $(seq 1 30); do  # until it has let go of its ports
+    pgrep -f "weed server -dir=$DIR/data" >/dev/null || break
+    sleep 1
+  done
 fi
 
 echo "s3.sh: starting SeaweedFS ($WEED, data $DIR/data, log $DIR/weed.log)"
-# Telemetry off, loopback only, no state resume (a restart would wait ~20 s for old volumes).
-setsid "$WEED" server -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-  -master.port=9333 -master.telemetry=false -master.resumeState=false \
-  -master.volumeSizeLimitMB=256 -volume.max=20 -volume.port=9340 -volume.preStopSeconds=1 \
-  -filer -filer.port=8888 -s3 -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$DIR/s3.json" \
-  >>"$DIR/weed.log" 2>&1 </dev/null &
+setsid "$WEED" "${ARGS[@]}" >>"$DIR/weed.log" 2>&1 </dev/null &
+printf '%s' "${ARGS[*]}" > "$DIR/args"
 echo $! > "$DIR/weed.pid"
 for _ in $(seq 1 "$TIMEOUT"); do
   if ready; then
