@@ -117,16 +117,18 @@ def make_job(p: JobSettings, root: Path, compiled: ExperimentPlan, experiment: s
     ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
     extra_env = {"TAO_LOGGING_LEVEL": p.hardware.runner.log_level}
     environ = os.environ if environ is None else environ
-    if not shape.gpus and environ.get("OMP_NUM_THREADS", "").isdigit():
-        # on CPU, TAO (torch) uses the threads Snakemake gave the job (rules/common.smk
-        # tao_threads), not every core of the host: jobs side by side never share a core
-        threads = environ["OMP_NUM_THREADS"]
-        extra_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    if not shape.gpus and environ.get("OMP_WAIT_POLICY", "").upper() in ("ACTIVE", "PASSIVE"):
-        # on a machine shared with other work, PASSIVE keeps torch's idle threads from spinning
-        # on cores another process needs (measured: a 2-thread training step beside two busy
-        # processes 745 ms ACTIVE, 312 ms PASSIVE; 99 and 124 ms alone)
-        extra_env["OMP_WAIT_POLICY"] = environ["OMP_WAIT_POLICY"].upper()
+    if not shape.gpus:  # on GPU, TAO's own defaults
+        if environ.get("OMP_NUM_THREADS", "").isdigit():
+            # TAO (torch) uses the threads Snakemake gave the job (rules/common.smk
+            # tao_threads), not every core of the host: jobs side by side never share a core
+            threads = environ["OMP_NUM_THREADS"]
+            extra_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        policy = environ.get("OMP_WAIT_POLICY", "").upper()
+        if policy in ("ACTIVE", "PASSIVE"):
+            # on a machine shared with other work, PASSIVE keeps torch's idle threads from
+            # spinning on cores another process needs (measured: a 2-thread training step
+            # beside two busy processes 745 ms ACTIVE, 312 ms PASSIVE; 99 and 124 ms alone)
+            extra_env["OMP_WAIT_POLICY"] = policy
     results_dir = compiled.layout.action_dir(action.results_prefix) if action.results_prefix \
         else compiled.layout.root
     return TaoJob(action=action, spec=job_spec.resolve(), results_dir=results_dir,

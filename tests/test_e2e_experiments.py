@@ -126,8 +126,6 @@ def test_job_counts_of_first_run(built):
     assert counts["runtime_ready"] == 4 and counts["sweep_done"] == 1
 
 
-
-
 def test_successive_halving_continues_promoted_trials(built):
     """Rung 0 trained 3 trials for 1 epoch; the best one continued to epoch 2 from its own
     checkpoint (TAO resumed), then was evaluated and exported."""
