@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .actions import ACTIONS
-from .coco import read_coco_summary
+from .coco import compare_classes, read_coco_summary
 from .context import CompileContext
 from .errors import DataError, Location, Problem
 from .facts import min_train_images, num_classes, splits
@@ -630,25 +630,22 @@ def check_annotations(ctx: CompileContext) -> None:
         if summary.n_images == 0:
             _err(ctx, _at(ctx, f"{key}.annotations"), f"{s.annotations} has no images",
                  "point the split at a non-empty annotations file", "annotations")
-        undeclared = sorted((summary.category_ids_used | set(summary.categories))
-                            - set(classes))
-        if undeclared:
+        mismatch = compare_classes(summary, classes, n_classes)
+        if mismatch.undeclared:
             names = ", ".join(f"{i} ({summary.categories.get(i, '?')}"
                               + (f", first in {summary.first_use[i]}" if i in summary.first_use
-                                 else ", in categories") + ")" for i in undeclared)
-            over = [i for i in undeclared if i >= n_classes]
+                                 else ", in categories") + ")" for i in mismatch.undeclared)
+            over = [i for i in mismatch.undeclared if i in mismatch.out_of_range]
             _err(ctx, _at(ctx, f"{key}.annotations"),
                  f"{s.annotations} uses category ids not in dataset.classes: {names}"
                  + (f"; ids >= num_classes {n_classes} would crash TAO's matcher"
                     if over else ""),
                  "declare them in dataset.classes (num_classes follows as max id + 1)",
                  "annotation_category_ids")
-        renamed = {i: (summary.categories[i], classes[i]) for i in summary.categories
-                   if i in classes and summary.categories[i] != classes[i]}
-        if renamed:
+        if mismatch.renamed:
             _warn(ctx, _at(ctx, f"{key}.annotations"), "class names differ from the file: " +
                   ", ".join(f"{i}: file {a!r} vs project {b!r}" for i, (a, b) in
-                            renamed.items()), "rename in dataset.classes if unintended",
+                            mismatch.renamed.items()), "rename in dataset.classes if unintended",
                   "class_names")
     need = min_train_images(p)
     if train_images and train_images < need:

@@ -50,6 +50,38 @@ class CocoSummary:
 
 
 @dataclass(frozen=True)
+class ClassMismatch:
+    """How one file's category ids and names differ from the project's classes: the one rule
+    behind the compiler's check (`checks.check_annotations`) and `taomake data check`."""
+
+    undeclared: tuple[int, ...]  # ids the file lists or uses that are not project classes
+    out_of_range: tuple[int, ...]  # ids outside [0, num_classes): TAO's matcher crashes
+    renamed: dict[int, tuple[str, str]]  # id -> (name in the file, name in the project)
+    absent: tuple[int, ...]  # project classes the file's categories do not list
+
+    @property
+    def ids(self) -> list[int]:
+        """Every id with an error or a rename, in order."""
+        return sorted({*self.undeclared, *self.out_of_range, *self.renamed})
+
+
+def compare_classes(summary: CocoSummary, declared: dict[int, str] | None,
+                    num_classes: int | None) -> ClassMismatch:
+    """Compare a file's categories (listed and used) with the project's classes; `declared`
+    None skips the name/id comparison, `num_classes` None the range check."""
+    ids = sorted(summary.category_ids_used | summary.categories.keys())
+    return ClassMismatch(
+        undeclared=tuple(i for i in ids if declared is not None and i not in declared),
+        out_of_range=tuple(i for i in ids if num_classes is not None
+                           and not 0 <= i < num_classes),
+        renamed={i: (summary.categories[i], declared[i]) for i in ids
+                 if declared is not None and i in declared and summary.categories.get(i)
+                 and summary.categories[i] != declared[i]},
+        absent=tuple(i for i in sorted(declared or ()) if summary.categories
+                     and i not in summary.categories))
+
+
+@dataclass(frozen=True)
 class Finding:
     """One problem in a data file: which file, which record, what, and how to fix it."""
 
@@ -190,8 +222,10 @@ def _missing_lists(doc: Any) -> str | None:
 
 def _summarize(doc: dict[str, Any]) -> CocoSummary:
     """Tolerant of malformed records (skips them): `check_coco` is where they get reported."""
-    categories = {c["id"]: str(c.get("name", "")) for c in doc["categories"]
-                  if isinstance(c, dict) and _is_int(c.get("id"))}
+    categories: dict[int, str] = {}
+    for c in doc["categories"]:  # a repeated id is an error in check_coco; the first counts
+        if isinstance(c, dict) and _is_int(c.get("id")) and c["id"] not in categories:
+            categories[c["id"]] = c["name"] if isinstance(c.get("name"), str) else ""
     per_cat: Counter[int] = Counter()
     first_use: dict[int, str] = {}
     annotated: set[Any] = set()
@@ -302,18 +336,20 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
     if isinstance(doc.get("annotations"), list) and not annotations and images:
         err("", "has no annotations", "a detection split needs at least one box", "no-annotations")
 
-    cat_names = _check_categories(norm["categories"], num_classes, declared, err, warn)
+    cat_records = _check_categories(norm["categories"], err)
     sizes, files = _check_images(images, err, warn)
-    per_cat, cat_images = _check_annotations(annotations, sizes, cat_names, num_classes,
-                                             declared, err, warn)
-    if declared is not None:
-        for cid, name in sorted(declared.items()):
-            if cat_names and cid not in cat_names:
-                warn("categories", f"project class {cid} {name!r} is not in this file",
-                     code="class-not-in-file")
-            elif images and per_cat[cid] == 0:
-                warn("annotations", f"no annotations of project class {cid} {name!r}",
-                     code="class-without-annotations")
+    per_cat, cat_images = _check_annotations(annotations, sizes, cat_records, err, warn)
+    mismatch = compare_classes(report.summary, declared, num_classes)
+    for cid in mismatch.ids:  # located at the category record, else the first box using it
+        _report_class_id(err, warn, cat_records.get(cid) or report.summary.first_use[cid], cid,
+                         mismatch, declared, num_classes)
+    for cid in mismatch.absent:
+        warn("categories", f"project class {cid} {declared[cid]!r} is not in this file",
+             code="class-not-in-file")
+    for cid, name in sorted((declared or {}).items()):
+        if cid in cat_records and images and per_cat[cid] == 0:
+            warn("annotations", f"no annotations of project class {cid} {name!r}",
+                 code="class-without-annotations")
     report.annotations_per_category = dict(sorted(per_cat.items()))
     report.images_per_category = dict(sorted(Counter(c for c, _ in cat_images).items()))
 
@@ -322,25 +358,22 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
     return report
 
 
-def _check_categories(categories: list[Any], num_classes: int | None,
-                      declared: dict[int, str] | None, err: Report,
-                      warn: Report) -> dict[int, str]:
-    """id -> name of the valid category records."""
-    cat_names: dict[int, str] = {}
+def _check_categories(categories: list[Any], err: Report) -> dict[int, str]:
+    """id -> record (for findings) of the valid category records."""
+    cat_records: dict[int, str] = {}
     for i, c in enumerate(categories):
         if not isinstance(c, dict) or not _is_int(c.get("id")):
             err(f"categories[{i}]", "needs an integer 'id'", code="category-id")
             continue
         cid, name = c["id"], c.get("name")
         rec = f"categories[{i}] (id {cid}, name {name!r})"
-        if cid in cat_names:
+        if cid in cat_records:
             err(rec, f"duplicate category id {cid}", code="duplicate-category-id")
             continue
         if not isinstance(name, str) or not name:
             err(rec, "needs a non-empty 'name'", code="category-name")
-        cat_names[cid] = name if isinstance(name, str) else ""
-        _check_class_id(err, warn, rec, cid, num_classes, declared, name)
-    return cat_names
+        cat_records[cid] = rec
+    return cat_records
 
 
 ImageFile = tuple[str, str, int | None, int | None]  # (record, file_name, width, height)
@@ -401,8 +434,7 @@ def _outside(fname: str) -> str | None:
 
 
 def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] | None],
-                       cat_names: dict[int, str], num_classes: int | None,
-                       declared: dict[int, str] | None, err: Report,
+                       cat_records: dict[int, str], err: Report,
                        warn: Report) -> tuple[Counter[int], set[tuple[int, int]]]:
     """The hot loop (one pass, dict/set lookups only); record strings are built on error only."""
     ann_ids: set[Any] = set()
@@ -444,7 +476,7 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
             per_cat[cid] += 1
             if size is not None or iid in sizes:
                 cat_images.add((cid, iid))
-            if cid not in cat_names:
+            if cid not in cat_records:
                 bad_cats.setdefault(cid, [rec(i, a), 0])[1] += 1
         bbox: Any = a.get("bbox")
         if not _is_box(bbox):
@@ -487,22 +519,21 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
         err(first, f"category_id {cid} is not in this file's categories (used by {n} "
             f"annotation{'s' if n != 1 else ''})", "add the category or fix the annotations",
             "unknown-category")
-        _check_class_id(err, warn, first, cid, num_classes, declared, None)
     return per_cat, cat_images
 
 
-def _check_class_id(err: Report, warn: Report, rec: str, cid: int, num_classes: int | None,
-                    declared: dict[int, str] | None, name: Any) -> None:
-    if declared is not None:
-        if cid not in declared:
-            err(rec, f"category id {cid} is not a project class "
-                f"(project classes: {', '.join(f'{k} {v}' for k, v in sorted(declared.items()))})",
-                "add it to the project's classes or remove it from the data", "undeclared-category")
-        elif name is not None and name != declared[cid]:
-            warn(rec, f"category {cid} is named {name!r} here but {declared[cid]!r} in the project",
-                 "the project's name is used for the classmap; rename one to match",
-                 "class-name-mismatch")
-    if num_classes is not None and not 0 <= cid < num_classes:
+def _report_class_id(err: Report, warn: Report, rec: str, cid: int, mismatch: ClassMismatch,
+                     declared: dict[int, str] | None, num_classes: int | None) -> None:
+    if cid in mismatch.undeclared:
+        err(rec, f"category id {cid} is not a project class "
+            f"(project classes: {', '.join(f'{k} {v}' for k, v in sorted(declared.items()))})",
+            "add it to the project's classes or remove it from the data", "undeclared-category")
+    if cid in mismatch.renamed:
+        name, project_name = mismatch.renamed[cid]
+        warn(rec, f"category {cid} is named {name!r} here but {project_name!r} in the project",
+             "the project's name is used for the classmap; rename one to match",
+             "class-name-mismatch")
+    if cid in mismatch.out_of_range:
         err(rec, f"category id {cid} is outside [0, num_classes-1] = [0, {num_classes - 1}]",
             f"TAO uses category_id as the label index: num_classes must be at least {cid + 1}"
             if cid >= 0 else "category ids must be >= 0", "category-out-of-range")
