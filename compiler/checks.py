@@ -16,8 +16,8 @@ from .actions import ACTIONS
 from .coco import compare_classes, read_coco_summary
 from .context import CompileContext
 from .errors import DataError, Location, Problem
-from .facts import min_train_images, num_classes, splits
-from .layout import IMAGE_SUFFIXES, DataSource, is_archive, is_remote
+from .facts import input_paths, min_train_images, num_classes, splits
+from .layout import IMAGE_SUFFIXES, is_archive, is_remote
 from .model import Calibration
 from .package_data import action_schema
 from .yamlsource import KeyPath
@@ -88,6 +88,7 @@ SOURCE_OF: dict[str, str | tuple[str, str]] = {
     "gen_trt_engine.tensorrt.calibration.cal_batch_size": "engine.calibration.batch_size",
     "gen_trt_engine.tensorrt.calibration.cal_batches": "engine.calibration.batches",
     "gen_trt_engine.tensorrt.calibration.cal_cache_file": "engine",  # named after the engine
+    "gen_trt_engine.tensorrt.calibration.cal_image_dir[*]": "dataset.calibration.images",
     "gen_trt_engine.tensorrt.calibration": "engine.calibration",
     "gen_trt_engine.batch_size": "export.batch_size",
     "gen_trt_engine.onnx_file": "results",
@@ -554,38 +555,6 @@ def _local_dir(ctx: CompileContext, path: str) -> Path | None:
     if is_remote(path):
         return None
     return ctx.lp.root / path
-
-
-def input_paths(p):
-    """(project key, path, kind) of every input the project names: local paths relative to
-    project.yaml, and s3:// URIs.  kind is "images" (a folder or archive) or "file"."""
-    ds = p.dataset
-    for split in splits(ds):
-        yield f"{split.key}.images", split.source.images, "images"
-        yield f"{split.key}.annotations", split.source.annotations, "file"
-    for key, src in (("dataset.inference", ds.inference),
-                     ("dataset.calibration", ds.calibration)):
-        if src:
-            yield f"{key}.images", src.images, "images"
-            if getattr(src, "annotations", None):
-                yield f"{key}.annotations", src.annotations, "file"
-    for key, value in (("model.pretrained_backbone", p.model.pretrained_backbone),
-                       ("train.pretrained", p.train.pretrained)):
-        if value:
-            yield key, value, "file"
-    if p.distill and not p.distill.teacher.checkpoint.startswith("experiment:"):
-        yield "distill.teacher.checkpoint", p.distill.teacher.checkpoint, "file"
-
-
-def data_sources(p) -> list[DataSource]:
-    """The dataset inputs of a project (splits, inference and calibration images), in order."""
-    out = []
-    for key, path, kind in input_paths(p):
-        if key.startswith("dataset."):
-            source = DataSource(path, kind)
-            if source not in out:
-                out.append(source)
-    return out
 
 
 def check_local_files(ctx: CompileContext) -> None:

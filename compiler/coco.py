@@ -294,16 +294,17 @@ def clear_cache() -> None:
 
 def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = None,
                declared: dict[int, str] | None = None, open_images: bool = True,
-               decoder: Decoder | None = None) -> CocoReport:
+               decoder: Decoder | None = None, name: str | None = None) -> CocoReport:
     """Check one COCO file (and its images under `image_dir`, if given) against TAO's needs.
 
     `declared` are the project's classes (id -> name), `num_classes` the model's
     `dataset.num_classes`.  Image files are only looked for when `image_dir` is given, and only
     decoded (every pixel, plus a size check) when `open_images` is true, by `decoder`
     (default: one after the other; `taomake data check` passes a parallel, cached one).
+    `name`: what findings call the file (default: its path).
     """
     path = Path(path)
-    file = str(path)
+    file = name or str(path)
     report = CocoReport(file=file)
 
     def err(record: str, message: str, hint: str = "", code: str = "") -> None:

@@ -21,7 +21,7 @@ from . import checks
 from .actions import ACTIONS
 from .context import CompileContext
 from .errors import Problem, ProjectError
-from .facts import num_classes, source_action
+from .facts import dataset_sources, num_classes, source_action
 from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
 from .package_data import action_schema, references_dir
@@ -58,11 +58,12 @@ class CompiledExperiment:
 # --------------------------------------------------------------------------- derived values
 
 
-def _source_paths(results: str, images: str, annotations: str | None) -> dict[str, str]:
-    """Where TAO finds a split: in place when local and plain, else where staging puts it."""
-    out = {"image_dir": DataSource(images, "images").target(results)}
-    if annotations is not None:
-        out["json_file"] = DataSource(annotations, "file").target(results)
+def _source_paths(results: str, sources: dict[str, DataSource], key: str) -> dict[str, str]:
+    """Where TAO finds the split or image folder at project key `key`: in its source's folder
+    under `<results>/_data/` (a link to local data, or the staged copy)."""
+    out = {"image_dir": sources[f"{key}.images"].target(results)}
+    if f"{key}.annotations" in sources:
+        out["json_file"] = sources[f"{key}.annotations"].target(results)
     return out
 
 
@@ -138,6 +139,7 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
     ngpu = max(1, p.hardware.gpus_per_node)
     aug = p.dataset.augmentation
     source = source_action(p)
+    sources = dataset_sources(p, lp.base)
     d: dict[str, Any] = {
         "experiment": exp.name,
         "results_dir": lay.root,
@@ -151,9 +153,9 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         "multi_scales": (aug.multi_scales if aug.multi_scales is not None
                          else TAO_MULTI_SCALES_640 if aug.train_size == [640, 640]
                          else [aug.train_size[0]]),
-        "train_sources": [_source_paths(p.results, s.images, s.annotations)
-                          for s in p.dataset.train],
-        "val_source": _source_paths(p.results, p.dataset.val.images, p.dataset.val.annotations),
+        "train_sources": [_source_paths(p.results, sources, f"dataset.train[{i}]")
+                          for i in range(len(p.dataset.train))],
+        "val_source": _source_paths(p.results, sources, "dataset.val"),
         "checkpoint": lay.model(source),
         "onnx_file": lay.onnx,
         "export_gpu_id": -1 if cpu else 0,
@@ -167,13 +169,11 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
     }
     d["cal_cache_file"] = lay.calibration_cache(d["engine_file"])
     if p.dataset.test:
-        d["test_source"] = _source_paths(p.results, p.dataset.test.images,
-                                         p.dataset.test.annotations)
+        d["test_source"] = _source_paths(p.results, sources, "dataset.test")
     if p.dataset.inference:
-        d["infer_dirs"] = [_source_paths(p.results, p.dataset.inference.images, None)["image_dir"]]
+        d["infer_dirs"] = [_source_paths(p.results, sources, "dataset.inference")["image_dir"]]
     if p.dataset.calibration:
-        cal = _source_paths(p.results, p.dataset.calibration.images,
-                            p.dataset.calibration.annotations)
+        cal = _source_paths(p.results, sources, "dataset.calibration")
         d["calibration_dir"] = cal["image_dir"]
         d["calibration_json"] = cal.get("json_file")
     if p.distill:

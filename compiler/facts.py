@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .layout import DataSource, source_slot
+
 TRAINING_ACTIONS = ("train", "distill")
 
 
@@ -78,3 +80,45 @@ def min_train_images(project) -> int:
     per device (docs/tao-notes.md §5), so batch_size x GPUs per node x nodes."""
     hw = project.hardware
     return project.dataset.batch_size * max(1, hw.gpus_per_node) * hw.nodes
+
+
+def input_paths(p):
+    """(project key, path, kind) of every input the project names: local paths relative to
+    project.yaml, and s3:// URIs.  kind is "images" (a folder or archive) or "file"."""
+    ds = p.dataset
+    for split in splits(ds):
+        yield f"{split.key}.images", split.source.images, "images"
+        yield f"{split.key}.annotations", split.source.annotations, "file"
+    for key, src in (("dataset.inference", ds.inference),
+                     ("dataset.calibration", ds.calibration)):
+        if src:
+            yield f"{key}.images", src.images, "images"
+            if getattr(src, "annotations", None):
+                yield f"{key}.annotations", src.annotations, "file"
+    for key, value in (("model.pretrained_backbone", p.model.pretrained_backbone),
+                       ("train.pretrained", p.train.pretrained)):
+        if value:
+            yield key, value, "file"
+    if p.distill and not p.distill.teacher.checkpoint.startswith("experiment:"):
+        yield "distill.teacher.checkpoint", p.distill.teacher.checkpoint, "file"
+
+
+def dataset_sources(project, base=None) -> dict[str, DataSource]:
+    """The dataset inputs of a project (splits, inference and calibration images) by their
+    project.yaml key, in order.  Each names the folder it gets under `<results>/_data/` by its
+    place in the project (`source_slot`); a path given twice (test images used for inference)
+    is one source, under its first key.  An experiment's own data (a path at a key where the
+    `base` project has another) gets a folder of its own."""
+    base_paths = {k: path for k, path, _ in input_paths(base)} if base is not None else {}
+    out: dict[str, DataSource] = {}
+    by_uri: dict[tuple[str, str], DataSource] = {}
+    for key, path, kind in input_paths(project):
+        if not key.startswith("dataset."):
+            continue
+        source = by_uri.get((path, kind))
+        if source is None:
+            own = base is not None and base_paths.get(key) != path
+            source = DataSource(path, kind, source_slot(key, path, base=not own))
+            by_uri[(path, kind)] = source
+        out[key] = source
+    return out

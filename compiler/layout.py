@@ -31,10 +31,17 @@ def is_archive(path: str) -> bool:
     return path.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def source_key(uri: str) -> str:
-    """A stable, readable folder name for a staged source: `<last parts>-<hash8>`."""
-    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(uri.rstrip("/").split("/")[-2:]))
-    return f"{tail[:60]}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+def source_slot(project_key: str, uri: str = "", *, base: bool = True) -> str:
+    """The folder name (under `<results>/_data/`) of the data source at a project.yaml key:
+    `dataset.train[0].images` -> `train-0-images`.  Named by its place in the project, not by
+    its path, so a dataset moved or copied elsewhere keeps its folder, its stamp and the specs
+    that name it: what it is, is its content (taomake.data.identity).  A source an experiment
+    sets apart from the base project (`base=False`) adds a hash of its URI."""
+    parts = project_key.removeprefix("dataset.").replace("[", ".").replace("]", "").split(".")
+    slot = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p))[:60]
+    if base:
+        return slot
+    return f"{slot}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
 
 
 def image_key(ref: str) -> str:
@@ -227,8 +234,8 @@ class Shared:
 
     # -- data: one folder per source (stamp, staged copy), checks, the transfer ledger
     def source_dir(self, key: str) -> str:
-        """Folder of one data source (`source_key(uri)`): its stamp and, for remote and
-        archived sources, the staged copy TAO reads."""
+        """Folder of one data source (`source_slot`): its stamp and what TAO reads (a link to
+        local data, or the staged copy of remote and archived data)."""
         return self._at("_data", key)
 
     def source_stamp(self, key: str) -> str:
@@ -299,19 +306,24 @@ class Shared:
 @dataclass(frozen=True)
 class DataSource:
     """One dataset input named in project.yaml: a local path (relative to project.yaml) or an
-    s3:// URI; kind "images" (a folder or an archive of images) or "file" (annotations).
+    s3:// URI; kind "images" (a folder or an archive of images) or "file" (annotations); `key`
+    its folder under `<results>/_data/` (`source_slot`: its place in the project).
 
-    Every source has a stamp (`source.json`: its identity, rewritten only when that changes) so
-    rules depend on content, not mtimes.  Remote and archived sources are also staged (TAO reads
-    neither S3 nor archives) and the staging rule's marker (`staged.json`) is what jobs depend on.
+    Every source has a stamp (`source.json`: its content identity, rewritten only when that
+    changes) so rules depend on content, neither on mtimes nor on where the data lies.  TAO
+    reads every source at `target`, inside that folder: a symbolic link to a local file or
+    folder (moved when the data moves), or the staged copy of a remote or archived source,
+    whose staging rule's marker (`staged.json`) is what jobs depend on.
     """
 
     uri: str
     kind: str  # "images" | "file"
+    key: str = ""  # "": a source outside a project (a folder named after its URI)
 
-    @property
-    def key(self) -> str:
-        return source_key(self.uri)
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", source_slot(
+                "-".join(self.uri.rstrip("/").split("/")[-2:]), self.uri, base=False))
 
     @property
     def remote(self) -> bool:
@@ -335,9 +347,8 @@ class DataSource:
         return Shared(results).staged_marker(self.key)
 
     def target(self, results: str) -> str:
-        """The path TAO reads (what the specs name)."""
-        if not self.staged:
-            return posixpath.normpath(self.uri)
+        """The path TAO reads (what the specs name): a link to the local data, or the
+        staged copy."""
         if self.kind == "images":
             return Shared(results).staged_images(self.key)
         return Shared(results).staged_annotations(self.key)

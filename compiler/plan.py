@@ -19,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from .actions import ACTIONS
-from .facts import TRAINING_ACTIONS, job_shape, min_train_images, splits
+from .facts import (
+    TRAINING_ACTIONS,
+    dataset_sources,
+    input_paths,
+    job_shape,
+    min_train_images,
+    splits,
+)
 from .files import atomic_write, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
-PLAN_FORMAT = 7  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
-# 7: job settings
+PLAN_FORMAT = 8  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
+# 7: job settings; 8: data sources by their place in the project
 CACHE_NAME = ".taomake-plan.json"
 
 
@@ -184,8 +191,6 @@ def _code_deps() -> list[str]:
 
 
 def _data_deps(lp) -> list[str]:
-    from .checks import input_paths
-
     return sorted({str(lp.root / path) for exp in lp.experiments.values()
                    for _key, path, _kind in input_paths(exp.project)
                    if not path.startswith("s3://")})
@@ -232,13 +237,17 @@ def resources_of(hardware, actions: tuple[str, ...] = TAO_ACTIONS) -> dict[str, 
     return out
 
 
-def check_keys(p) -> dict[str, str]:
+def check_keys(p, base) -> dict[str, str]:
     """Dataset check per split role, keyed by everything the check depends on, so that
-    experiments, seeds and sweep trials reading the same data share one check job."""
+    experiments, seeds and sweep trials reading the same data share one check job.  Data by
+    its folder under `_data/` (whose stamp, an input of the check, is its content): a dataset
+    moved elsewhere keeps its check."""
     ds = p.dataset
+    sources = dataset_sources(p, base)
     by_role: dict[str, list] = {}
     for split in splits(ds):
-        by_role.setdefault(split.role, []).append(split.source.model_dump())
+        by_role.setdefault(split.role, []).append(
+            [sources[f"{split.key}.{kind}"].key for kind in ("images", "annotations")])
     need = min_train_images(p)
     out = {}
     for role, sources in by_role.items():
@@ -286,8 +295,6 @@ def plan_from(lp, compiled, reused: BuildPlan | None = None,
               deps: list[str] | None = None) -> BuildPlan:
     """The plan of `lp`: experiments in `compiled` from their compile, the others from
     `reused` (a previous plan whose entries for them are current)."""
-    from .checks import data_sources
-
     experiments = {}
     settings: dict[str, dict[str, Any]] = {}
     for name in lp.experiments:
@@ -313,10 +320,10 @@ def plan_from(lp, compiled, reused: BuildPlan | None = None,
             halving=bool(lp.experiments[name].trial is not None and lp.sweeps[
                 lp.experiments[name].group].rungs),
             parity_tolerance=p.export.parity_tolerance,
-            checks=check_keys(p), images=converted_images(p), settings=settings_key)
+            checks=check_keys(p, lp.base), images=converted_images(p), settings=settings_key)
     seen: dict[DataSource, None] = {}  # in order, once each (a thousand trials share them)
     for exp in lp.experiments.values():
-        seen.update(dict.fromkeys(data_sources(exp.project)))
+        seen.update(dict.fromkeys(dataset_sources(exp.project, lp.base).values()))
     sources = [asdict(source) for source in seen]
     return BuildPlan(root=str(lp.root), project_file=lp.path.name, results=lp.base.results,
                      experiments=experiments, deps=deps if deps is not None else

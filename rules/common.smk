@@ -65,17 +65,19 @@ CHECKS = {key: (e.name, role) for e in reversed(list(EXPS.values()))
 
 
 def refresh_data_stamps():
-    """Record each data source's identity (S3 ETag/size, local sha256) before the DAG is
-    built; a stamp is rewritten only when the identity changed, so jobs rerun exactly when
-    their data did.  Cluster jobs skip it: the main Snakemake process already looked; so does
+    """Record each data source's content identity before the DAG is built, and point local
+    sources' links (what specs name) at them; a stamp is rewritten only when the content
+    changed, so jobs rerun exactly when their data did, wherever it lies now.  Cluster jobs skip it: the main Snakemake process already looked; so does
     `--lint`."""
     if workflow.remote_exec or READ_ONLY:
         return
+    from taomake.data.archive import Limits
     from taomake.data.commands import store_of
     from taomake.data.identity import refresh_stamps
 
     try:
-        changed = refresh_stamps(Path(PLAN.root), R, PLAN.data_sources(), store_of(PLAN))
+        changed = refresh_stamps(Path(PLAN.root), R, PLAN.data_sources(), store_of(PLAN),
+                                 Limits.of(PLAN.storage))
     except TaomakeError as exc:
         sys.stderr.write(f"error: {exc.render()}\n")
         sys.exit(exc.exit_code)

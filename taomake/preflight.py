@@ -221,7 +221,7 @@ def check_disk(folder: Path, min_gb: float = MIN_FREE_GB) -> Check:
 
 
 def check_data(lp) -> Iterator[Check]:
-    from taomake.compiler.checks import input_paths
+    from taomake.compiler.facts import input_paths
 
     seen: set[str] = set()
     bad = []

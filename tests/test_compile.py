@@ -48,7 +48,9 @@ def test_demo_derived_values(tmp_path):
     assert export["checkpoint"] == "results/base/train/model.pth"
     assert export["onnx_file"] == "results/base/export/model.onnx"
     inf = c.specs["inference"].data
-    assert inf["dataset"]["infer_data_sources"]["image_dir"] == ["data/shapes/infer/images"]
+    # a link to data/shapes/infer/images, named by its place in the project
+    assert inf["dataset"]["infer_data_sources"]["image_dir"] == [
+        "results/_data/inference-images/images"]
     assert set(inf["inference"]["color_map"]) == {"circle", "triangle", "square"}
 
 

@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,42 @@ def test_data_changes_rerun_only_what_reads_them(archived):
     proc = snakemake(folder)
     assert {c[0] for c in calls(folder)} == {"train", "evaluate", "export", "inference"}
     assert "stage_data" in proc.stderr
+
+
+def ran_rules(proc: subprocess.CompletedProcess) -> set[str]:
+    return {line.split("rule ")[1].rstrip(":") for line in proc.stderr.splitlines()
+            if line.startswith(("rule ", "localrule "))} - {"all"}
+
+
+def test_moved_copied_or_repacked_data_rebuilds_nothing(archived):
+    """Identity is content: the dataset copied elsewhere (new paths, mtimes, inodes) and its
+    archive re-packed as a zip (another format, member order and timestamps) is the same
+    data, so nothing reruns, nothing is extracted again, and the specs do not change."""
+    folder = archived
+    specs = {p: p.read_text() for p in (folder / "results/base/specs").glob("*.yaml")}
+    elsewhere = folder.parent / "moved" / "datasets"
+    shutil.copytree(folder / "data", elsewhere, copy_function=shutil.copy)  # new mtimes
+    shutil.rmtree(folder / "data")
+    with zipfile.ZipFile(elsewhere / "train-images.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted((elsewhere / "shapes/train/images").iterdir(), reverse=True):
+            z.write(f, f"images/{f.name}")
+    (elsewhere / "train-images.tar.gz").unlink()
+    project = folder / "project.yaml"
+    text = project.read_text().replace("data/train-images.tar.gz",
+                                       f"{elsewhere}/train-images.zip")
+    project.write_text(text.replace("data/shapes/", f"{elsewhere}/shapes/"))
+
+    proc = snakemake(folder)
+    assert calls(folder) == [] and ran_rules(proc) == set(), proc.stderr[-2000:]
+    assert {p: p.read_text() for p in specs} == specs
+    # what TAO reads now points at the new place
+    assert os.readlink(folder / "results/_data/val-images/images") == \
+        str(elsewhere / "shapes/val/images")
+
+    # the control: one changed byte in the copy is new data, and reruns what reads it
+    ann = elsewhere / "shapes/test/annotations.json"
+    doc = json.loads(ann.read_text())
+    doc["info"] = {"description": "relabelled"}
+    ann.write_text(json.dumps(doc))
+    proc = snakemake(folder)
+    assert [c[0] for c in calls(folder)] == ["evaluate"], proc.stderr[-2000:]

@@ -105,6 +105,51 @@ def test_unchanged_s3_data_is_never_downloaded_again(s3_project, s3_bucket):
     assert downloaded_bytes(data) == first + len(body)
 
 
+def put_multipart(client, bucket: str, key: str, body: bytes) -> None:
+    """Upload `body` as a one-part multipart upload: the same bytes as a plain PUT, another
+    ETag (an md5 of md5s with a part count)."""
+    up = client.create_multipart_upload(Bucket=bucket, Key=key)
+    part = client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1,
+                              Body=body)
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"],
+                                     MultipartUpload={"Parts": [{"ETag": part["ETag"],
+                                                                 "PartNumber": 1}]})
+
+
+def test_same_content_with_another_etag_or_packing_rebuilds_nothing(s3_project, s3_bucket):
+    """Re-uploaded with another ETag (multipart) and re-packed (members in another order,
+    other timestamps): the content is the same, so nothing is staged or run again; learning
+    that costs one download of each re-uploaded object, once."""
+    folder, env, bucket = s3_project
+    client = s3_bucket[1]
+    ledger = folder / Shared("results").transfers
+    before = downloaded_bytes(ledger)
+    key = "shapes/val/annotations.json"
+    etag = client.head_object(Bucket=bucket, Key=key)["ETag"]
+    body = (REPO / "data/shapes/val/annotations.json").read_bytes()
+    put_multipart(client, bucket, key, body)
+    assert client.head_object(Bucket=bucket, Key=key)["ETag"] != etag
+    images = REPO / "data/shapes/train/images"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for f in sorted(images.iterdir(), reverse=True):
+            info = tar.gettarinfo(f, arcname=f"images/{f.name}")
+            info.mtime = 0
+            with open(f, "rb") as fh:
+                tar.addfile(info, fh)
+    repacked = buf.getvalue()
+    assert repacked != tar_gz(images)
+    client.put_object(Bucket=bucket, Key="shapes/train/images.tar.gz", Body=repacked)
+
+    proc = run(folder, env)
+    ran = {line.split("rule ")[1].rstrip(":") for line in proc.stderr.splitlines()
+           if line.startswith(("rule ", "localrule "))}
+    assert calls(folder) == [] and ran <= {"all"}, proc.stderr[-2000:]
+    assert downloaded_bytes(ledger) == before + len(body) + len(repacked)
+    run(folder, env)
+    assert calls(folder) == [] and downloaded_bytes(ledger) == before + len(body) + len(repacked)
+
+
 def test_wrong_credentials_name_the_bucket_not_the_key(s3_project):
     folder, env, bucket = s3_project
     bad = {**env, "AWS_SECRET_ACCESS_KEY": "not-the-secret-1234"}

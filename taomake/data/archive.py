@@ -23,6 +23,7 @@ a full disk raises `DiskSpaceError` (exit 1), which names the disk, not the arch
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -143,19 +144,21 @@ def ensure_free(doing: str, need: int, where: Path) -> None:
         raise disk_space_error(doing, need, Path(where), free)
 
 
+def _reader(archive: Path) -> Callable[[Path, _Writer], None]:
+    name = archive.name.lower()
+    if name.endswith(".zip"):
+        return _extract_zip
+    if name.endswith((".tar.gz", ".tgz", ".tar")):
+        return _extract_tar
+    raise DataError(f"{archive}: not an archive taomake can read (.tar.gz, .tgz, .tar, .zip)")
+
+
 def extract_archive(archive: Path, dest: Path, limits: Limits | None = None) -> Extracted:
     """Extract `archive` into `dest` (which must not exist), atomically."""
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
         raise FileExistsError(dest)
-    name = archive.name.lower()
-    if name.endswith(".zip"):
-        extract = _extract_zip
-    elif name.endswith((".tar.gz", ".tgz", ".tar")):
-        extract = _extract_tar
-    else:
-        raise DataError(f"{archive}: not an archive taomake can read (.tar.gz, .tgz, .tar, "
-                        ".zip)")
+    extract = _reader(archive)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
@@ -245,22 +248,107 @@ class _Writer:
         """Create the symbolic links (each resolved inside the tree first); returns the single
         top folder to strip, if any."""
         top = self.tree.single_top()
-        checked = []
-        for path in self.tree.links():
-            try:
-                self.tree.resolve(path, top)
-            except NameProblem as p:
-                if top and not is_junk(path):
-                    raise NameProblem(p.name, f"{p.why} (or outside its top folder {top!r}, "
-                                      "which is stripped)") from None
-                raise
-            checked.append(path)
-        for path in checked:
+        for path in _checked_links(self.tree, top):
             if is_junk(path):
                 continue
             self._folder(os.path.dirname(path))
             os.symlink(self.tree.nodes[path].link, os.path.join(self.root, path))
         return top
+
+
+def _checked_links(tree: Tree, top: str | None) -> list[str]:
+    """The symbolic links of an archive, each resolved inside its tree (top folder stripped)."""
+    checked = []
+    for path in tree.links():
+        try:
+            tree.resolve(path, top)
+        except NameProblem as p:
+            if top and not is_junk(path):
+                raise NameProblem(p.name, f"{p.why} (or outside its top folder {top!r}, "
+                                  "which is stripped)") from None
+            raise
+        checked.append(path)
+    return checked
+
+
+class _Hasher(_Writer):
+    """Reads an archive the way `_Writer` extracts it (same name checks, junk skipped, same
+    budget, whole stream read) but writes nothing: it hashes each member's content."""
+
+    def __init__(self, budget: _Budget) -> None:
+        super().__init__(Path("."), budget)
+        self.entries: dict[str, str] = {}  # path -> sha256 of a file, or "link:<target>"
+
+    def add(self, name: str, kind: str, link: str = "",
+            data: Callable[[], IO[bytes]] | None = None) -> None:
+        if kind in SPECIAL:
+            raise NameProblem(name, f"is a {SPECIAL[kind]}")
+        path = self.tree.add(name, kind, link)
+        if path is None or kind == "dir" or is_junk(path):
+            return
+        if kind == "symlink":
+            self.entries[path] = f"link:{link}"
+            return
+        if kind == "hardlink":
+            self.entries[path] = self.entries.get(self.tree.nodes[path].link, "")
+            self.files += 1
+            return
+        h = hashlib.sha256()
+        try:
+            src = data()
+        except Exception as exc:
+            raise _ReadFailure(f": member {name!r}") from exc
+        with src:
+            while True:
+                try:
+                    block = src.read(CHUNK)
+                except Exception as exc:
+                    raise _ReadFailure(f": member {name!r}") from exc
+                if not block:
+                    break
+                self.budget.take(len(block), name)
+                h.update(block)
+        self.entries[path] = h.hexdigest()
+        self.files += 1
+
+    def finish(self) -> str | None:
+        top = self.tree.single_top()
+        _checked_links(self.tree, top)
+        return top
+
+
+class _CountingBudget(_Budget):
+    """The extraction budget without the disk: nothing is written."""
+
+    def __init__(self, archive: Path, limits: Limits) -> None:
+        super().__init__(archive, archive.parent, limits)
+        self.free = float("inf")
+
+
+def archive_identity(archive: Path, limits: Limits | None = None) -> dict[str, int | str]:
+    """What an archive holds, independent of how it was packed (member order, timestamps,
+    compression, the tool): a sha256 over (path, content sha256) of the members extraction
+    would write, the single top folder stripped as extraction strips it.  Read with the same
+    checks as `extract_archive`, so a hostile archive is refused here too (nothing written)."""
+    archive = Path(archive)
+    read = _reader(archive)
+    hasher = _Hasher(_CountingBudget(archive, limits or Limits()))
+    try:
+        read(archive, hasher)
+        top = hasher.finish()
+    except NameProblem as p:
+        raise UnsafeArchiveError(f"{archive}: member {p}\n    fix: {FIX}") from None
+    except _ReadFailure as exc:
+        cause = exc.__cause__
+        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        raise DataError(f"{archive}: cannot be read{exc.args[0]}{detail}\n"
+                        f"    fix: {DAMAGED_FIX}") from None
+    h = hashlib.sha256()
+    strip = f"{top}/" if top else ""
+    for path in sorted(hasher.entries):
+        h.update(f"{path.removeprefix(strip)}\0{hasher.entries[path]}\n".encode())
+    return {"members_sha256": h.hexdigest(), "files": hasher.files,
+            "size": hasher.budget.written}
 
 
 # --------------------------------------------------------------------------- tar

@@ -15,8 +15,13 @@ from typing import Any
 
 from taomake.compiler.coco import CocoReport, Decoder, check_coco
 from taomake.compiler.errors import DataError
-from taomake.compiler.facts import SPLIT_ROLES, min_train_images, num_classes, splits
-from taomake.compiler.layout import DataSource
+from taomake.compiler.facts import (
+    SPLIT_ROLES,
+    dataset_sources,
+    min_train_images,
+    num_classes,
+    splits,
+)
 
 
 @dataclass
@@ -86,18 +91,19 @@ class DatasetCheck:
 ROLES = SPLIT_ROLES
 
 
-def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str, ...] = ROLES,
-                  open_images: bool = True, decoder: Decoder | None = None) -> DatasetCheck:
+def check_dataset(project: Any, experiment: str, root: Path, base: Any = None, *,
+                  roles: tuple[str, ...] = ROLES, open_images: bool = True,
+                  decoder: Decoder | None = None) -> DatasetCheck:
     """Check an experiment's splits of the given roles (train, val, test); staged sources
     must be staged already.  The build checks each role on its own, so a changed test split
     re-checks (and re-evaluates) without retraining."""
     ds = project.dataset
     classes = dict(ds.classes)
     result = DatasetCheck(experiment, classes=classes)
+    sources = dataset_sources(project, base)
     for s in splits(ds, roles):
         name, split = s.name, s.source
-        ann = DataSource(split.annotations, "file")
-        images = DataSource(split.images, "images")
+        ann, images = sources[f"{s.key}.annotations"], sources[f"{s.key}.images"]
         ann_path = root / ann.target(project.results)
         img_path = root / images.target(project.results)
         for source, path in ((ann, ann_path), (images, img_path)):
@@ -106,8 +112,7 @@ def check_dataset(project: Any, experiment: str, root: Path, *, roles: tuple[str
                                 + ("\n    fix: stage it first (`taomake data stage`)"
                                    if source.staged else ""))
         report = check_coco(ann_path, img_path, num_classes=num_classes(ds), declared=classes,
-                            open_images=open_images, decoder=decoder)
-        report.file = split.annotations if ann.staged else str(ann.target(project.results))
+                            open_images=open_images, decoder=decoder, name=split.annotations)
         result.splits.append(SplitCheck(name, split.annotations, report))
     if "train" not in roles:
         return result

@@ -32,10 +32,11 @@ def _sources(plan: BuildPlan, keys: list[str] | None):
 
 
 def cmd_refresh(plan: BuildPlan, args: argparse.Namespace) -> int:
+    from .archive import Limits
     from .identity import refresh_stamps
 
     changed = refresh_stamps(Path(plan.root), plan.results, _sources(plan, args.key),
-                             store_of(plan))
+                             store_of(plan), Limits.of(plan.storage))
     for source in changed:
         print(f"changed: {source.uri}")
     return 0
@@ -47,10 +48,11 @@ def cmd_stage(plan: BuildPlan, args: argparse.Namespace) -> int:
     from .stage import Stager
 
     root = Path(plan.root)
-    sources = [s for s in _sources(plan, args.key) if s.staged]
+    every = _sources(plan, args.key)
+    sources = [s for s in every if s.staged]
     store = store_of(plan)
-    if not args.from_stamp:  # by hand: look at the sources now
-        refresh_stamps(root, plan.results, sources, store)
+    if not args.from_stamp:  # by hand: look at the sources now (and link the local ones)
+        refresh_stamps(root, plan.results, every, store, Limits.of(plan.storage))
     stager = Stager(root, plan.results, store, Limits.of(plan.storage))
     for source in sources:
         done = stager.stage(source)
@@ -77,7 +79,7 @@ def cmd_check(plan: BuildPlan, args: argparse.Namespace) -> int:
     failed = False
     decoder = CachedDecoder(Path(plan.root) / Shared(plan.results).checks_dir)
     for name in names:
-        check = check_dataset(lp.experiments[name].project, name, Path(plan.root),
+        check = check_dataset(lp.experiments[name].project, name, Path(plan.root), lp.base,
                               roles=tuple(args.split or ROLES), open_images=not args.no_open,
                               decoder=decoder)
         print(check.render(), flush=True)

@@ -1,11 +1,21 @@
-"""What a data source *is*, cheaply: ETag+size for S3 objects, a listing digest for S3 folders,
-content hashes for local files and folders.
+"""What a data source *is*: a digest of its content, wherever it lies.
 
-Snakemake decides staleness by mtimes, and a copied or touched dataset has new mtimes but the
-same content.  So each source gets a stamp file (`<results>/_data/<key>/source.json`) holding
-its identity, rewritten only when the identity changes; jobs depend on stamps (or on the staging
-marker that depends on one), never on the raw data.  Local hashes are cached by
-(size, mtime, inode) so an unchanged file is never read twice.
+Snakemake decides staleness by mtimes, and a copied, moved or touched dataset has new mtimes
+(and a new path) but the same content.  So each source gets a stamp file
+(`<results>/_data/<key>/source.json`, key = its place in the project) holding its content
+identity, rewritten only when that changes; jobs depend on stamps (or on the staging marker
+that depends on one), never on the raw data, and specs name the data inside that folder (a
+link to a local source, kept pointing at wherever it is now).  Identities:
+
+* a file: sha256 and size; a folder: sha256 over (relative name, sha256) of its files;
+* an archive: sha256 over (member path, content sha256) of what extraction writes
+  (`archive.archive_identity`), so re-packing the same members changes nothing;
+* on S3 the same, of the objects' content: an ETag is only a hint (the same bytes uploaded
+  with another part size get another ETag), so an object whose ETag is new is downloaded
+  once and hashed; an unchanged source costs one HEAD or LIST request.
+
+Paths and ETags are only hints for caches: local hashes are cached by (size, mtime, ctime,
+inode, device), S3 digests by (ETag, size), each under the source's folder.
 """
 
 from __future__ import annotations
@@ -13,26 +23,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from taomake.compiler.errors import DataError
 from taomake.compiler.files import atomic_write, sha256_file, write_if_changed
-from taomake.compiler.layout import DataSource
+from taomake.compiler.layout import DataSource, Shared, is_archive
 from taomake.digests import stat_key
+from taomake.errors import UnsafeArchiveError
 
-from .s3 import S3Store
+from .archive import Limits, archive_identity, ensure_free
+from .s3 import ObjectId, S3Store
+from .tree import NameProblem, Tree
 
-HASH_CACHE = "hashes.json"
+HASH_CACHE = "hashes.json"  # local: relative name -> [stat key..., digest]
+ETAG_CACHE = "etags.json"  # S3: relative name ("" for one object) -> [etag, size, digest]
 
 
-class _HashCache:
-    """Per-source cache: relative name -> [size, mtime_ns, ctime_ns, inode, device, sha256].
+class _Cache:
+    """A source's digest cache: name -> [hint..., digest]; a digest is reused while its hint
+    (a stat key, or an ETag and size) is the same.
 
-    ctime is in the key because an in-place edit can restore the mtime (`touch -d`, rsync -t,
-    a careless tool) but never the ctime."""
+    ctime is in the stat key because an in-place edit can restore the mtime (`touch -d`,
+    rsync -t, a careless tool) but never the ctime."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -43,37 +61,49 @@ class _HashCache:
         self.fresh: dict[str, list[Any]] = {}
         self.hashed_bytes = 0
 
-    def digest(self, rel: str, path: Path, st: os.stat_result) -> str:
-        key = stat_key(st)
-        old = self.entries.get(rel)
-        if old and old[:-1] == key:
-            sha = old[-1]
+    def get(self, name: str, hint: list[Any], compute: Callable[[], Any], size: int) -> Any:
+        old = self.entries.get(name)
+        if old and old[:-1] == hint:
+            value = old[-1]
         else:
-            sha = sha256_file(path)
-            self.hashed_bytes += st.st_size
-        self.fresh[rel] = key + [sha]
-        return sha
+            value = compute()
+            self.hashed_bytes += size
+        self.fresh[name] = hint + [value]
+        return value
 
     def save(self) -> None:
         if self.fresh != self.entries:
             atomic_write(self.path, json.dumps(self.fresh, sort_keys=True))
 
 
-def local_identity(path: Path, cache_file: Path) -> dict[str, Any]:
-    """sha256 of a file, or of a folder's (relative name, sha256) list (hidden files skipped)."""
-    cache = _HashCache(cache_file)
+def _tree_identity(digests: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """A folder of files as one digest: relative name -> (sha256, size)."""
+    h = hashlib.sha256()
+    for rel in sorted(digests):
+        h.update(f"{rel}\0{digests[rel][0]}\n".encode())
+    return {"tree_sha256": h.hexdigest(), "files": len(digests),
+            "size": sum(size for _, size in digests.values())}
+
+
+def local_identity(path: Path, cache_file: Path, limits: Limits | None = None) -> dict[str, Any]:
+    """The content identity of a local file, archive or folder (hidden files skipped)."""
+    cache = _Cache(cache_file)
     started = time.monotonic()
     try:
         if path.is_file():
             st = path.stat()
-            identity = {"sha256": cache.digest(path.name, path, st), "size": st.st_size}
+            if is_archive(path.name):
+                identity = cache.get(path.name, stat_key(st),
+                                     lambda: archive_identity(path, limits), st.st_size)
+            else:
+                identity = {"sha256": cache.get(path.name, stat_key(st),
+                                                lambda: sha256_file(path), st.st_size),
+                            "size": st.st_size}
         elif path.is_dir():
-            h, files, total = hashlib.sha256(), 0, 0
-            for rel, full, st in sorted(_walk(path)):
-                h.update(f"{rel}\0{cache.digest(rel, full, st)}\n".encode())
-                files += 1
-                total += st.st_size
-            identity = {"tree_sha256": h.hexdigest(), "files": files, "size": total}
+            identity = _tree_identity({
+                rel: (cache.get(rel, stat_key(st), lambda full=full: sha256_file(full),
+                                st.st_size), st.st_size)
+                for rel, full, st in _walk(path)})
         else:
             raise FileNotFoundError(path)
     except (FileNotFoundError, DataError):
@@ -115,26 +145,113 @@ def _walk(root: Path):
                     yield full.relative_to(root).as_posix(), full, entry.stat()
 
 
-def remote_identity(source: DataSource, store: S3Store) -> dict[str, Any]:
+def identity_id(identity: dict[str, Any]) -> str:
+    """A short name for an identity (staged versions, downloads)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_listing(uri: str, objects: dict[str, ObjectId], folder: Path, limits: Limits) -> None:
+    """The objects under a prefix become files: their names must make a tree (no
+    `a.jpg` beside `a.jpg/b.jpg`, no `..`), and their total must fit the limits and the
+    disk."""
+    tree = Tree()
+    for rel in sorted(objects):
+        try:
+            tree.add(rel, "file")
+        except NameProblem as p:
+            raise DataError(f"{uri}: object {p}; nothing was downloaded\n"
+                            "    fix: rename or remove that object so that the prefix "
+                            "is a plain folder of files") from None
+    total = sum(o.size for o in objects.values())
+    if total > limits.max_bytes:
+        raise UnsafeArchiveError(
+            f"{uri}: holds {total / 1e9:.1f} GB in {len(objects)} objects, more than "
+            f"storage.archive_max_gb ({limits.max_bytes / 1e9:g} GB); nothing was "
+            "downloaded\n    fix: point the project at a smaller prefix, or raise "
+            "storage.archive_max_gb in project.yaml")
+    ensure_free(f"download {uri}", total, folder)
+
+
+def log_transfer(ledger: Path, uri: str, nbytes: int) -> None:
+    """Append one download to the results folder's transfer ledger (`Shared.transfers`)."""
+    line = json.dumps({"time": time.time(), "uri": uri, "bytes": nbytes}) + "\n"
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger, "a") as f:  # one short O_APPEND write per transfer
+        f.write(line)
+
+
+DOWNLOADS = "download"  # under a source's folder: objects fetched to learn their content
+
+
+def remote_identity(source: DataSource, store: S3Store, folder: Path, ledger: Path,
+                    limits: Limits | None = None) -> tuple[dict[str, Any], Any]:
+    """The content identity of an S3 object or prefix, and what the store says of it now
+    (an ObjectId, or relative name -> ObjectId): one HEAD or LIST request, plus a download of
+    each object whose (ETag, size) the cache has not seen.  Those downloads stay in
+    `<folder>/download/` (names checked as staging checks them), where staging takes them
+    instead of downloading again."""
+    cache = _Cache(folder / ETAG_CACHE)
+    limits = limits or Limits()
+    downloads = folder / DOWNLOADS
+
+    def fetch(uri: str, rel: str, obj: ObjectId) -> Path:
+        dest = downloads / rel
+        if not dest.resolve().is_relative_to(downloads.resolve()):
+            raise DataError(f"object {uri} would be written outside {downloads}")
+        log_transfer(ledger, uri, store.download(uri, dest, obj))
+        return dest
+
+    def named(uri: str, path: Path, compute: Callable[[Path], Any]) -> Any:
+        try:
+            return compute(path)
+        except DataError as exc:  # name the object, not the downloaded copy
+            raise type(exc)(str(exc).replace(str(path), uri)) from None
+
     if source.kind == "images" and not source.archive:  # a folder of objects
         objects = store.list(source.uri)
-        h = hashlib.sha256()
-        for rel in sorted(objects):
-            h.update(f"{rel}\0{objects[rel].etag}\0{objects[rel].size}\n".encode())
-        return {"listing_sha256": h.hexdigest(), "files": len(objects),
-                "size": sum(o.size for o in objects.values())}
-    return store.head(source.uri).as_dict()
+        base = source.uri.rstrip("/") + "/"
+        todo = [rel for rel in objects
+                if (cache.entries.get(rel) or [])[:-1] != [objects[rel].etag, objects[rel].size]]
+        if todo:
+            check_listing(source.uri, {rel: objects[rel] for rel in todo}, folder, limits)
+        with ThreadPoolExecutor(max_workers=store.settings.max_concurrency) as pool:
+            fresh = dict(zip(todo, pool.map(lambda rel: sha256_file(
+                fetch(base + rel, rel, objects[rel])), todo), strict=True))
+        digests = {rel: (cache.get(rel, [o.etag, o.size], lambda rel=rel: fresh[rel], o.size),
+                         o.size) for rel, o in objects.items()}
+        cache.save()
+        return _tree_identity(digests), objects
+    obj = store.head(source.uri)
+    name = source.uri.rsplit("/", 1)[-1]
+    if source.archive:
+        def compute() -> Any:
+            ensure_free(f"download {source.uri}", obj.size, folder)
+            found = named(source.uri, fetch(source.uri, name, obj),
+                          lambda path: archive_identity(path, limits))
+            # staging extracts this download rather than fetching it again
+            atomic_write(folder / "download.json", json.dumps({"id": identity_id(found)}))
+            return found
+
+        identity = cache.get("", [obj.etag, obj.size], compute, obj.size)
+    else:
+        identity = {"sha256": cache.get("", [obj.etag, obj.size], lambda: sha256_file(
+            fetch(source.uri, name, obj)), obj.size), "size": obj.size}
+    cache.save()
+    return identity, obj
 
 
-def identify(source: DataSource, root: Path, results: str, store: S3Store) -> dict[str, Any]:
-    if source.remote:
-        return remote_identity(source, store)
+def identify(source: DataSource, root: Path, results: str, store: S3Store,
+             limits: Limits | None = None) -> dict[str, Any]:
     folder = root / source.folder(results)
-    return local_identity(root / source.uri, folder / HASH_CACHE)
+    if source.remote:
+        return remote_identity(source, store, folder, root / Shared(results).transfers,
+                               limits)[0]
+    return local_identity(root / source.uri, folder / HASH_CACHE, limits)
 
 
 def stamp_text(source: DataSource, identity: dict[str, Any]) -> str:
-    return json.dumps({"uri": source.uri, "kind": source.kind, "identity": identity},
+    """What the stamp holds: the content only (the path is where the link points)."""
+    return json.dumps({"kind": source.kind, "identity": identity},
                       indent=1, sort_keys=True) + "\n"
 
 
@@ -142,17 +259,46 @@ def read_stamp(root: Path, results: str, source: DataSource) -> dict[str, Any]:
     return json.loads((root / source.stamp(results)).read_text())["identity"]
 
 
+def link_local(root: Path, results: str, source: DataSource) -> bool:
+    """Point the source's link (what the specs name) at the local data, atomically; relative
+    inside the project folder (it moves with it), absolute outside.  True if it changed."""
+    link = root / source.target(results)
+    data = Path(os.path.normpath(root / source.uri))
+    text = os.path.relpath(data, link.parent) if data.is_relative_to(root) else str(data)
+    try:
+        if os.readlink(link) == text:
+            return False
+    except OSError:
+        pass
+    replace_with_link(link, text)
+    return True
+
+
+def replace_with_link(link: Path, text: str) -> None:
+    """Make `link` a symbolic link to `text`, atomically (a real folder there is removed)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(text, tmp)
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    os.replace(tmp, link)
+
+
 def refresh_stamps(root: Path, results: str, sources: list[DataSource],
-                   store: S3Store) -> list[DataSource]:
-    """Write every source's stamp when its identity changed; returns the changed ones.
+                   store: S3Store, limits: Limits | None = None) -> list[DataSource]:
+    """Write every source's stamp when its identity changed, and point each local source's
+    link at it; returns the sources whose stamp changed.
 
     A missing local source is left to the compiler's own check (it names the project key)."""
     changed = []
     for source in sources:
         try:
-            identity = identify(source, root, results, store)
+            identity = identify(source, root, results, store, limits)
         except FileNotFoundError:
             continue
+        if not source.staged:
+            link_local(root, results, source)
         if write_if_changed(root / source.stamp(results), stamp_text(source, identity)):
             changed.append(source)
     return changed
