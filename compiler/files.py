@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,35 @@ def write_if_changed(path: Path, content: str) -> bool:
     except (FileNotFoundError, UnicodeDecodeError):
         pass
     atomic_write(path, content)
+    return True
+
+
+def replace_with_link(link: Path, text: str) -> None:
+    """Make `link` a symbolic link to `text`, atomically (a real folder there is removed)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(text, tmp)
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    os.replace(tmp, link)
+
+
+def link_local_source(root: Path, uri: str, link_rel: str) -> bool:
+    """Point `root/link_rel` (where specs name a local data source) at `root/uri`: relative
+    inside the project folder (it moves with it), absolute outside.  True if it changed; a
+    source that does not exist is left to the compiler's check (it names the project key)."""
+    data = Path(os.path.normpath(root / uri))
+    if not data.exists():
+        return False
+    link = root / link_rel
+    text = os.path.relpath(data, link.parent) if data.is_relative_to(root) else str(data)
+    try:
+        if os.readlink(link) == text:
+            return False
+    except OSError:
+        pass
+    replace_with_link(link, text)
     return True
 
 

@@ -27,7 +27,7 @@ from .facts import (
     min_train_images,
     splits,
 )
-from .files import atomic_write, write_if_changed
+from .files import atomic_write, link_local_source, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
 PLAN_FORMAT = 8  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
@@ -375,7 +375,8 @@ def _cache_path(project: Path) -> Path:
 
 
 def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
-    """The build plan for `project`, written specs included; compiles only when needed.
+    """The build plan for `project`, written specs (and the links to local data they name)
+    included; compiles only when needed.
     `write=False` (`snakemake --lint`) leaves the plan cache and the specs as they are.
 
     Raises the compiler's ProjectError (exit 2) for an invalid project."""
@@ -400,6 +401,9 @@ def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
     if not write:
         return plan
     root = Path(plan.root)
+    for source in plan.data_sources():  # where the specs name local data: links to it
+        if not source.staged:
+            link_local_source(root, source.uri, source.target(plan.results))
     for e in plan.experiments.values():
         for spec in e.specs.values():
             write_if_changed(root / spec.path, spec.text)

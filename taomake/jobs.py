@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from taomake.compiler.actions import ACTIONS, Action
 from taomake.compiler.errors import UsageError
 from taomake.compiler.facts import job_shape
-from taomake.compiler.files import atomic_write
+from taomake.compiler.files import atomic_write, link_local_source
 from taomake.compiler.layout import RECORDS_DIR
 from taomake.compiler.plan import BuildPlan, ExperimentPlan, JobSettings, load_plan, resources_of
 from taomake.compiler.writer import changed_keys
@@ -230,6 +230,9 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
             raise UsageError("--epochs is for a sweep rung: train with --rung-out")
         spec = _with_epochs(spec, epochs)
     p = plan.job_settings(experiment)
+    for source in plan.data_sources():  # a job run by hand: the links to local data it reads
+        if not source.staged:
+            link_local_source(root, source.uri, source.target(plan.results))
     out_dir = root / compiled.layout.action_dir(action.results_subdir)
     # TAO may rewrite its spec in place (multi-node): every job gets its own copy
     job_spec = out_dir / RECORDS_DIR / f"job-{action.name}.yaml"

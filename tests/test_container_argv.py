@@ -12,6 +12,7 @@ from unittest.mock import patch
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.layout import image_file
+from taomake.compiler.plan import load_plan
 
 from taomake.runners import TaoJob
 from taomake.runners.apptainer import apptainer_argv, conversion_argv, host_env
@@ -129,6 +130,7 @@ def test_image_files_and_conversion():
 def test_mounts_cover_every_spec_path(tmp_path):
     """Every path of every compiled demo spec resolves inside a -B / --container-mounts entry."""
     lp = load_project(make_project(tmp_path))
+    load_plan(lp.path)  # writes the specs and the links to local data they name
     for action, spec in compile_project(lp)["base"].specs.items():
         copy = (tmp_path / "results/base" / action / ".taomake" / f"job-{action}.yaml")
         mounts = tuple(job_mounts(spec.data, lp.root, "results/base", copy))

@@ -183,7 +183,8 @@ def test_provenance_of_an_artifact(built):
     record = json.loads(train.stdout)
     assert record["action"] == "select_checkpoint" and record["trained_by"]["action"] == "train"
     data = record["trained_by"]["data"]
-    assert data["data/shapes/train/annotations.json"]["identity"]["sha256"]
+    train = data["results/_data/train-0-annotations/annotations.json"]
+    assert train["uri"] == "data/shapes/train/annotations.json" and train["identity"]["sha256"]
     best = json.loads(taomake(built, "provenance", "results/tuned/sweep/best.json").stdout)
     assert best["action"] == "sweep_best" and best["command"][:2] == ["taomake", "sweep-best"]
     assert sorted(best["consumed"]) == [f"results/tuned.t00{i}/train/curve.csv"
@@ -237,7 +238,7 @@ def test_int8_calibration_images_are_inputs_of_the_engine(tmp_path):
     make_project(tmp_path / "local", text)
     spec = compile_project(load_project(tmp_path / "local/project.yaml"))["base"].specs[
         "gen_trt_engine"].data
-    assert dataset_paths(spec) == ["data/shapes/train/images"]
+    assert dataset_paths(spec) == ["results/_data/train-0-images/images"]  # the same images
     archived = tmp_path / "archived"
     assert text.count("  calibration:\n    images: data/shapes/train/images") == 1
     make_project(archived, text.replace("  calibration:\n    images: data/shapes/train/images",

@@ -86,7 +86,7 @@ def test_tao_accepts_every_compiled_spec(name, tmp_path, tao_roots):
                 assert cfg["train"]["num_nodes"] == data["train"]["num_nodes"]
                 assert cfg["train"]["gpu_ids"] == list(range(cfg["train"]["num_gpus"]))
                 assert cfg["dataset"]["train_data_sources"][0]["json_file"] == \
-                    "data/shapes/train/annotations.json"
+                    "results/_data/train-0-annotations/annotations.json"
             if action == "export":
                 size = cfg["dataset"]["augmentation"]["eval_spatial_size"]
                 assert [cfg["export"]["input_height"], cfg["export"]["input_width"]] == size
@@ -98,7 +98,9 @@ def test_tao_accepts_every_compiled_spec(name, tmp_path, tao_roots):
                 trt = cfg["gen_trt_engine"]["tensorrt"]
                 assert trt["data_type"] == data["gen_trt_engine"]["tensorrt"]["data_type"]
                 if trt["data_type"] == "INT8":
-                    assert trt["calibration"]["cal_image_dir"] == ["data/shapes/train/images"]
+                    # the training images: one source, one link
+                        assert trt["calibration"]["cal_image_dir"] == [
+                            "results/_data/train-0-images/images"]
             if action == "distill":
                 assert cfg["distill"]["pretrained_teacher_model_path"] == \
                     "results/teacher/train/model.pth"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from taomake.compiler.errors import DataError
-from taomake.compiler.files import atomic_write, sha256_file, write_if_changed
+from taomake.compiler.files import (
+    atomic_write,
+    link_local_source,
+    sha256_file,
+    write_if_changed,
+)
 from taomake.compiler.layout import DataSource, Shared, is_archive
 from taomake.digests import stat_key
 from taomake.errors import UnsafeArchiveError
@@ -259,32 +263,6 @@ def read_stamp(root: Path, results: str, source: DataSource) -> dict[str, Any]:
     return json.loads((root / source.stamp(results)).read_text())["identity"]
 
 
-def link_local(root: Path, results: str, source: DataSource) -> bool:
-    """Point the source's link (what the specs name) at the local data, atomically; relative
-    inside the project folder (it moves with it), absolute outside.  True if it changed."""
-    link = root / source.target(results)
-    data = Path(os.path.normpath(root / source.uri))
-    text = os.path.relpath(data, link.parent) if data.is_relative_to(root) else str(data)
-    try:
-        if os.readlink(link) == text:
-            return False
-    except OSError:
-        pass
-    replace_with_link(link, text)
-    return True
-
-
-def replace_with_link(link: Path, text: str) -> None:
-    """Make `link` a symbolic link to `text`, atomically (a real folder there is removed)."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.symlink(text, tmp)
-    if link.is_dir() and not link.is_symlink():
-        shutil.rmtree(link)
-    os.replace(tmp, link)
-
-
 def refresh_stamps(root: Path, results: str, sources: list[DataSource],
                    store: S3Store, limits: Limits | None = None) -> list[DataSource]:
     """Write every source's stamp when its identity changed, and point each local source's
@@ -298,7 +276,7 @@ def refresh_stamps(root: Path, results: str, sources: list[DataSource],
         except FileNotFoundError:
             continue
         if not source.staged:
-            link_local(root, results, source)
+            link_local_source(root, source.uri, source.target(results))
         if write_if_changed(root / source.stamp(results), stamp_text(source, identity)):
             changed.append(source)
     return changed

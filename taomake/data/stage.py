@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from taomake.compiler.errors import DataError
-from taomake.compiler.files import atomic_write, sha256_file
+from taomake.compiler.files import atomic_write, replace_with_link, sha256_file
 from taomake.compiler.layout import DataSource, Shared
 
 from .archive import Limits, ensure_free, extract_archive
@@ -42,7 +42,6 @@ from .identity import (
     log_transfer,
     read_stamp,
     remote_identity,
-    replace_with_link,
 )
 from .s3 import ObjectId, S3Store
 
