@@ -38,19 +38,31 @@ def dry_run_jobs(out: str) -> list[Job]:
     return jobs
 
 
-def mirror(jobs: list[Job], folder: Path) -> dict[str, int]:
+def mirror(jobs: list[Job], folder: Path, *, shared_prefix: bool = False) -> dict[str, int]:
     """Write the bare workflow into `folder` (Snakefile + the source files); returns the
-    job count per rule."""
+    job count per rule.
+
+    Outputs are `b/<rule>/<j>.<k>`: each rule's own constant prefix, which Snakemake's output
+    index uses to offer a file to one rule only.  `shared_prefix` writes them the way taomake's
+    layout does (`results/<j>/<rule>.<k>`: every rule's outputs start with `results/` and a
+    wildcard), so each file is offered to every rule: the same work for Snakemake as
+    taomake's paths give it."""
+
+    def out_path(rule: str, j: int | str, k: int) -> str:
+        return f"results/{j}/{rule}.{k}" if shared_prefix else f"b/{rule}/{j}.{k}"
+
     produced: dict[str, str] = {}  # taomake output -> the bare job's output
     ids: dict[str, int] = {}
     outputs_of: dict[int, list[str]] = {}
+    ids_of: dict[int, int] = {}
     for n, job in enumerate(jobs):
         if job.rule == "all":
             continue
         j = ids[job.rule] = ids.get(job.rule, -1) + 1
         outs = job.fields.get("output", [])
-        bare = [f"b/{job.rule}/{j}.{k}" for k in range(len(outs))]
+        bare = [out_path(job.rule, j, k) for k in range(len(outs))]
         outputs_of[n] = bare
+        ids_of[n] = j
         produced.update(zip(outs, bare, strict=True))
     sources: dict[str, str] = {}
 
@@ -68,7 +80,7 @@ def mirror(jobs: list[Job], folder: Path) -> dict[str, int]:
         if job.rule == "all":
             targets = ins
             continue
-        j = int(outputs_of[n][0].rsplit("/", 1)[1].split(".")[0]) if outputs_of[n] else 0
+        j = ids_of[n]
         inputs.setdefault(job.rule, {})[j] = ins
         shape[job.rule] = (len(job.fields.get("output", [])), len(job.fields.get("log", [])),
                            len(job.fields.get("benchmark", [])))
@@ -80,7 +92,8 @@ def mirror(jobs: list[Job], folder: Path) -> dict[str, int]:
     for rule, (n_out, n_log, n_bench) in shape.items():
         lines += [f"rule {rule}:",
                   f"    input: lambda w: IN[{rule!r}][int(w.j)]",
-                  "    output: " + ", ".join(f'"b/{rule}/{{j}}.{k}"' for k in range(n_out))]
+                  "    output: " + ", ".join(f'"{out_path(rule, "{j}", k)}"'
+                                        for k in range(n_out))]
         if n_log:
             lines.append("    log: " + ", ".join(f'"logs/{rule}/{{j}}.{k}"'
                                                  for k in range(n_log)))
