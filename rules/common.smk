@@ -65,10 +65,10 @@ CHECKS = {key: (e.name, role) for e in reversed(list(EXPS.values()))
 
 
 def refresh_data_stamps():
-    """Record each data source's content identity before the DAG is built, and point local
-    sources' links (what specs name) at them; a stamp is rewritten only when the content
-    changed, so jobs rerun exactly when their data did, wherever it lies now.  Cluster jobs skip it: the main Snakemake process already looked; so does
-    `--lint`."""
+    """Record each data source's content identity before the DAG is built (the plan, loaded
+    above, already pointed the local sources' links at them); a stamp is rewritten only when
+    the content changed, so jobs rerun exactly when their data did, wherever it lies now.
+    Cluster jobs skip it: the main Snakemake process already looked; so does `--lint`."""
     if workflow.remote_exec or READ_ONLY:
         return
     from taomake.data.archive import Limits

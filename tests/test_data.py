@@ -169,6 +169,13 @@ def archived(tmp_path) -> Path:
     return folder
 
 
+def relabel(annotations: Path) -> None:
+    """New bytes in an annotation file (an `info` record), the same boxes and classes."""
+    doc = json.loads(annotations.read_text())
+    doc["info"] = {"description": "relabelled"}
+    annotations.write_text(json.dumps(doc))
+
+
 def test_data_changes_rerun_only_what_reads_them(archived):
     folder = archived
     snakemake(folder)
@@ -180,10 +187,7 @@ def test_data_changes_rerun_only_what_reads_them(archived):
     snakemake(folder)
     assert calls(folder) == []
 
-    ann = folder / "data/shapes/test/annotations.json"
-    doc = json.loads(ann.read_text())
-    doc["info"] = {"description": "relabelled"}
-    ann.write_text(json.dumps(doc))
+    relabel(folder / "data/shapes/test/annotations.json")
     proc = snakemake(folder)
     assert [c[0] for c in calls(folder)] == ["evaluate"], proc.stderr[-2000:]
     assert "data_check" in proc.stderr  # the test split was checked again
@@ -232,9 +236,6 @@ def test_moved_copied_or_repacked_data_rebuilds_nothing(archived):
         str(elsewhere / "shapes/val/images")
 
     # the control: one changed byte in the copy is new data, and reruns what reads it
-    ann = elsewhere / "shapes/test/annotations.json"
-    doc = json.loads(ann.read_text())
-    doc["info"] = {"description": "relabelled"}
-    ann.write_text(json.dumps(doc))
+    relabel(elsewhere / "shapes/test/annotations.json")
     proc = snakemake(folder)
     assert [c[0] for c in calls(folder)] == ["evaluate"], proc.stderr[-2000:]

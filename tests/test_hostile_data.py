@@ -478,18 +478,17 @@ def test_symlink_loop_in_a_local_image_folder(tmp_path, capsys):
 
 
 def test_s3_listing_names_are_checked_before_download(tmp_path):
+    from taomake.data.identity import check_listing
     from taomake.data.s3 import ObjectId
-    from taomake.data.stage import Stager
 
-    stager = Stager(tmp_path, "results", S3Store())
     for bad, why in (("../../x.png", "climbs out"), ("/abs.png", "absolute"),
                      ("a\\b.png", "backslash")):
         with pytest.raises(DataError, match=why):
-            stager._check_listing("s3://b/p", {"ok.png": ObjectId("e", 1), bad: ObjectId("e", 1)},
-                                  tmp_path)
+            check_listing("s3://b/p", {"ok.png": ObjectId("e", 1), bad: ObjectId("e", 1)},
+                          tmp_path, Limits())
     huge = {f"{i}.png": ObjectId("e", 10**9) for i in range(600)}
     with pytest.raises(DataError, match="archive_max_gb"):
-        stager._check_listing("s3://b/p", huge, tmp_path)
+        check_listing("s3://b/p", huge, tmp_path, Limits())
 
 
 # --------------------------------------------------------------------------- uploads

@@ -6,10 +6,8 @@ import os
 
 import pytest
 from taomake.compiler import compile_project, load_project
-from taomake.compiler.facts import dataset_sources
+from taomake.compiler.plan import load_plan
 
-from taomake.data.identity import refresh_stamps
-from taomake.data.s3 import S3Store
 from taomake.errors import RunError
 from taomake.runners.mounts import job_mounts, spec_paths
 from tests.helpers import make_project
@@ -17,8 +15,7 @@ from tests.helpers import make_project
 
 def test_mounts_cover_every_spec_path_and_nothing_else(tmp_path):
     lp = load_project(make_project(tmp_path))
-    # what the build does before any job: link the local data where the specs name it
-    refresh_stamps(lp.root, "results", list(dataset_sources(lp.base).values()), S3Store())
+    load_plan(lp.path)  # what the build does before any job: specs, and links to local data
     for action, spec in compile_project(lp)["base"].specs.items():
         copy = tmp_path / "results/base" / action / ".taomake/job.yaml"
         mounts = job_mounts(spec.data, lp.root, "results/base", copy)

@@ -34,7 +34,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from taomake.compiler.errors import DataError
 from taomake.compiler.files import nearest_existing
@@ -220,29 +220,39 @@ class _Writer:
         self._folder(os.path.dirname(path))
         full = os.path.join(self.root, path)
         if kind == "hardlink":
-            target = self.tree.nodes[path].link
-            if is_junk(target):
-                raise NameProblem(name, f"is a hard link to {link!r}, a macOS metadata file")
+            target = self._hardlink_target(name, link, path)
             os.link(os.path.join(self.root, target), full, follow_symlinks=False)
             self.files += 1
             return
         fd = os.open(full, self.FLAGS, 0o644)
         with os.fdopen(fd, "wb", buffering=0) as out:
-            try:
-                src = data()
-            except Exception as exc:
-                raise _ReadFailure(f": member {name!r}") from exc
-            with src:
-                while True:
-                    try:
-                        block = src.read(CHUNK)
-                    except Exception as exc:
-                        raise _ReadFailure(f": member {name!r}") from exc
-                    if not block:
-                        break
-                    self.budget.take(len(block), name)
-                    out.write(block)
+            self._read_member(name, data, out.write)
         self.files += 1
+
+    def _read_member(self, name: str, data: Callable[[], IO[bytes]],
+                     sink: Callable[[bytes], Any]) -> None:
+        """Feed a member's content to `sink` block by block, counted against the budget;
+        a read that fails is the archive's fault."""
+        try:
+            src = data()
+        except Exception as exc:
+            raise _ReadFailure(f": member {name!r}") from exc
+        with src:
+            while True:
+                try:
+                    block = src.read(CHUNK)
+                except Exception as exc:
+                    raise _ReadFailure(f": member {name!r}") from exc
+                if not block:
+                    break
+                self.budget.take(len(block), name)
+                sink(block)
+
+    def _hardlink_target(self, name: str, link: str, path: str) -> str:
+        target = self.tree.nodes[path].link
+        if is_junk(target):
+            raise NameProblem(name, f"is a hard link to {link!r}, a macOS metadata file")
+        return target
 
     def finish(self) -> str | None:
         """Create the symbolic links (each resolved inside the tree first); returns the single
@@ -290,24 +300,11 @@ class _Hasher(_Writer):
             self.entries[path] = f"link:{link}"
             return
         if kind == "hardlink":
-            self.entries[path] = self.entries.get(self.tree.nodes[path].link, "")
+            self.entries[path] = self.entries.get(self._hardlink_target(name, link, path), "")
             self.files += 1
             return
         h = hashlib.sha256()
-        try:
-            src = data()
-        except Exception as exc:
-            raise _ReadFailure(f": member {name!r}") from exc
-        with src:
-            while True:
-                try:
-                    block = src.read(CHUNK)
-                except Exception as exc:
-                    raise _ReadFailure(f": member {name!r}") from exc
-                if not block:
-                    break
-                self.budget.take(len(block), name)
-                h.update(block)
+        self._read_member(name, data, h.update)
         self.entries[path] = h.hexdigest()
         self.files += 1
 

@@ -5,7 +5,8 @@ Snakemake decides staleness by mtimes, and a copied, moved or touched dataset ha
 (`<results>/_data/<key>/source.json`, key = its place in the project) holding its content
 identity, rewritten only when that changes; jobs depend on stamps (or on the staging marker
 that depends on one), never on the raw data, and specs name the data inside that folder (a
-link to a local source, kept pointing at wherever it is now).  Identities:
+link to a local source, which `compiler.plan.load_plan` keeps pointing at wherever it is
+now).  Identities:
 
 * a file: sha256 and size; a folder: sha256 over (relative name, sha256) of its files;
 * an archive: sha256 over (member path, content sha256) of what extraction writes
@@ -33,7 +34,6 @@ from typing import Any
 from taomake.compiler.errors import DataError
 from taomake.compiler.files import (
     atomic_write,
-    link_local_source,
     sha256_file,
     write_if_changed,
 )
@@ -265,8 +265,9 @@ def read_stamp(root: Path, results: str, source: DataSource) -> dict[str, Any]:
 
 def refresh_stamps(root: Path, results: str, sources: list[DataSource],
                    store: S3Store, limits: Limits | None = None) -> list[DataSource]:
-    """Write every source's stamp when its identity changed, and point each local source's
-    link at it; returns the sources whose stamp changed.
+    """Write every source's stamp when its identity changed; returns the sources whose
+    stamp changed.  (The links to local sources are the plan's: `load_plan` writes them with
+    the specs that name them.)
 
     A missing local source is left to the compiler's own check (it names the project key)."""
     changed = []
@@ -275,8 +276,6 @@ def refresh_stamps(root: Path, results: str, sources: list[DataSource],
             identity = identify(source, root, results, store, limits)
         except FileNotFoundError:
             continue
-        if not source.staged:
-            link_local_source(root, source.uri, source.target(results))
         if write_if_changed(root / source.stamp(results), stamp_text(source, identity)):
             changed.append(source)
     return changed

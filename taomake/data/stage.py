@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from taomake.compiler.errors import DataError
-from taomake.compiler.files import atomic_write, replace_with_link, sha256_file
+from taomake.compiler.files import atomic_write, replace_with_link
 from taomake.compiler.layout import DataSource, Shared
 
 from .archive import Limits, ensure_free, extract_archive
@@ -68,6 +68,17 @@ def downloaded_bytes(ledger: Path) -> int:
     except OSError:
         return 0
     return sum(json.loads(line)["bytes"] for line in lines if line.strip())
+
+
+def _fetched(folder: Path, name: str, rel: str, obj: ObjectId) -> Path | None:
+    """The copy of an object that learning its identity downloaded (`download/<rel>`), if it
+    is still there and of the object the store holds now (the ETag cache entry `name`
+    records the ETag and size it was downloaded at)."""
+    path = folder / DOWNLOADS / rel
+    entry = _read_json(folder / ETAG_CACHE).get(name)
+    if isinstance(entry, list) and entry[:2] == [obj.etag, obj.size] and path.is_file():
+        return path
+    return None
 
 
 def _clean(folder: Path, keep: set[str]) -> None:
@@ -134,8 +145,8 @@ class Stager:
         learning their identity downloaded (`download/`) is taken instead."""
         folder.mkdir(parents=True, exist_ok=True)
         if source.kind == "file":  # remote annotations
-            fetched = folder / DOWNLOADS / source.uri.rsplit("/", 1)[-1]
-            if fetched.is_file() and sha256_file(fetched) == identity["sha256"]:
+            fetched = _fetched(folder, "", source.uri.rsplit("/", 1)[-1], now)
+            if fetched is not None:
                 os.replace(fetched, folder / "annotations.json")
                 return 0, {}
             ensure_free(f"download {source.uri}", now.size, folder)
@@ -167,22 +178,13 @@ class Stager:
                              ETAG_CACHE})
         return downloaded, extra
 
-    def _check_listing(self, uri: str, objects: dict[str, ObjectId], folder: Path) -> None:
-        check_listing(uri, objects, folder, self.limits)
-
     def _sync_folder(self, source: DataSource, objects: dict[str, ObjectId], folder: Path,
                      version: str, state: dict[str, Any]) -> tuple[int, dict[str, str]]:
         """Download an S3 prefix; files whose ETag did not change are hard-linked from the
         previous version instead of downloaded again."""
-        self._check_listing(source.uri, objects, folder)
+        check_listing(source.uri, objects, folder, self.limits)
         previous = folder / str(state.get("version", ""))
         old_etags = state.get("etags", {}) if previous.is_dir() else {}
-        fetched = folder / DOWNLOADS  # objects downloaded to learn their content, by ETag
-        try:
-            fetched_etags = {rel: e[0] for rel, e in
-                             json.loads((folder / ETAG_CACHE).read_text()).items()}
-        except (OSError, ValueError, TypeError, IndexError, KeyError):
-            fetched_etags = {}
         tmp = folder / f".{version}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -196,8 +198,9 @@ class Stager:
             if old_etags.get(rel) == objects[rel].etag and (previous / rel).is_file():
                 os.link(previous / rel, dest)
                 return 0
-            if fetched_etags.get(rel) == objects[rel].etag and (fetched / rel).is_file():
-                os.replace(fetched / rel, dest)
+            fetched = _fetched(folder, rel, rel, objects[rel])
+            if fetched is not None:
+                os.replace(fetched, dest)
                 return 0
             return self.store.download(base + rel, dest, objects[rel])
 
