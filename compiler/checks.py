@@ -147,6 +147,26 @@ def locate(ctx: CompileContext, action: str, tao_path: str) -> Location:
     return smap.locate(_path(key), key=key)
 
 
+# Spec mappings whose entries are named after the classes (the value of an entry is set by its
+# SOURCE_OF key): an entry that appears or goes, a class renamed, added or removed, comes from
+# that class's line in the mapping named here.
+ENTRIES_NAMED_BY = {"inference.color_map": "dataset.classes"}
+
+
+def entry_location(lp, experiment: str, tao_path: str) -> Location | None:
+    """Where an entry of a class-named spec mapping that appeared or went comes from: the line
+    of the class of that name (for a name that went, the classes themselves); None for a key
+    of any other mapping."""
+    parent, _, name = tao_path.rpartition(".")
+    section = ENTRIES_NAMED_BY.get(parent)
+    if section is None:
+        return None
+    exp = lp.experiments[experiment]
+    ids = [i for i, n in exp.project.dataset.classes.items() if n == name]
+    key = (*_path(section), ids[0]) if ids else _path(section)
+    return exp.smap.locate(key, key=".".join(map(str, key)))
+
+
 def _with_indices(key: str, indices: list[str]) -> str:
     for index in indices:
         key = key.replace("[*]", f"[{index}]", 1)

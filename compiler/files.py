@@ -26,8 +26,15 @@ def atomic_write(path: Path, content: str | bytes) -> None:
         raise
 
 
-def write_if_changed(path: Path, content: str) -> bool:
+def write_if_changed(path: Path, content: str, *, unchanged_since: int | None = None) -> bool:
+    """Write `content` unless the file already holds it.  `unchanged_since` (ns): a file of
+    the right size not modified since then is taken as written without reading it (the plan
+    cache's time: a spec edited by hand after it is read and put back)."""
     try:
+        if unchanged_since is not None:
+            st = path.stat()
+            if st.st_mtime_ns <= unchanged_since and st.st_size == len(content.encode()):
+                return False
         if path.read_text(encoding="utf-8") == content:
             return False
     except (FileNotFoundError, UnicodeDecodeError):

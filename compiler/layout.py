@@ -21,6 +21,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what TAO reads as images
 # taomake's own records inside a folder TAO writes (job specs, resume guard, provenance),
 # hidden so that TAO and users listing the outputs do not mistake them for artifacts
 RECORDS_DIR = ".taomake"
+# An experiment's (or a project's) name is the folder of its results: letters, digits, _ . -,
+# never starting with `_` or `.` (the shared data and records folders) and never one of the
+# shared folders beside the experiments'.
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+SHARED_FOLDERS = ("logs", "benchmarks", "report")
 
 
 def is_remote(uri: str) -> bool:

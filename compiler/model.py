@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+from .layout import NAME_RE, SHARED_FOLDERS
 
 
 class Strict(BaseModel):
@@ -498,4 +498,7 @@ class Project(Strict):
             for name in v:
                 if not re.match(NAME_RE, str(name)):
                     raise ValueError(f"experiment name {name!r}: use letters, digits, _ . -")
+                if name in SHARED_FOLDERS:
+                    raise ValueError(f"experiment name {name!r} is the folder results/{name} "
+                                     "that all experiments share: choose another name")
         return v

@@ -7,9 +7,11 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import TaomakeError
-from taomake.compiler.layout import Layout, Shared, dataset_paths
+from taomake.compiler.layout import NAME_RE, Layout, Shared, dataset_paths
 from taomake.compiler.plan import load_plan
 
 
@@ -96,8 +98,15 @@ envvars:
 os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
 
 
+# `exp` is any experiment-shaped name, not the list of experiments: Snakemake copies a
+# constraint into every output pattern and rescans it on each wildcard substitution, so a
+# list of 10 000 trial names would make building the DAG quadratic in the trials.  Names
+# starting with `_` or `.` (the shared data and records folders) never match.
+EXP_NAME = NAME_RE.removeprefix("^").removesuffix("$")
+
+
 wildcard_constraints:
-    exp="|".join(re.escape(name) for name in EXPS),
+    exp=EXP_NAME,
     source="train|distill",
     source_key="|".join(map(re.escape, STAGED_KEYS)) or "(?!)",  # (?!) matches nothing
     check="|".join(map(re.escape, CHECKS)) or "(?!)",
@@ -107,9 +116,27 @@ wildcard_constraints:
 
 def exps_with(action):
     """The `exp` wildcard of an action's rule: experiments that have the action, so a target
-    of one without it (no test split: no evaluate) is "no rule to make it", not a crash."""
-    names = [name for name, e in EXPS.items() if action in e.specs]
-    return "|".join(map(re.escape, names)) or "(?!)"
+    of one without it (no test split: no evaluate) is "no rule to make it", not a crash.
+    Written the short way round: any name (all have it), the names that have it, or any name
+    but those that lack it (every path has a `/` after the experiment)."""
+    having = [name for name, e in EXPS.items() if action in e.specs]
+    lacking = [name for name, e in EXPS.items() if action not in e.specs]
+    if not lacking:
+        return EXP_NAME
+    if len(having) <= len(lacking):
+        return "|".join(map(re.escape, having)) or "(?!)"  # (?!) matches nothing
+    return f"(?!(?:{'|'.join(map(re.escape, lacking))})/){EXP_NAME}"
+
+
+def experiment(w):
+    """The experiment a job's `exp` wildcard names; a target naming no experiment of the
+    project (a typo on the command line) stops with the list of names."""
+    exp = EXPS.get(w.exp)
+    if exp is None:
+        raise WorkflowError(f"{w.exp!r} is not an experiment of {PLAN.project_file}; "
+                            f"experiments: {', '.join(sorted(EXPS)[:20])}"
+                            + (" ..." if len(EXPS) > 20 else ""))
+    return exp
 
 
 def layout(exp):
@@ -142,7 +169,7 @@ def tao_inputs(action, checks=(), model=False, gate=None):
     flavor = ACTIONS[action].flavor
 
     def inputs(w):
-        exp = EXPS[w.exp]
+        exp = experiment(w)
         marker = SH.runtime_marker(RUNTIME_OF[w.exp], flavor)
         named = {"spec": exp.specs[action].path, "image": ancient(marker),
                  "data": data_paths(w.exp, action)}

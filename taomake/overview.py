@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from taomake.compiler import load_project
 from taomake.compiler.actions import ACTIONS, DERIVED_FROM
-from taomake.compiler.checks import project_location
+from taomake.compiler.checks import entry_location, project_location
 from taomake.compiler.errors import UsageError
 from taomake.compiler.layout import Shared
 from taomake.compiler.package_data import snakefile
@@ -190,15 +190,6 @@ def explain(project: Path, target: str) -> list[str]:
     return lines
 
 
-def _class_line(lp, experiment: str, name: str):
-    """A color entry that appeared or went: a class was renamed, added or removed, on its
-    line under dataset.classes (the new name's line; the section for a name that went)."""
-    exp = lp.experiments[experiment]
-    ids = [i for i, n in exp.project.dataset.classes.items() if n == name]
-    key = ("dataset", "classes", ids[0]) if ids else ("dataset", "classes")
-    return exp.smap.locate(key, key=".".join(map(str, key)))
-
-
 def _spec_changes(lp, c, action: str) -> list[str]:
     spec = c.specs[action]
     built = lp.root / c.layout.record(action, f"built-{action}.yaml")
@@ -217,9 +208,8 @@ def _spec_changes(lp, c, action: str) -> list[str]:
     flat_old, flat_new = _flat(old), _flat(spec.data)
     for key in changed_keys(old, spec.data):
         loc = project_location(lp, c.name, action, key)
-        if key.startswith("inference.color_map.") and (key not in flat_old or
-                                                       key not in flat_new):
-            loc = _class_line(lp, c.name, key.rpartition(".")[2]) or loc
+        if key not in flat_old or key not in flat_new:  # an entry that appeared or went
+            loc = entry_location(lp, c.name, key) or loc
         out.append(f"{key}: {flat_old.get(key, '(absent)')!r} -> "
                    f"{flat_new.get(key, '(absent)')!r}  <- {loc}")
     return out

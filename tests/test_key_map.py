@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 from taomake.compiler import compile_project, load_project
-from taomake.compiler.checks import project_location
+from taomake.compiler.checks import ENTRIES_NAMED_BY, entry_location, project_location
 from taomake.compiler.errors import TaomakeError
 from taomake.compiler.package_data import schemas_dir
 
@@ -325,3 +325,25 @@ def test_error_locations_name_a_key_that_sets_the_value(name, traced):
         if not any(k == at or k.startswith((f"{at}.", f"{at}[")) for k in keys):
             wrong.append(f"{action}: {dotted} located at {at!r}, set by {sorted(keys)}")
     assert wrong == [], "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_class_named_mappings_are_named_by_the_classes(name, traced):
+    """ENTRIES_NAMED_BY's claim, checked: each such spec mapping has one entry per class, and
+    an entry's location (what `taomake explain` shows when one appears or goes) is its
+    class's line."""
+    runs, _ = traced
+    _, base, lp = runs[name]
+    seen = 0
+    for (exp, action, dotted), _value in sorted(base.items(), key=str):
+        parent, _, entry = dotted.rpartition(".")
+        if parent not in ENTRIES_NAMED_BY:
+            continue
+        seen += 1
+        classes = lp.experiments[exp].project.dataset.classes
+        assert entry in classes.values(), (action, dotted)
+        cid = next(i for i, n in classes.items() if n == entry)
+        assert entry_location(lp, exp, dotted).key == f"dataset.classes.{cid}"
+    assert seen, "no class-named mapping in any spec"
+    assert entry_location(lp, next(iter(lp.experiments)), "inference.color_map.gone").key \
+        == "dataset.classes"

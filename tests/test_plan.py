@@ -55,6 +55,26 @@ def test_deleted_spec_is_rewritten_from_the_cache(tmp_path):
     assert spec.read_text() == text
 
 
+def test_a_spec_edited_by_hand_is_put_back_and_untouched_specs_are_not_read(tmp_path,
+                                                                            monkeypatch):
+    project = make_project(tmp_path)
+    load_plan(project)
+    load_plan(project)  # a cache hit
+    spec = tmp_path / "results/base/specs/train.yaml"
+    text = spec.read_text()
+    edited = text.replace("num_epochs: 2", "num_epochs: 3")  # same size: only the time tells
+    assert edited != text and len(edited) == len(text)
+    spec.write_text(edited)
+    read = []
+    real_read = type(spec).read_text
+    monkeypatch.setattr(type(spec), "read_text",
+                        lambda self, *a, **k: read.append(self.name) or real_read(self, *a, **k))
+    load_plan(project)
+    assert spec.read_text() == text
+    assert read.count("train.yaml") == 2  # the check, then the assertion above
+    assert {"evaluate.yaml", "export.yaml", "inference.yaml"}.isdisjoint(read)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_jobs_run_with_the_projects_own_settings_from_the_plan(tmp_path, name):
     """Jobs read hardware/tao from the cached plan (no compile): the same settings the
