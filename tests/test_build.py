@@ -143,6 +143,34 @@ def test_one_artifact_target(tmp_path):
     assert not (tmp_path / "results/base/evaluate/metrics.json").exists()
 
 
+def test_a_target_of_no_experiment_or_of_an_action_it_lacks_is_refused(tmp_path):
+    """The `exp` wildcard accepts any experiment-shaped name (a list of every name would make
+    large sweeps quadratic): a typo is stopped by name, an action the experiment does not have
+    (no quantize section: no quantized model) has no rule, and nothing runs."""
+    make_project(tmp_path, fake_project_text())
+    typo = snakemake(tmp_path, "-n", "results/bsae/export/model.onnx", check=False)
+    assert typo.returncode != 0
+    assert "'bsae' is not an experiment of project.yaml; experiments: base" \
+        in typo.stdout + typo.stderr
+    lacking = snakemake(tmp_path, "-n", "results/base/quantize/quantized_model_torch.pth",
+                        check=False)
+    assert lacking.returncode != 0
+    assert "MissingRuleException" in lacking.stdout + lacking.stderr
+    # two of three experiments quantize: the gate is "any name but base"
+    (tmp_path / "project.yaml").write_text(fake_project_text() + (
+        "experiments:\n  base: {}\n  q1:\n    quantize: {backend: torchao}\n"
+        "  q2:\n    quantize: {backend: torchao}\n"))
+    dry = snakemake(tmp_path, "-n")
+    quantized = [job.split("wildcards: exp=", 1)[1].split(",")[0].split()[0]
+                 for job in dry.stdout.split("rule quantize:")[1:]]
+    assert sorted(quantized) == ["q1", "q2"]
+    lacking = snakemake(tmp_path, "-n", "results/base/quantize/quantized_model_torchao.pth",
+                        check=False)
+    assert "MissingRuleException" in lacking.stdout + lacking.stderr
+    snakemake(tmp_path, "-n", "results/q2/quantize/quantized_model_torchao.pth")
+    assert calls(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- outputs
 
 

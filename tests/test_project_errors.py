@@ -160,6 +160,9 @@ CASES = [
     Case("bad experiment name", [("  opset: 17", "  opset: 17\nexperiments:\n"
                                   "  'bad name!': {}")], "experiments:", "experiments",
          "bad name"),
+    Case("experiment named like a shared folder",
+         [("  opset: 17", "  opset: 17\nexperiments:\n  report: {}")], "experiments:",
+         "experiments", "results/report that all experiments share"),
     Case("yaml syntax", [("  batch_size: 4", "  batch_size: [4")], "workers: 2", "",
          "not valid YAML"),
     # an unclosed quote: the parser gives up lines later; the message names where it started
