@@ -4,10 +4,11 @@ DAG-cost benchmarks (noop.py, sweep_scale.py).
 It is read off taomake's own dry run (`snakemake -n` prints each job's rule, inputs, outputs,
 log and benchmark): one rule per taomake rule, one job per taomake job, each with the same
 number of inputs, outputs, logs and benchmarks, the same edges between jobs, input functions
-as taomake's rules use them, and `touch` as the command.  Inputs no job makes (specs, data
-stamps) become files that exist, as they do in the project.  What this leaves out is what
-taomake adds on top of Snakemake: its plan, its input functions' bodies, its wildcard
-constraints and its onstart.
+as taomake's rules use them (a job reading a checkpoint's output asks the checkpoint, as the
+sweep winner's artifacts do), checkpoints where taomake has them, and `touch` as the command.
+Inputs no job makes (specs, data stamps) become files that exist, as they do in the project.
+What this leaves out is what taomake adds on top of Snakemake: its plan, its input functions'
+bodies, its wildcard constraints and its onstart.
 """
 
 from __future__ import annotations
@@ -16,21 +17,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-JOB = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\n((?:    .*\n)+)", re.M)
+JOB = re.compile(r"^(?:local)?(rule|checkpoint) (\w+):\n((?:    .*\n)+)", re.M)
 
 
 @dataclass
 class Job:
     rule: str
     fields: dict[str, list[str]] = field(default_factory=dict)
+    checkpoint: bool = False  # a Snakemake checkpoint: the DAG is re-evaluated after it
 
 
 def dry_run_jobs(out: str) -> list[Job]:
     """The jobs of a `snakemake -n` log (the target rule `all` included)."""
     jobs = []
     for m in JOB.finditer(out if out.endswith("\n") else out + "\n"):
-        job = Job(m.group(1))
-        for line in m.group(2).splitlines():
+        job = Job(m.group(2), checkpoint=m.group(1) == "checkpoint")
+        for line in m.group(3).splitlines():
             key, _, value = line.strip().partition(": ")
             if key in ("input", "output", "log", "benchmark"):
                 job.fields[key] = [v for v in value.split(", ") if v]
@@ -64,6 +66,9 @@ def mirror(jobs: list[Job], folder: Path, *, shared_prefix: bool = False) -> dic
         outputs_of[n] = bare
         ids_of[n] = j
         produced.update(zip(outs, bare, strict=True))
+    checkpoint_of = {out: (job.rule, ids_of[n]) for n, job in enumerate(jobs)
+                     if job.checkpoint for out in outputs_of[n]}
+    kinds = {job.rule: "checkpoint" if job.checkpoint else "rule" for job in jobs}
     sources: dict[str, str] = {}
 
     def bare_input(path: str) -> str:
@@ -72,6 +77,7 @@ def mirror(jobs: list[Job], folder: Path, *, shared_prefix: bool = False) -> dic
         return sources.setdefault(path, f"src/{len(sources)}")
 
     inputs: dict[str, dict[int, list[str]]] = {}
+    gates: dict[str, dict[int, tuple[str, int]]] = {}
     shape: dict[str, tuple[int, int, int]] = {}
     targets: list[str] = []
     counts: dict[str, int] = {}
@@ -82,16 +88,27 @@ def mirror(jobs: list[Job], folder: Path, *, shared_prefix: bool = False) -> dic
             continue
         j = ids_of[n]
         inputs.setdefault(job.rule, {})[j] = ins
+        # a job reading a checkpoint's output asks the checkpoint from its input function,
+        # as taomake's rules do (the sweep winner's artifacts)
+        gate = next((checkpoint_of[p] for p in ins if p in checkpoint_of), None)
+        if gate:
+            gates.setdefault(job.rule, {})[j] = gate
         shape[job.rule] = (len(job.fields.get("output", [])), len(job.fields.get("log", [])),
                            len(job.fields.get("benchmark", [])))
         counts[job.rule] = counts.get(job.rule, 0) + 1
     (folder / "src").mkdir(parents=True, exist_ok=True)
     for bare in sources.values():
         (folder / bare).touch()
-    lines = [f"IN = {inputs!r}", "", "rule all:", f"    input: {targets!r}", ""]
+    lines = [f"IN = {inputs!r}", f"GATES = {gates!r}", "",
+             "def inputs(rule, j):",
+             "    gate = GATES.get(rule, {}).get(j)",
+             "    if gate:",
+             "        getattr(checkpoints, gate[0]).get(j=str(gate[1]))",
+             "    return IN[rule][j]", "",
+             "rule all:", f"    input: {targets!r}", ""]
     for rule, (n_out, n_log, n_bench) in shape.items():
-        lines += [f"rule {rule}:",
-                  f"    input: lambda w: IN[{rule!r}][int(w.j)]",
+        lines += [f"{kinds[rule]} {rule}:",
+                  f"    input: lambda w: inputs({rule!r}, int(w.j))",
                   "    output: " + ", ".join(f'"{out_path(rule, "{j}", k)}"'
                                         for k in range(n_out))]
         if n_log:
