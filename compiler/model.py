@@ -487,7 +487,8 @@ class Project(Strict):
         "value}, applied last and checked against TAO's schema.")
     experiments: dict[str, dict[str, Any]] | None = Field(
         None, description="Named variants: name -> {dotted project key: value}. Each is "
-        "compiled and built on its own. Default: one experiment, `base`.")
+        "compiled and built on its own, in `results/<name>/` (a name: letters, digits, _ . -; "
+        "not `logs`, `benchmarks` or `report`). Default: one experiment, `base`.")
 
     @field_validator("experiments")
     @classmethod
