@@ -46,14 +46,14 @@ if [ $# -gt 0 ] || [ "${TAOMAKE_TEST_WORKERS:-4}" -lt 2 ]; then
 fi
 # The whole suite: four pytest-xdist workers, each taking a whole test file at a time (the
 # tests of a file share its built pipeline; the one-node SLURM cluster is used by one file
-# only).  The four slowest files start first, one per worker, side by side; a worker takes the
-# next file when its current one is nearly done, so the many small files fill in beside them.
+# only).  Files come costliest first (tests/conftest.py weighs each test by the services it
+# needs: real TAO, SLURM, Docker), so the four longest start side by side, one per worker; a
+# worker takes the next file when its current one is nearly done, so the many small files fill
+# in beside them.
 # Four workers on two cores, on purpose (a TAO job is mostly single-threaded start-up, and the
 # SLURM and Docker tests mostly wait), so torch's idle OpenMP threads must sleep, not spin (a
 # 2-thread training step beside two busy processes: 745 ms spinning, 312 passive).  The
 # slowest tests are listed at the end.
 export OMP_WAIT_POLICY=PASSIVE
-SLOWEST_FIRST=(tests/test_e2e_learning.py tests/test_slurm.py tests/test_e2e_experiments.py
-               tests/test_docker_runner.py tests/test_e2e_tao.py tests/test_tao_cpu.py)
 exec "$PY" -m pytest -n "${TAOMAKE_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder \
-  --durations=30 "${SLOWEST_FIRST[@]}" tests
+  --durations=30 tests

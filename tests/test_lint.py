@@ -146,3 +146,20 @@ def test_snakemake_lint_writes_nothing_and_reaches_no_data_source(tmp_path):
                            "-n"], cwd=folder, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode != 0 and "127.0.0.1:9" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_suite_starts_its_costliest_files_first():
+    from types import SimpleNamespace
+
+    from tests.conftest import costliest_files_first
+
+    def item(path, *marks):
+        return SimpleNamespace(fspath=path, name=f"{path}{marks}",
+                               iter_markers=lambda: [SimpleNamespace(name=m) for m in marks])
+
+    items = [item("a", "slow"), item("a"), item("b", "tao"), item("b"), item("c", "slurm"),
+             item("c", "docker"), item("d")]
+    order = [i.name for i in costliest_files_first(items)]
+    # b: 4 (a real-TAO test), c: 2 + 2 (a tie: file order), a: 1, d: 0; tests keep their order
+    assert order == [i.name for i in (items[2], items[3], items[4], items[5], items[0],
+                                      items[1], items[6])]
