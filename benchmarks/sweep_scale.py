@@ -80,11 +80,16 @@ def main() -> int:
         jobs = dry_run_jobs(out)
         counts = mirror(jobs, bare)
         mirror(jobs, shared, shared_prefix=True)
-        ours_cpu, ours_wall, ours_out = timed(ours, proj, args.repeat)
-        bare_cpu, bare_wall, bare_out = timed([*SNAKEMAKE, "-n", "--cores", "1"], bare,
-                                              args.repeat)
-        shared_cpu, shared_wall, shared_out = timed([*SNAKEMAKE, "-n", "--cores", "1"], shared,
-                                                    args.repeat)
+        # interleaved, one run of each per round, so a machine whose speed drifts (a shared
+        # VM) slows all three alike
+        bare_cmd = [*SNAKEMAKE, "-n", "--cores", "1"]
+        rounds = [(timed(ours, proj, 1), timed(bare_cmd, bare, 1), timed(bare_cmd, shared, 1))
+                  for _ in range(args.repeat)]
+        (ours_cpu, ours_wall, ours_out), (bare_cpu, bare_wall, bare_out), \
+            (shared_cpu, shared_wall, shared_out) = (
+                (statistics.median(r[i][0] for r in rounds),
+                 statistics.median(r[i][1] for r in rounds), rounds[-1][i][2])
+                for i in range(3))
 
     n_ours, n_bare = jobs_in(ours_out), jobs_in(bare_out)
     assert n_ours == n_bare == jobs_in(shared_out), (n_ours, n_bare, jobs_in(shared_out))
