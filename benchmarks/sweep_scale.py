@@ -85,11 +85,16 @@ def main() -> int:
         bare_cmd = [*SNAKEMAKE, "-n", "--cores", "1"]
         rounds = [(timed(ours, proj, 1), timed(bare_cmd, bare, 1), timed(bare_cmd, shared, 1))
                   for _ in range(args.repeat)]
-        (ours_cpu, ours_wall, ours_out), (bare_cpu, bare_wall, bare_out), \
-            (shared_cpu, shared_wall, shared_out) = (
-                (statistics.median(r[i][0] for r in rounds),
-                 statistics.median(r[i][1] for r in rounds), rounds[-1][i][2])
-                for i in range(3))
+
+        def medians(i: int) -> tuple[float, float, str]:
+            """Median cpu and wall seconds of workflow `i` over the rounds, its last output."""
+            runs = [r[i] for r in rounds]
+            return (statistics.median(c for c, _, _ in runs),
+                    statistics.median(w for _, w, _ in runs), runs[-1][2])
+
+        ours_cpu, ours_wall, ours_out = medians(0)
+        bare_cpu, bare_wall, bare_out = medians(1)
+        shared_cpu, shared_wall, shared_out = medians(2)
 
     n_ours, n_bare = jobs_in(ours_out), jobs_in(bare_out)
     assert n_ours == n_bare == jobs_in(shared_out), (n_ours, n_bare, jobs_in(shared_out))

@@ -70,12 +70,14 @@ def downloaded_bytes(ledger: Path) -> int:
     return sum(json.loads(line)["bytes"] for line in lines if line.strip())
 
 
-def _fetched(folder: Path, name: str, rel: str, obj: ObjectId) -> Path | None:
+def _fetched(folder: Path, etags: dict[str, Any], name: str, rel: str,
+             obj: ObjectId) -> Path | None:
     """The copy of an object that learning its identity downloaded (`download/<rel>`), if it
-    is still there and of the object the store holds now (the ETag cache entry `name`
-    records the ETag and size it was downloaded at)."""
+    is still there and of the object the store holds now (`etags`, the folder's ETag cache
+    as read once by the caller: its entry `name` records the ETag and size it was downloaded
+    at)."""
     path = folder / DOWNLOADS / rel
-    entry = _read_json(folder / ETAG_CACHE).get(name)
+    entry = etags.get(name)
     if isinstance(entry, list) and entry[:2] == [obj.etag, obj.size] and path.is_file():
         return path
     return None
@@ -145,7 +147,8 @@ class Stager:
         learning their identity downloaded (`download/`) is taken instead."""
         folder.mkdir(parents=True, exist_ok=True)
         if source.kind == "file":  # remote annotations
-            fetched = _fetched(folder, "", source.uri.rsplit("/", 1)[-1], now)
+            fetched = _fetched(folder, _read_json(folder / ETAG_CACHE), "",
+                               source.uri.rsplit("/", 1)[-1], now)
             if fetched is not None:
                 os.replace(fetched, folder / "annotations.json")
                 return 0, {}
@@ -189,6 +192,7 @@ class Stager:
         if tmp.exists():
             shutil.rmtree(tmp)
         base = source.uri.rstrip("/") + "/"
+        etags = _read_json(folder / ETAG_CACHE)  # once, not per object
 
         def fetch(rel: str) -> int:
             dest = tmp / rel
@@ -198,7 +202,7 @@ class Stager:
             if old_etags.get(rel) == objects[rel].etag and (previous / rel).is_file():
                 os.link(previous / rel, dest)
                 return 0
-            fetched = _fetched(folder, rel, rel, objects[rel])
+            fetched = _fetched(folder, etags, rel, rel, objects[rel])
             if fetched is not None:
                 os.replace(fetched, dest)
                 return 0
