@@ -216,17 +216,19 @@ def teacher_inputs(w):
 
 def detections_inputs(w):
     """The inference labels and, when the export is checked, the ONNX per-class scores."""
-    e = EXPS[w.exp]
+    e = experiment(w)
     out = {"inference": e.layout.inference_summary("inference")}
     if "export" in e.specs and e.parity:
         out["parity"] = e.layout.parity
     return out
 
 
-def upload_files(exp):
+def upload_files(w):
+    """The files an upload job pushes (the artifacts `upload.artifacts` names)."""
     from taomake.data.upload import artifact_files
 
-    return artifact_files(EXPS[exp], EXPS[exp].upload["artifacts"])
+    exp = experiment(w)
+    return [p for files in artifact_files(exp, exp.upload["artifacts"]).values() for p in files]
 
 
 REPORTED = ("train", "distill", "evaluate", "export", "gen_trt_engine", "trt_evaluate",

@@ -39,7 +39,7 @@ rule data_check:
 
 rule upload:
     input:
-        lambda w: [p for files in upload_files(w.exp).values() for p in files],
+        upload_files,
     output:
         receipt=L.upload_receipt,
     params:

@@ -156,6 +156,8 @@ def test_a_target_of_no_experiment_or_of_an_action_it_lacks_is_refused(tmp_path)
     assert typo.returncode != 0
     assert "'bsae' is not an experiment of project.yaml; experiments: base, q1, q2" \
         in typo.stdout + typo.stderr
+    typo = snakemake(tmp_path, "-n", "results/bsae/detections/per_class.json", check=False)
+    assert "'bsae' is not an experiment" in typo.stdout + typo.stderr
     lacking = snakemake(tmp_path, "-n", "results/base/quantize/quantized_model_torchao.pth",
                         check=False)
     assert lacking.returncode != 0
