@@ -75,7 +75,9 @@ def test_sample_pipeline_on_slurm(slurm_demo):
 
 
 def scontrol_job(job_id: str) -> dict[str, str]:
-    """`scontrol show job` as a dict (MinJobAge=600 keeps finished jobs there)."""
+    """`scontrol show job` as a dict.  Finished jobs stay there for MinJobAge (a day, set by
+    scripts/services/slurm.sh): the tests read jobs of a pipeline that took >10 min on a busy
+    machine, and the 600 s this was once caught its first job purged."""
     out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
                          text=True, check=True).stdout
     return dict(item.split("=", 1) for item in out.split() if "=" in item)
