@@ -110,6 +110,31 @@ def test_compat_hook_switches_trainer_to_cpu_and_tolerates_msda(tao_venv: Path) 
                                "torch.ops.load_library"]}
 
 
+
+@pytest.mark.tao
+def test_entrypoint_lists_the_actions_without_running_their_scripts(tao_venv: Path) -> None:
+    """`rtdetr <action>` lists the actions first; TAO imports every action's script for that
+    (Lightning, modelopt, transformers: ~11 CPU-s per job).  With the hook it finds the same
+    files without running them, and TAO's own listing (called after) gives the same table."""
+    out = venv_run(tao_venv, """
+        import json, sys
+        import taomake_tao_cpu_compat as c
+        from nvidia_tao_pytorch.cv.rtdetr.entrypoint import rtdetr
+        located = rtdetr.get_subtask_list()
+        scripts = sorted(m for m in sys.modules if m.startswith(rtdetr.scripts.__name__ + "."))
+        heavy = sorted(m for m in ("pytorch_lightning", "modelopt", "transformers")
+                       if m in sys.modules)
+        original = rtdetr.get_subtasks.__wrapped__(rtdetr.scripts)  # imports every script
+        print(json.dumps({"located": located, "original": original, "scripts": scripts,
+                          "heavy": heavy, "count": c.STATE["scripts_located"]}))
+    """)
+    res = last_json(out)
+    assert res["located"] == res["original"], res
+    assert {"train", "evaluate", "export", "inference", "distill", "quantize",
+            "default_specs"} <= set(res["located"])
+    assert res["scripts"] == [] and res["heavy"] == [], res
+    assert res["count"] == len(res["located"]) - 1  # every script but default_specs (TAO's own)
+
 @pytest.mark.tao
 def test_eff_stand_in_raises_a_clear_error(tao_venv: Path) -> None:
     out = venv_run(tao_venv, """
