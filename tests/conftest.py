@@ -233,3 +233,12 @@ def chromium():
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="session")
+def learned_demo(tao_venv, tmp_path_factory):
+    """The demo pipeline built once per session with the real TAO (tests/learned_demo.py):
+    read it, or copy it (`.copy(folder)`) to change it."""
+    from tests.learned_demo import learned_demo
+
+    return learned_demo(tao_venv, tmp_path_factory)

@@ -27,6 +27,21 @@ def make_project(folder: Path, text: str | None = None, *, copy_data: bool = Fal
     return project
 
 
+def copy_build(source: Path, folder: Path) -> Path:
+    """A built project folder copied for a test that changes it: checkpoints (`*.pth`, written
+    once by TAO and only renamed or re-linked afterwards) are hard links, everything else is
+    copied with its mtime (Snakemake and taomake see the copy as up to date: a test says so);
+    symlinks (the bundled data) stay symlinks."""
+    def link_or_copy(src: str, dst: str) -> None:
+        if src.endswith(".pth"):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+    shutil.copytree(source, folder, symlinks=True, copy_function=link_or_copy)
+    return folder
+
+
 def processes_matching(marker: str) -> list[str]:
     """Live (non-zombie) processes whose command line or working directory contains `marker`
     (a test's own folder: what it started, not another TAO run on a busy machine)."""

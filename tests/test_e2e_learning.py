@@ -1,53 +1,37 @@
 """The demo pipeline with the real TAO RT-DETR on CPU (the root project.yaml on the bundled demo
 data, as `make demo` builds it), and what only a learning model can prove: the demo learns;
 class ids with gaps keep their names through evaluation, ONNX Runtime and inference labels;
-ONNX parity compares real numbers, and an ONNX of another checkpoint fails it at the default
-tolerance; the selected epoch is the best validation epoch and choosing another changes the
-evaluated number.  On the same build: a second run does nothing, an edit or a deleted artifact
-rebuilds only what depends on it, a student is distilled from the demo model, and the model is
-quantized (torchao, modelopt).
+ONNX parity compares real numbers; the selected epoch is the best validation epoch.  On a copy
+of the build: a second run does nothing (the copy is up to date), an edit or a deleted artifact
+rebuilds only what depends on it.
 
-One build of the full demo (about 7 min here) serves every test, in the order of this file:
-the tests that change project.yaml put it back, and the re-selection (which leaves the
-evaluation on epoch 0) comes last.  A TAO job costs 15-20 CPU-seconds of start-up before it
-does anything, so a second pipeline for the smoke checks would cost minutes."""
+The build is shared with tests/test_e2e_learning_checkpoints.py (a student distilled from the
+demo model; another checkpoint selected) and tests/test_e2e_learning_quantize.py (torchao,
+modelopt): tests/learned_demo.py builds it once per session (30 epochs, minutes) and each file
+works on its own copy, so the three run side by side.  A TAO job costs 15-20 CPU-seconds of
+start-up before it does anything, so a second pipeline for the smoke checks would cost
+minutes."""
 
 from __future__ import annotations
 
 import csv
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_project, work_budget
+from tests.helpers import REPO
+from tests.learned_demo import CLASSES, build
 from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
-CLASSES = {"circle": 1, "triangle": 3, "square": 4}
-
-
-def build(folder: Path, *targets: str) -> str:
-    epochs = int(re.search(r"epochs: (\d+)", (folder / "project.yaml").read_text())[1])
-    proc = subprocess.run([*SNAKEMAKE, *targets], cwd=folder, capture_output=True, text=True,
-                          timeout=work_budget(tao_jobs=12, epochs=epochs))
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    return out
 
 
 @pytest.fixture(scope="module")
-def learned(tao_venv, tmp_path_factory) -> tuple[Path, str]:
-    folder = tmp_path_factory.mktemp("learning") / "demo"
-    text = (REPO / "project.yaml").read_text().replace(
-        "    kind: local", f"    kind: local\n    local: {{venv: {tao_venv}}}")
-    make_project(folder, text)
-    return folder, build(folder)
+def learned(learned_demo, tmp_path_factory) -> tuple[Path, str]:
+    """This file's copy of the shared build, and the build's output."""
+    return learned_demo.copy(tmp_path_factory.mktemp("learning") / "demo"), learned_demo.out
 
 
 def test_the_demo_learns(learned):
@@ -171,129 +155,3 @@ def test_deleting_onnx_rebuilds_export_only(learned):
     (folder / "results/base/export/model.onnx").unlink()
     assert job_counts(build(folder)) == {"export": 1, "onnx_parity": 1, "detections": 1,
                                          "report": 1}
-
-
-DISTILL = """experiments:
-  base: {}
-  student:
-    train.epochs: 2
-    distill:
-      teacher:
-        checkpoint: 'experiment:base'
-      bindings:
-        - {student: srcs, teacher: srcs, criterion: IOU}
-"""
-
-
-def test_distill_a_student_from_the_demo_checkpoint(learned):
-    """TAO's distill action for real on CPU: the student learns from the demo model (its
-    teacher, not retrained) through an IOU feature binding for 2 epochs, then is evaluated
-    and exported.  project.yaml is put back afterwards (the student leaves the DAG)."""
-    folder, _ = learned
-    project = folder / "project.yaml"
-    text = project.read_text()
-    project.write_text(text + DISTILL)
-    try:
-        out = build(folder, "results/student/evaluate/metrics.json",
-                    "results/student/export/model.onnx")
-    finally:
-        project.write_text(text)
-    counts = job_counts(out)
-    assert counts.get("train", 0) == 0 and counts["distill"] == 1, counts  # teacher reused
-    assert counts["evaluate"] == 1 and counts["export"] == 1, counts
-    student = folder / "results/student"
-    spec = (student / "specs/distill.yaml").read_text()
-    assert "pretrained_teacher_model_path: results/base/train/model.pth" in spec
-    last = (student / "distill/status.json").read_text().strip().splitlines()[-1]
-    assert "finished successfully" in json.loads(last)["message"], last
-    assert (student / "distill/model.pth").stat().st_size > 1_000_000
-    curve = (student / "distill/curve.csv").read_text().splitlines()
-    assert len(curve) == 3  # header + 2 epochs
-    metrics = json.loads((student / "evaluate/metrics.json").read_text())
-    assert isinstance(metrics["test_mAP"], float)
-    assert (student / "export/model.onnx").stat().st_size > 1_000_000
-    assert re.search(r"distill \(student\): epoch 1 done \(2/2\)", out), out[-3000:]
-
-
-def test_quantized_model_is_evaluated_exported_and_reported_beside_the_float_one(learned):
-    """quantize (torchao int8 weight-only PTQ of the selected checkpoint, real TAO on CPU),
-    then the quantized checkpoint evaluated, run on the test images and exported with
-    `is_quantized: true` and the same `quantize:` section; nothing retrains; its mAP sits
-    next to the float model's in the report."""
-    folder, _ = learned
-    base = folder / "results/base"
-    project = folder / "project.yaml"
-    project.write_text(project.read_text() + "\nquantize:\n  backend: torchao\n"
-                       "  mode: weight_only_ptq\n  layers:\n"
-                       "    - {module: Linear, weights: int8}\n")
-    out = build(folder)
-    counts = {m: out.count(f"rule {m}:") for m in ("train", "evaluate", "export", "quantize",
-                                                   "quantized_evaluate", "quantized_export",
-                                                   "quantized_inference")}
-    assert counts == {"train": 0, "evaluate": 0, "export": 0, "quantize": 1,
-                      "quantized_evaluate": 1, "quantized_export": 1,
-                      "quantized_inference": 1}, counts
-    float_ = json.loads((base / "evaluate/metrics.json").read_text())
-    quantized = json.loads((base / "quantized/evaluate/metrics.json").read_text())
-    print("float", float_, "quantized", quantized)
-    # int8 weights cost little on this model; a broken load (wrong graph) would score ~0
-    assert quantized["test_mAP50"] > 0.5, quantized
-    assert abs(quantized["test_mAP50"] - float_["test_mAP50"]) < 0.1, (quantized, float_)
-    spec = (base / "specs/quantized_evaluate.yaml").read_text()
-    assert "is_quantized: true" in spec and "quantized_model_torchao.pth" in spec
-    assert (base / "quantized/export/model.onnx").stat().st_size > 1_000_000
-    assert json.loads((base / "quantized/inference/summary.json").read_text())["detections"] > 0
-    md = (folder / "results/report/summary.md").read_text()
-    assert "quantized mAP50" in md and f"{quantized['test_mAP50']:.4f}" in md, md
-
-
-def test_modelopt_static_quantization_runs_on_cpu(learned):
-    """modelopt.pytorch static PTQ (int8 weights and activations, calibrated on the val
-    images through their COCO file) of the same checkpoint, then its evaluation and
-    inference: real TAO with nvidia-modelopt on CPU.  (Its export is left out: TAO 7.3.0
-    cannot load the quantizer state into the export model; `taomake validate` says so.)"""
-    folder, _ = learned
-    base = folder / "results/base"
-    project = folder / "project.yaml"
-    text = project.read_text()
-    text = text.replace("  backend: torchao\n  mode: weight_only_ptq\n",
-                        "  backend: modelopt.pytorch\n  mode: static_ptq\n")
-    text = text.replace("    - {module: Linear, weights: int8}\n",
-                        "    - {module: Linear, weights: int8, activations: int8}\n")
-    demo = re.search(r"  val:\n    images: (\S+)\n    annotations: (\S+)\n", text)
-    text = text.replace("  batch_size:", f"  calibration:\n    images: {demo[1]}\n"
-                        f"    annotations: {demo[2]}\n  batch_size:", 1)
-    project.write_text(text)
-    out = build(folder)
-    assert "rule train:" not in out and "rule quantize:" in out, out[-3000:]
-    float_ = json.loads((base / "evaluate/metrics.json").read_text())
-    quantized = json.loads((base / "quantized/evaluate/metrics.json").read_text())
-    print("float", float_, "modelopt int8", quantized)
-    assert (base / "quantize/quantized_model_modelopt.pytorch.pth").stat().st_size > 1_000_000
-    assert quantized["test_mAP50"] > 0.3, quantized  # calibrated int8: a working model
-    assert json.loads((base / "quantized/inference/summary.json").read_text())["detections"] > 0
-
-
-def test_another_checkpoint_changes_the_number_and_fails_parity(learned, tmp_path):
-    """Re-select epoch 0: evaluate, export and parity rerun on it (no training) and score far
-    lower; the best epoch's ONNX checked against epoch 0's evaluation fails at the default
-    tolerance."""
-    folder, _ = learned
-    base = folder / "results/base"
-    best_onnx = tmp_path / "best.onnx"
-    shutil.copy(base / "export/model.onnx", best_onnx)
-    best = json.loads((base / "evaluate/metrics.json").read_text())
-    project = folder / "project.yaml"
-    project.write_text(project.read_text().replace("use_checkpoint: best", "use_checkpoint: 0"))
-    out = build(folder)
-    assert "rule train:" not in out
-    first = json.loads((base / "evaluate/metrics.json").read_text())
-    assert json.loads((base / "train/selection.json").read_text())["epoch"] == 0
-    assert first["test_mAP50"] < best["test_mAP50"] - 0.2, (first, best)
-    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "parity", "--onnx",
-                           str(best_onnx), "--out", str(tmp_path / "parity.json")],
-                          cwd=folder, capture_output=True, text=True,
-                          timeout=work_budget(tao_jobs=2))
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "does not match the checkpoint" in proc.stderr and "tolerance 0.02" in proc.stderr
-    assert not (tmp_path / "parity.json").exists()
