@@ -34,7 +34,9 @@ def installed(tmp_path_factory) -> Path:
     [wheel] = (work / "dist").glob("taomake-*.whl")
     venv.create(work / "venv", with_pip=True)
     bin_ = work / "venv" / "bin"
-    run([bin_ / "pip", "install", "-q", wheel], cwd=work)
+    # --no-compile: byte-compiling every dependency at install (snakemake, boto3, pydantic ...)
+    # is most of the install's CPU; the few modules these tests import compile on first use
+    run([bin_ / "pip", "install", "-q", "--no-compile", wheel], cwd=work)
     # another distribution with a top-level `compiler` package, as any project may have
     other = work / "other"
     (other / "compiler").mkdir(parents=True)
@@ -43,7 +45,7 @@ def installed(tmp_path_factory) -> Path:
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
         '[project]\nname = "other-compiler"\nversion = "1.0"\n'
         '[tool.hatch.build.targets.wheel]\npackages = ["compiler"]\n')
-    run([bin_ / "pip", "install", "-q", other], cwd=work)
+    run([bin_ / "pip", "install", "-q", "--no-compile", other], cwd=work)
     return bin_
 
 
