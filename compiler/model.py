@@ -17,7 +17,8 @@ from .layout import NAME_RE, SHARED_FOLDERS
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              defer_build=True)
 
 
 PosInt = Annotated[int, Field(ge=1)]
