@@ -17,6 +17,8 @@ from .layout import NAME_RE, SHARED_FOLDERS
 
 
 class Strict(BaseModel):
+    # defer_build: a model's validator is built when it first validates, not at import: a
+    # TAO job validates only Hardware and Tao from the cached plan (benchmarks/job_overhead.py)
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
                               defer_build=True)
 
