@@ -49,12 +49,32 @@ def costliest_files_first(items):
     """The collected tests with whole files ordered by their summed cost, costliest first (a
     stable sort: tests keep their order within a file).  `make test` runs files on four
     workers in this order (`--dist loadfile --no-loadscope-reorder`), so the long files start
-    together at once and the many short ones fill in beside them."""
+    together at once and the many short ones fill in beside them.
+
+    Files that wait for the session's shared demo build (the `learned_demo` fixture,
+    tests/learned_demo.py) are the exception: the costliest of them starts at once and builds
+    it; the others come after every other file that needs a service, so that no worker sits
+    on the build's lock while independent work is left."""
     cost: dict[str, int] = {}
+    waits: set[str] = set()  # files using the shared build
+    services: set[str] = set()  # files with a test that needs real TAO, SLURM or Docker
     for item in items:
         marks = {m.name for m in item.iter_markers()}
         cost[item.fspath] = cost.get(item.fspath, 0) + sum(COST.get(m, 0) for m in marks)
-    return sorted(items, key=lambda item: -cost[item.fspath])
+        if "learned_demo" in getattr(item, "fixturenames", ()):
+            waits.add(item.fspath)
+        if marks & {"tao", "slurm", "docker"}:
+            services.add(item.fspath)
+    builder = max(waits, key=lambda f: cost[f], default=None)
+    last_service = min((cost[f] for f in services - waits), default=0)
+
+    def key(item) -> tuple[float, int]:
+        f = item.fspath
+        if f in waits and f != builder:  # right after the last file that needs a service
+            return (-(last_service - 0.5), -cost[f])
+        return (-cost[f], 0)
+
+    return sorted(items, key=key)
 
 
 @pytest.fixture(scope="session")

@@ -153,8 +153,8 @@ def test_the_suite_starts_its_costliest_files_first():
 
     from tests.conftest import costliest_files_first
 
-    def item(path, *marks):
-        return SimpleNamespace(fspath=path, name=f"{path}{marks}",
+    def item(path, *marks, fixtures=()):
+        return SimpleNamespace(fspath=path, name=f"{path}{marks}", fixturenames=fixtures,
                                iter_markers=lambda: [SimpleNamespace(name=m) for m in marks])
 
     items = [item("a", "slow"), item("a"), item("b", "tao"), item("b"), item("c", "slurm"),
@@ -163,3 +163,11 @@ def test_the_suite_starts_its_costliest_files_first():
     # b: 4 (a real-TAO test), c: 2 + 2 (a tie: file order), a: 1, d: 0; tests keep their order
     assert order == [i.name for i in (items[2], items[3], items[4], items[5], items[0],
                                       items[1], items[6])]
+    # files waiting for the shared demo build: the costliest (L) builds it first; the others
+    # (Q, K) follow the last file that needs a service (S), before the files that need none
+    shared = ("learned_demo",)
+    items = [item("s", "tao"), item("a", "slow"), item("K", "tao", fixtures=shared),
+             item("L", "tao", fixtures=shared), item("L", "tao", fixtures=shared),
+             item("Q", "tao", fixtures=shared), item("Q", "slow", fixtures=shared),
+             item("x", "slurm"), item("x", "docker"), item("x", "tao")]
+    assert [i.fspath for i in costliest_files_first(items)] == list("LLxxxsQQKa")  # L, x: a tie
