@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-
 from .files import write_if_changed
 
 if TYPE_CHECKING:  # jobs use changed_keys without loading the compiler (Jinja, jsonschema)
@@ -69,6 +67,8 @@ def diff_experiment(root: Path, compiled: CompiledExperiment) -> list[FileDiff]:
             continue
         keys: tuple[str, ...] = ()
         if rel in data_of:
+            from ruamel.yaml import YAML  # here: jobs import this module for changed_keys
+
             try:
                 old = YAML(typ="safe", pure=True).load(old_text)
             except Exception:  # a hand-mangled spec: report it changed, without keys

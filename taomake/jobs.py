@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from taomake.compiler.actions import ACTIONS, Action
 from taomake.compiler.errors import UsageError
 from taomake.compiler.facts import job_shape
@@ -47,8 +45,14 @@ def _say(msg: str) -> None:
     print(f"taomake: {msg}", file=sys.stderr, flush=True)
 
 
+def _yaml():
+    from ruamel.yaml import YAML  # the resume guard's record only (train, distill)
+
+    return YAML(typ="safe", pure=True)
+
+
 def _load_yaml(path: Path) -> Any:
-    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    return _yaml().load(path.read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- resume guard
@@ -96,7 +100,7 @@ def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter,
 
 def _dump(data: Any) -> str:
     buf = io.StringIO()
-    YAML(typ="safe", pure=True).dump(data, buf)
+    _yaml().dump(data, buf)
     return buf.getvalue()
 
 
