@@ -43,6 +43,7 @@ def pytest_collection_modifyitems(config, items):
 # start-up each), the SLURM and Docker tests wait on their daemons, `slow` is everything else
 # that takes more than a few seconds.
 COST = {"tao": 4, "slurm": 2, "docker": 2, "slow": 1}
+SERVICES = {mark for mark, cost in COST.items() if cost > 1}  # tao, slurm, docker
 
 
 def costliest_files_first(items):
@@ -63,7 +64,7 @@ def costliest_files_first(items):
         cost[item.fspath] = cost.get(item.fspath, 0) + sum(COST.get(m, 0) for m in marks)
         if "learned_demo" in getattr(item, "fixturenames", ()):
             waits.add(item.fspath)
-        if marks & {"tao", "slurm", "docker"}:
+        if marks & SERVICES:
             services.add(item.fspath)
     builder = max(waits, key=lambda f: cost[f], default=None)
     last_service = min((cost[f] for f in services - waits), default=0)
@@ -262,3 +263,11 @@ def learned_demo(tao_venv, tmp_path_factory):
     from tests.learned_demo import learned_demo
 
     return learned_demo(tao_venv, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def learned(learned_demo, request, tmp_path_factory) -> tuple[Path, str]:
+    """The test file's own copy of the shared demo build (its tests may change it), and the
+    build's Snakemake output."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "demo"
+    return learned_demo.copy(folder), learned_demo.out

@@ -67,14 +67,16 @@ def learned_demo(tao_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Le
         if failed.exists():
             pytest.fail(f"the shared demo build failed (in another worker):\n{failed.read_text()}")
         if not log.exists():
-            out = _build_first(folder, tao_venv)
-            if out is None:
-                pytest.fail(f"the shared demo build failed:\n{failed.read_text()}")
+            rc, out = _build_first(folder, tao_venv)
+            if rc != 0:
+                failed.write_text(out[-4000:])
+                pytest.fail(f"the shared demo build failed:\n{out[-4000:]}")
             log.write_text(out)
     return LearnedDemo(folder, log.read_text())
 
 
-def _build_first(folder: Path, tao_venv: Path) -> str | None:
+def _build_first(folder: Path, tao_venv: Path) -> tuple[int, str]:
+    """The demo project in `folder`, built at BUILD_NICE: (exit code, Snakemake's output)."""
     text = (REPO / "project.yaml").read_text().replace(
         "    kind: local", f"    kind: local\n    local: {{venv: {tao_venv}}}")
     make_project(folder, text)
@@ -89,7 +91,4 @@ def _build_first(folder: Path, tao_venv: Path) -> str | None:
     except subprocess.TimeoutExpired:
         proc.kill()
         out = proc.communicate()[0] + "\n(timed out)"
-    if proc.returncode != 0:
-        (folder.parent / "FAILED").write_text(out[-4000:])
-        return None
-    return out
+    return proc.returncode, out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -27,11 +26,6 @@ from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 
-
-@pytest.fixture(scope="module")
-def learned(learned_demo, tmp_path_factory) -> tuple[Path, str]:
-    """This file's copy of the shared build, and the build's output."""
-    return learned_demo.copy(tmp_path_factory.mktemp("learning") / "demo"), learned_demo.out
 
 
 def test_the_demo_learns(learned):

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,10 +20,6 @@ from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 
-
-@pytest.fixture(scope="module")
-def learned(learned_demo, tmp_path_factory) -> tuple[Path, str]:
-    return learned_demo.copy(tmp_path_factory.mktemp("checkpoints") / "demo"), learned_demo.out
 
 
 DISTILL = """experiments:

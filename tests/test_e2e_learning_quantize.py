@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +16,6 @@ from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 
-
-@pytest.fixture(scope="module")
-def learned(learned_demo, tmp_path_factory) -> tuple[Path, str]:
-    return learned_demo.copy(tmp_path_factory.mktemp("quantize") / "demo"), learned_demo.out
 
 
 def test_onnx_runs_in_onnxruntime(learned):
