@@ -36,9 +36,12 @@ def cpu_of(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args()
     from tests.test_build import fake_project_text
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "compiler"),
+                    str(REPO / "taomake")], check=True, capture_output=True)
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,13 +65,14 @@ def main() -> int:
             taomake_cpu.append(cpu_of(ours, folder, env))
             bare_cpu.append(cpu_of(bare, folder, tao_env))
     t, b = statistics.median(taomake_cpu), statistics.median(bare_cpu)
-    print(f"`taomake run evaluate` on the TAO test double, median of {args.runs}")
+    adds = statistics.median(x - y for x, y in zip(taomake_cpu, bare_cpu, strict=True))
+    print(f"`taomake run evaluate` on the TAO test double, medians of {args.runs}")
     print(f"{'':38} {'cpu s':>7}")
     print(f"{'taomake run evaluate (TAO included)':38} {t:7.3f}")
     print(f"{'the same TAO command, bare':38} {b:7.3f}")
-    print(f"{'taomake adds (target <= 0.3)':38} {t - b:7.3f}  "
-          f"{'ok' if t - b <= 0.3 else 'OVER'}")
-    return 0 if t - b <= 0.3 else 1
+    print(f"{'taomake adds (median of the pairs)':38} {adds:7.3f}  target <= 0.3: "
+          f"{'ok' if adds <= 0.3 else 'OVER'}")
+    return 0 if adds <= 0.3 else 1
 
 
 def _job(folder: Path, record: dict):

@@ -42,8 +42,8 @@ class JobSettings:
     as they are."""
 
     name: str
-    hardware: Any  # compiler.model.Hardware
-    tao: Any  # compiler.model.Tao
+    hardware: Any  # compiler.hardware.Hardware
+    tao: Any  # compiler.hardware.Tao
 
     @staticmethod
     def dump(project) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class JobSettings:
 
     @classmethod
     def of(cls, raw: dict[str, Any]) -> JobSettings:
-        from .model import Hardware, Tao
+        from .hardware import Hardware, Tao
 
         return cls(raw["name"], Hardware.model_validate(raw["hardware"]),
                    Tao.model_validate(raw["tao"]))

@@ -30,6 +30,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]"
   echo "$want" > "$stamp"
 fi
+# Byte-compile the checkout (an editable install compiles nothing): every Snakemake parse and
+# every job imports it, and with PYTHONDONTWRITEBYTECODE set Python would compile it from
+# source in each of those processes (benchmarks/job_overhead.py).  Fast when nothing changed.
+"$VENV/bin/python" -m compileall -q "$ROOT/compiler" "$ROOT/taomake" >/dev/null
 # TAOMAKE_SETUP_TAO=0: the tool's venv only (scripts/test.sh builds the TAO venv beside the
 # services it installs)
 if [ "${TAOMAKE_SETUP_TAO:-1}" != 0 ]; then

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import UsageError
-from taomake.compiler.model import DockerRunner as DockerSettings
+from taomake.compiler.hardware import DockerRunner as DockerSettings
 
 from taomake.errors import RunError
 from taomake.runners import TaoJob

@@ -103,7 +103,7 @@ def test_srun_argv():
 
 
 def hardware(**kw):
-    from taomake.compiler.model import Hardware
+    from taomake.compiler.hardware import Hardware
 
     return Hardware(**kw)
 

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taomake.compiler.errors import DataError, UsageError
 from taomake.compiler.layout import Shared
 from taomake.compiler.plan import BuildPlan, load_plan
 
-from .s3 import S3Settings, S3Store
+if TYPE_CHECKING:
+    from .s3 import S3Store
 
 
 def store_of(plan: BuildPlan) -> S3Store:
+    # imported here: `taomake run` builds this module's parser for every job
+    from .s3 import S3Settings, S3Store
+
     return S3Store(S3Settings.of(plan.storage))
 
 

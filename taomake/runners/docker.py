@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from taomake.compiler.errors import UsageError
-from taomake.compiler.model import DockerRunner as DockerSettings
+from taomake.compiler.hardware import DockerRunner as DockerSettings
 from taomake.errors import RunError
 
 from ..errors import Interrupted
@@ -58,7 +58,7 @@ def parse_mount(text: str) -> tuple[str, str]:
 @dataclass
 class DockerRunner:
     """The docker runner: project.yaml's `hardware.runner.docker` settings as validated (their
-    help is in `compiler.model.DockerRunner`), plus what tests may change."""
+    help is in `compiler.hardware.DockerRunner`), plus what tests may change."""
 
     settings: DockerSettings = field(default_factory=DockerSettings)
     network: bool = field(default=False, metadata={

@@ -1,5 +1,5 @@
 """Pick the runner project.yaml asks for.  Each runner module has `from_settings(runner, root)`,
-given the project's `hardware.runner` settings (compiler.model.Runner) as they are."""
+given the project's `hardware.runner` settings (compiler.hardware.Runner) as they are."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ MODULES = {"local": "local", "docker": "docker", "apptainer": "apptainer", "pyxi
 
 
 def make_runner(hardware, root: Path):
-    """The runner `hardware.runner` names, given its settings (compiler.model.Hardware)."""
+    """The runner `hardware.runner` names, given its settings (compiler.hardware.Hardware)."""
     kind = hardware.runner.kind
     try:
         module = import_module(f"taomake.runners.{MODULES[kind]}")
