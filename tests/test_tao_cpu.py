@@ -135,6 +135,36 @@ def test_entrypoint_lists_the_actions_without_running_their_scripts(tao_venv: Pa
     assert res["scripts"] == [] and res["heavy"] == [], res
     assert res["count"] == len(res["located"]) - 1  # every script but default_specs (TAO's own)
 
+
+QUANT_REGISTRY = """
+    import json, sys
+    import nvidia_tao_pytorch.cv.rtdetr.scripts.evaluate  # what every job's worker imports
+    early = sorted(m for m in ("modelopt", "nvidia_tao_pytorch.core.quantization.backends")
+                   if m in sys.modules)
+    from nvidia_tao_pytorch.core.quantization import ModelQuantizer, registry
+    manager = registry.get_registry_manager()
+    print(json.dumps({"early": early, "backends": sorted(registry.get_available_backends()),
+                      "modelopt": manager.get_backend("modelopt.pytorch").__name__,
+                      "registered": manager.is_backend_registered("torchao"),
+                      "quantizer": ModelQuantizer.__module__}))
+"""
+
+
+@pytest.mark.tao
+def test_quantization_backends_load_when_the_registry_is_first_read(tao_venv: Path) -> None:
+    """Every RT-DETR script imports TAO's quantization package, which imports its backends
+    (ModelOpt, torchao, ModelOpt ONNX) to register them (~2 CPU-s per job).  With the hook a job
+    that never reads the registry never imports them, and the first read sees the same
+    backends as TAO without the hook."""
+    hooked = last_json(venv_run(tao_venv, QUANT_REGISTRY))
+    plain = last_json(venv_run(tao_venv, QUANT_REGISTRY, env={"TAOMAKE_TAO_CPU_COMPAT": "0"}))
+    assert hooked["early"] == [], hooked
+    assert plain["early"] == ["modelopt", "nvidia_tao_pytorch.core.quantization.backends"], \
+        plain  # the cost the hook puts off
+    assert {**hooked, "early": None} == {**plain, "early": None}
+    assert {"modelopt.pytorch", "torchao"} <= set(hooked["backends"]), hooked
+
+
 @pytest.mark.tao
 def test_eff_stand_in_raises_a_clear_error(tao_venv: Path) -> None:
     out = venv_run(tao_venv, """

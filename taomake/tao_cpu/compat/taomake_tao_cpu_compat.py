@@ -24,7 +24,7 @@ only when no CUDA device is present (checked when it matters, not at start):
   `get_local_size` (`torch.cuda.device_count()`, 0 on CPU) answers 1: one CPU process per
   node, as one GPU per node would.
 
-One more patch changes no result, only start-up time, so it acts with or without CUDA:
+Two more patches change no result, only start-up time, so they act with or without CUDA:
 
 * `nvidia_tao_pytorch.core.entrypoint`: `get_subtasks` (what `rtdetr <action>` runs first,
   to list the actions) imports every script module of the network (train, evaluate, export,
@@ -32,6 +32,15 @@ One more patch changes no result, only start-up time, so it acts with or without
   one's `__file__`, then starts the chosen one in a new process (torchrun) that imports it
   again.  Here it finds the scripts' files without running them (`importlib.util.find_spec`):
   the same subtask table, about 9 CPU-seconds less per TAO job (docs/tao-notes.md §2.2).
+* `nvidia_tao_pytorch.core.quantization`: importing it (every RT-DETR script does, for
+  `create_quantized_model_from_config`) imports the quantization backends for their
+  registration side effect (`quantizer.py`: `importlib.import_module(".backends")` in a
+  `try` that ignores failures): ModelOpt with its Hugging Face plugins, ModelOpt ONNX and
+  TAO's torchao backend, about 2 CPU-seconds, in every train/evaluate/export/inference job
+  that never quantizes.  Here that one import is put off until the registry is first read
+  (`RegistryManager`'s get/list/is-registered/unregister/clear methods import the backends
+  first, ignoring failures as TAO does): quantize and the quantized_* jobs see the same
+  registry (docs/tao-notes.md §2.2).
 
 With a CUDA device nothing else changes.  Set TAOMAKE_TAO_CPU_COMPAT=0 to switch the hook off.
 No installed NVIDIA file is edited.
@@ -46,7 +55,8 @@ _TAG = "[taomake tao-cpu compat]"
 
 # What was patched, for diagnostics and tests (`taomake_tao_cpu_compat.STATE`).
 STATE = {"installed": False, "patched": [], "trainer_rewrites": 0, "msda_load_skipped": 0,
-         "multinode_cpu_validations": 0, "cpu_all_gathers": 0, "scripts_located": 0}
+         "multinode_cpu_validations": 0, "cpu_all_gathers": 0, "scripts_located": 0,
+         "backends_deferred": False, "backends_loaded": False}
 _notified = set()
 
 
@@ -228,6 +238,50 @@ def _patch_entrypoint(module):
     STATE["patched"].append(f"{module.__name__}.get_subtasks")
 
 
+_QUANT_BACKENDS = "nvidia_tao_pytorch.core.quantization.backends"
+_QUANTIZER = "nvidia_tao_pytorch.core.quantization.quantizer"
+
+
+def _defer_backends(fullname):
+    """True (once) when TAO's quantizer module, while it is being imported, asks for the
+    backends package: that import is answered with an ImportError, which the quantizer
+    ignores (backends are optional to it), and made later by `_load_backends`."""
+    if fullname != _QUANT_BACKENDS or STATE["backends_deferred"] or fullname in sys.modules:
+        return False
+    if "nvidia_tao_pytorch.core.quantization.registry.RegistryManager" not in STATE["patched"]:
+        return False  # nothing would import them later
+    quantizer = sys.modules.get(_QUANTIZER)
+    return bool(getattr(getattr(quantizer, "__spec__", None), "_initializing", False))
+
+
+def _load_backends():
+    if STATE["backends_deferred"] and not STATE["backends_loaded"]:
+        STATE["backends_loaded"] = True
+        import importlib
+        try:
+            importlib.import_module(_QUANT_BACKENDS)
+        except Exception:  # as TAO's quantizer: a backend that cannot load is not offered
+            pass
+
+
+def _patch_quant_registry(module):
+    manager = getattr(module, "RegistryManager", None)
+    if manager is None or getattr(manager, "_taomake_cpu_compat", False):
+        return
+    for name, method in list(vars(manager).items()):
+        if name.startswith(("_", "register_")) or not callable(method):
+            continue
+
+        def reader(self, *args, _method=method, **kwargs):
+            _load_backends()
+            return _method(self, *args, **kwargs)
+
+        reader.__name__, reader.__doc__, reader.__wrapped__ = name, method.__doc__, method
+        setattr(manager, name, reader)
+    manager._taomake_cpu_compat = True
+    STATE["patched"].append(f"{module.__name__}.RegistryManager")
+
+
 _PATCHES = {
     "torch": _patch_torch,
     "pytorch_lightning.trainer.trainer": _patch_trainer,
@@ -235,6 +289,7 @@ _PATCHES = {
     "nvidia_tao_pytorch.core.distributed.validator": _patch_multinode_validator,
     "nvidia_tao_pytorch.core.distributed.comm": _patch_comm,
     "nvidia_tao_pytorch.core.entrypoint": _patch_entrypoint,
+    "nvidia_tao_pytorch.core.quantization.registry": _patch_quant_registry,
 }
 
 
@@ -271,9 +326,14 @@ def _wrap_loader(name, loader):
 
 class _Finder:
     """Meta path finder: for the modules in _PATCHES, delegates to the other finders and
-    wraps the found loader; for every other name it answers None at once."""
+    wraps the found loader; puts off the quantizer's import of the backends
+    (`_defer_backends`); for every other name it answers None at once."""
 
     def find_spec(self, fullname, path=None, target=None):
+        if _defer_backends(fullname):
+            STATE["backends_deferred"] = True
+            raise ImportError(f"{_TAG} {fullname}: imported when the registry is first read",
+                              name=fullname)
         if fullname not in _PATCHES:
             return None
         for finder in sys.meta_path:
