@@ -6,11 +6,12 @@ of the build: a second run does nothing (the copy is up to date), an edit rebuil
 depends on it.
 
 The build is shared with tests/test_e2e_learning_checkpoints.py (a student distilled from the
-demo model; another checkpoint selected) and tests/test_e2e_learning_quantize.py (the ONNX in
-ONNX Runtime, a deleted ONNX rebuilt alone, torchao and modelopt quantization):
-tests/learned_demo.py builds it once per session (30 epochs, minutes) and each file works on
-its own copy, so the three run side by side.  A TAO job costs ~20 CPU-seconds of start-up
-before it does anything, so a second pipeline for the smoke checks would cost minutes."""
+demo model; another checkpoint selected), tests/test_e2e_learning_onnx.py (the ONNX in ONNX
+Runtime, a deleted ONNX rebuilt alone) and tests/test_e2e_learning_quantize.py (torchao and
+modelopt quantization): tests/learned_demo.py builds it once per session (30 epochs, minutes)
+and each file works on its own copy, so the four run side by side.  A TAO job costs ~20
+CPU-seconds of start-up before it does anything, so a second pipeline for the smoke checks
+would cost minutes."""
 
 from __future__ import annotations
 

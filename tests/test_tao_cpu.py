@@ -138,7 +138,8 @@ def test_entrypoint_lists_the_actions_without_running_their_scripts(tao_venv: Pa
 
 QUANT_REGISTRY = """
     import json, sys
-    import nvidia_tao_pytorch.cv.rtdetr.scripts.evaluate  # what every job's worker imports
+    # what each RT-DETR script imports (scripts/evaluate.py, export.py, inference.py)
+    from nvidia_tao_pytorch.core.quantization.utils import create_quantized_model_from_config
     early = sorted(m for m in ("modelopt", "nvidia_tao_pytorch.core.quantization.backends")
                    if m in sys.modules)
     from nvidia_tao_pytorch.core.quantization import ModelQuantizer, registry
