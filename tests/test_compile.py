@@ -54,6 +54,22 @@ def test_demo_derived_values(tmp_path):
     assert set(inf["inference"]["color_map"]) == {"circle", "triangle", "square"}
 
 
+def test_specs_read_as_ruamel_reads_yaml_1_2(tmp_path):
+    """The compiler reads each rendered spec with a resolver fixed at YAML 1.2 (faster);
+    every spec of a project with every action, and scalars YAML 1.1 and 1.2 read apart,
+    come out as ruamel's default safe loader reads them."""
+    from ruamel.yaml import YAML
+    from taomake.compiler.compile import spec_reader
+
+    default = YAML(typ="safe")
+    texts = [s.text for s in compiled(GPU, tmp_path).specs.values()]
+    texts.append("a: yes\nb: 010\nc: 1e-05\nd: 0o10\ne: .inf\nf: ~\ng: 0x1F\nh: '1.0'\n"
+                 "i: 1:20\nj: [1, 2.5, true, False, NULL, -.5, +1, 1.5e+3, on, 2001-12-14]\n")
+    assert len(texts) >= 8  # 7 actions (deploy included) and the scalars
+    for text in texts:
+        assert spec_reader().load(text) == default.load(text), text
+
+
 def test_classmaps_offset_by_one_line():
     classes = {1: "circle", 3: "triangle", 4: "square"}
     torch_lines = classmap_lines(classes, deploy=False)
