@@ -28,7 +28,6 @@ from tests.test_e2e_tao import job_counts
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 
 
-
 def test_the_demo_learns(learned):
     folder, out = learned
     base = folder / "results/base"

@@ -21,7 +21,6 @@ from tests.test_e2e_tao import job_counts
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 
 
-
 DISTILL = """experiments:
   base: {}
   student:

@@ -240,6 +240,7 @@ def _patch_entrypoint(module):
 
 _QUANT_BACKENDS = "nvidia_tao_pytorch.core.quantization.backends"
 _QUANTIZER = "nvidia_tao_pytorch.core.quantization.quantizer"
+_QUANT_REGISTRY = "nvidia_tao_pytorch.core.quantization.registry"
 
 
 def _defer_backends(fullname):
@@ -248,7 +249,7 @@ def _defer_backends(fullname):
     ignores (backends are optional to it), and made later by `_load_backends`."""
     if fullname != _QUANT_BACKENDS or STATE["backends_deferred"] or fullname in sys.modules:
         return False
-    if "nvidia_tao_pytorch.core.quantization.registry.RegistryManager" not in STATE["patched"]:
+    if f"{_QUANT_REGISTRY}.RegistryManager" not in STATE["patched"]:
         return False  # nothing would import them later
     quantizer = sys.modules.get(_QUANTIZER)
     return bool(getattr(getattr(quantizer, "__spec__", None), "_initializing", False))
@@ -289,7 +290,7 @@ _PATCHES = {
     "nvidia_tao_pytorch.core.distributed.validator": _patch_multinode_validator,
     "nvidia_tao_pytorch.core.distributed.comm": _patch_comm,
     "nvidia_tao_pytorch.core.entrypoint": _patch_entrypoint,
-    "nvidia_tao_pytorch.core.quantization.registry": _patch_quant_registry,
+    _QUANT_REGISTRY: _patch_quant_registry,
 }
 
 
