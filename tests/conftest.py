@@ -3,7 +3,9 @@ skipped with a reason when missing locally, and fail the test in CI (CI=true).""
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -76,6 +78,46 @@ def costliest_files_first(items):
         return (-cost[f], 0)
 
     return sorted(items, key=key)
+
+
+# CPU seconds per test file: the test process's own and its waited-for children's (Snakemake,
+# taomake, TAO on the local runner); not the daemons' (SLURM jobs, Docker containers).  CI is
+# bound by CPU on 2 cores, so this, not wall time under load, says where its minutes go.
+CPU_BY_FILE: dict[str, float] = {}
+
+
+def _cpu_seconds() -> float:
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = _cpu_seconds()
+    yield
+    file = item.nodeid.split("::", 1)[0]
+    CPU_BY_FILE[file] = CPU_BY_FILE.get(file, 0.0) + _cpu_seconds() - start
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: report to the controller
+        session.config.workeroutput["cpu_by_file"] = json.dumps(CPU_BY_FILE)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):  # xdist, in the controller
+    for file, cpu in json.loads(getattr(node, "workeroutput", {}).get("cpu_by_file", "{}")).items():
+        CPU_BY_FILE[file] = CPU_BY_FILE.get(file, 0.0) + cpu
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not CPU_BY_FILE:
+        return
+    total = sum(CPU_BY_FILE.values())
+    terminalreporter.write_sep("=", f"CPU per test file: {total / 60:.1f} cpu-min in all "
+                                    "(tests and what they waited for; not the daemons')")
+    for file, cpu in sorted(CPU_BY_FILE.items(), key=lambda kv: -kv[1])[:25]:
+        terminalreporter.write_line(f"{cpu:8.1f} cpu-s  {file}")
 
 
 @pytest.fixture(scope="session")
