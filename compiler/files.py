@@ -9,8 +9,11 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, content: str | bytes) -> None:
-    """Write via a temp file in the same folder + rename: readers never see half a file."""
+def atomic_write(path: Path, content: str | bytes, *, durable: bool = True) -> None:
+    """Write via a temp file in the same folder + rename: readers never see half a file.
+    `durable`: on disk before the rename (fsync).  Files derived again from others on every
+    run (specs: their size and time are checked against the plan cache, which is durable) skip
+    it: a thousand fsyncs are a fifth of compiling a 200-experiment project."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode() if isinstance(content, str) else content
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,7 +21,8 @@ def atomic_write(path: Path, content: str | bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -26,20 +30,31 @@ def atomic_write(path: Path, content: str | bytes) -> None:
         raise
 
 
-def write_if_changed(path: Path, content: str, *, unchanged_since: int | None = None) -> bool:
-    """Write `content` unless the file already holds it.  `unchanged_since` (ns): a file of
-    the right size not modified since then is taken as written without reading it (the plan
-    cache's time: a spec edited by hand after it is read and put back)."""
+def untouched_since(path: Path, size: int, since: int | None) -> bool:
+    """True if `path` has `size` bytes and was not modified after `since` (ns): a file the
+    plan cache wrote before that time, taken as written without reading it (one edited by hand
+    afterwards is read and put back)."""
+    if since is None:
+        return False
     try:
-        if unchanged_since is not None:
-            st = path.stat()
-            if st.st_mtime_ns <= unchanged_since and st.st_size == len(content.encode()):
-                return False
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_mtime_ns <= since and st.st_size == size
+
+
+def write_if_changed(path: Path, content: str, *, unchanged_since: int | None = None,
+                     durable: bool = True) -> bool:
+    """Write `content` unless the file already holds it (`unchanged_since`: see
+    `untouched_since`; `durable`: see `atomic_write`)."""
+    if untouched_since(path, len(content.encode()), unchanged_since):
+        return False
+    try:
         if path.read_text(encoding="utf-8") == content:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    atomic_write(path, content)
+    atomic_write(path, content, durable=durable)
     return True
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ from .facts import (
     min_train_images,
     splits,
 )
-from .files import atomic_write, link_local_source, write_if_changed
+from .files import atomic_write, link_local_source, untouched_since, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
 
-PLAN_FORMAT = 8  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
-# 7: job settings; 8: data sources by their place in the project
+PLAN_FORMAT = 9  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
+# 7: job settings; 8: data sources by their place in the project; 9: spec texts apart
 CACHE_NAME = ".taomake-plan.json"
+TEXTS_NAME = ".taomake-plan-specs.json"  # the specs' texts, beside it (SpecEntry)
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,28 @@ class JobSettings:
 
 @dataclass
 class SpecEntry:
+    """A rendered spec: where it is written, its data, and its text.  The plan cache keeps the
+    texts in a file of their own, read only when one is asked for (a spec to put back, a
+    job's own spec): a Snakemake parse of a cached 1000-trial sweep reads 5000 texts' worth
+    of JSON for nothing otherwise."""
+
     path: str
-    text: str
     data: dict[str, Any]
+    size: int  # bytes of the text (UTF-8): an untouched spec file is recognised by it
+    _text: str | None = field(default=None, repr=False, compare=False)
+    _texts: Callable[[], dict[str, str]] | None = field(default=None, repr=False,
+                                                         compare=False)
+
+    @classmethod
+    def of(cls, path: str, text: str, data: dict[str, Any]) -> SpecEntry:
+        return cls(path, data, len(text.encode()), text)
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            assert self._texts is not None, f"{self.path}: a spec entry without its text"
+            self._text = self._texts()[self.path]
+        return self._text
 
 
 @dataclass
@@ -311,7 +332,7 @@ def plan_from(lp, compiled, reused: BuildPlan | None = None,
         experiments[name] = ExperimentPlan(
             name=name, results=p.results, source_action=c.source_action,
             use_checkpoint=str(p.train.use_checkpoint), best_metric=p.train.best_metric,
-            specs={a: SpecEntry(s.path, s.text, s.data) for a, s in c.specs.items()},
+            specs={a: SpecEntry.of(s.path, s.text, s.data) for a, s in c.specs.items()},
             files=dict(c.files), skipped=dict(c.skipped),
             resources=resources_of(p.hardware),
             upload=p.upload.model_dump() if p.upload else None,
@@ -349,7 +370,8 @@ def _compile(project: Path, previous: dict[str, Any] | None) -> tuple[BuildPlan,
     old_plan, old_keys = None, {}
     if previous is not None:
         try:
-            old_plan, old_keys = _from_json(previous), previous.get("experiment_keys") or {}
+            old_plan = _from_json(previous, _texts_loader(project, previous["texts"]))
+            old_keys = previous.get("experiment_keys") or {}
         except (KeyError, TypeError, ValueError):
             old_plan, old_keys = None, {}
     fresh = [name for name in lp.experiments
@@ -359,11 +381,12 @@ def _compile(project: Path, previous: dict[str, Any] | None) -> tuple[BuildPlan,
     return plan_from(lp, compiled, old_plan, deps), keys
 
 
-def _from_json(raw: dict[str, Any]) -> BuildPlan:
+def _from_json(raw: dict[str, Any], texts: Callable[[], dict[str, str]]) -> BuildPlan:
     exps = {}
     for name, e in raw["experiments"].items():
         e = dict(e)
-        e["specs"] = {a: SpecEntry(**s) for a, s in e["specs"].items()}
+        e["specs"] = {a: SpecEntry(s["path"], s["data"], s["size"], _texts=texts)
+                      for a, s in e["specs"].items()}
         exps[name] = ExperimentPlan(**e)
     return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"],
                      raw["name"], raw["sources"], raw["storage"], raw["sweeps"],
@@ -372,6 +395,35 @@ def _from_json(raw: dict[str, Any]) -> BuildPlan:
 
 def _cache_path(project: Path) -> Path:
     return project.parent / ".snakemake" / CACHE_NAME
+
+
+def _texts_path(project: Path) -> Path:
+    return project.parent / ".snakemake" / TEXTS_NAME
+
+
+def _texts_loader(project: Path, digest: str) -> Callable[[], dict[str, str]]:
+    """The cached specs' texts (path -> text), read once, when first asked for.  A texts file
+    that is not the one the cache was written with (removed, edited, from another copy) is
+    not trusted: the project is compiled again for them."""
+    texts: dict[str, str] = {}
+
+    def load() -> dict[str, str]:
+        if not texts:
+            try:
+                blob = _texts_path(project).read_bytes()
+                if hashlib.sha256(blob).hexdigest() != digest:
+                    raise ValueError("spec texts do not match the plan cache")
+                texts.update(json.loads(blob))
+            except (OSError, ValueError):
+                plan, _ = _compile(project, None)
+                texts.update(_spec_texts(plan))
+        return texts
+
+    return load
+
+
+def _spec_texts(plan: BuildPlan) -> dict[str, str]:
+    return {s.path: s.text for e in plan.experiments.values() for s in e.specs.values()}
 
 
 def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
@@ -390,7 +442,7 @@ def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
         if raw.get("format") == PLAN_FORMAT and raw.get("root") == str(project.parent):
             previous = raw
             if raw.get("key") == fingerprint(project, raw["deps"]):
-                plan = _from_json(raw)
+                plan = _from_json(raw, _texts_loader(project, raw["texts"]))
                 cached_at = cache.stat().st_mtime_ns
     except (OSError, ValueError, KeyError, TypeError):
         plan = None
@@ -407,12 +459,16 @@ def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
     # reads in a 1000-trial sweep); the cache is written after the specs, so that holds.
     for e in plan.experiments.values():
         for spec in e.specs.values():
-            write_if_changed(root / spec.path, spec.text, unchanged_since=cached_at)
+            if not untouched_since(root / spec.path, spec.size, cached_at):
+                write_if_changed(root / spec.path, spec.text, durable=False)
         for rel, content in e.files.items():
-            write_if_changed(root / rel, content, unchanged_since=cached_at)
-    if keys is not None:
+            write_if_changed(root / rel, content, unchanged_since=cached_at, durable=False)
+    if keys is not None:  # the texts first: the cache names them by their digest
+        texts = json.dumps(_spec_texts(plan), sort_keys=True).encode()
+        atomic_write(_texts_path(project), texts, durable=False)
         record = {"format": PLAN_FORMAT, "key": fingerprint(project, plan.deps),
-                  "experiment_keys": keys, **_fields(plan)}
+                  "experiment_keys": keys, "texts": hashlib.sha256(texts).hexdigest(),
+                  **_fields(plan)}
         atomic_write(cache, json.dumps(record, sort_keys=True, default=_fields) + "\n")
     return plan
 
@@ -420,6 +476,8 @@ def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
 def _fields(obj: Any) -> dict[str, Any]:
     """A dataclass's fields for json.dumps, without `asdict`'s deep copy of every spec's data
     (a fifth of writing a 200-experiment plan)."""
+    if isinstance(obj, SpecEntry):  # its text goes to the texts file
+        return {"path": obj.path, "data": obj.data, "size": obj.size}
     if not is_dataclass(obj) or isinstance(obj, type):
         raise TypeError(f"{type(obj).__name__} is not JSON serializable")
     return {f.name: getattr(obj, f.name) for f in fields(obj)}

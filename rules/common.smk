@@ -2,6 +2,7 @@
 # taomake.compiler.plan: compiled and validated when project.yaml or anything it reads changed, read
 # from a small cache otherwise.  Specs are written only when their content changes, so file
 # mtimes tell Snakemake the truth.
+import gc
 import os
 import re
 import sys
@@ -31,6 +32,11 @@ def _load(project_file):
 
 PLAN = _load(Path(config.get("project", "project.yaml")).resolve())
 EXPS = PLAN.experiments
+# Everything alive now (Snakemake's modules, the plan: a 1000-trial sweep's is ~10^6 objects)
+# lives as long as this process: kept out of the cyclic garbage collector, which otherwise
+# walks all of it on each of its many passes while Snakemake builds the DAG (a fifth of a
+# cached 1000-trial `snakemake -n`: benchmarks/README.md, sweep_scale.py).
+gc.freeze()
 
 # Every path below is relative to the project folder.  Run on its own (or included), the
 # workflow works there; loaded as a module of the user's workflow it must not move the
@@ -327,16 +333,19 @@ def resources_for(action):
     callable (Snakemake calls those per job, which costs time in large sweeps)."""
     neutral = {"gres": "", "slurm_partition": "", "slurm_account": "", "constraint": "",
                "slurm_extra": ""}  # absent (e.g. no GPU on CPU projects)
-    keys = sorted({k for e in EXPS.values() for k in e.resources.get(action, {})})
+    # resources follow `hardware` alone: experiments with the same job settings (a sweep's
+    # trials) have the same, so one of each is enough to tell whether they all agree
+    kinds = list({e.settings: name for name, e in EXPS.items()}.values())
+    keys = sorted({k for exp in kinds for k in EXPS[exp].resources.get(action, {})})
 
     def value_of(exp, key):
         value = EXPS[exp].resources.get(action, {}).get(key)
         return neutral.get(key, 0) if value is None else value
 
     def one(key):
-        values = {repr(value_of(exp, key)) for exp in EXPS}
+        values = {repr(value_of(exp, key)) for exp in kinds}
         if len(values) == 1:
-            return value_of(next(iter(EXPS)), key)
+            return value_of(kinds[0], key)
 
         def get(wildcards, attempt=1):
             return value_of(wildcards.exp, key)

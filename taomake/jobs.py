@@ -151,16 +151,16 @@ def make_job(p: JobSettings, root: Path, compiled: ExperimentPlan, experiment: s
 def _with_epochs(spec, epochs: int):
     """The spec with train.num_epochs replaced (a rung's job spec; the compiled one is kept)."""
     import copy
-    from dataclasses import replace
 
     from taomake.compiler.compile import dump_yaml
+    from taomake.compiler.plan import SpecEntry
 
     data = copy.deepcopy(spec.data)
     data["train"]["num_epochs"] = epochs
     header = "".join(line for line in spec.text.splitlines(keepends=True)
                      if line.startswith("#"))
-    return replace(spec, data=data, text=f"{header}# rung: num_epochs {epochs}\n"
-                   + dump_yaml(data))
+    return SpecEntry.of(spec.path, f"{header}# rung: num_epochs {epochs}\n" + dump_yaml(data),
+                        data)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -128,8 +128,6 @@ def compiled_names(monkeypatch) -> list[str]:
 ])
 def test_an_edit_recompiles_only_the_experiments_it_touches(tmp_path, monkeypatch, edit,
                                                             recompiled):
-    from dataclasses import asdict
-
     project = make_project(tmp_path)
     project.write_text(project.read_text() + EXPERIMENTS)
     load_plan(project)
@@ -139,7 +137,36 @@ def test_an_edit_recompiles_only_the_experiments_it_touches(tmp_path, monkeypatc
     assert sorted(names) == sorted(recompiled)
     # the same plan a compile from scratch makes
     (tmp_path / ".snakemake/.taomake-plan.json").unlink()
-    assert asdict(load_plan(project)) == asdict(plan)
+    fresh = load_plan(project)
+    assert fresh == plan and spec_texts(fresh) == spec_texts(plan)
+
+
+def spec_texts(plan) -> dict[str, str]:
+    return {s.path: s.text for e in plan.experiments.values() for s in e.specs.values()}
+
+
+def test_a_cached_parse_reads_no_spec_text_unless_a_spec_must_be_put_back(tmp_path,
+                                                                         monkeypatch):
+    """The specs' texts live beside the plan cache and are read only for a spec to write
+    back; a texts file that is not the cache's own (removed, edited) is not trusted."""
+    project = make_project(tmp_path)
+    project.write_text(project.read_text() + EXPERIMENTS)
+    first = spec_texts(load_plan(project))
+    texts = tmp_path / ".snakemake/.taomake-plan-specs.json"
+    assert json.loads(texts.read_text()) == first
+    names = compiled_names(monkeypatch)
+    texts.write_text("not the texts")  # a parse with every spec in place never opens it
+    plan = load_plan(project)
+    assert all(s._text is None for e in plan.experiments.values() for s in e.specs.values())
+    path = plan.experiments["wide"].specs["evaluate"].path
+    (tmp_path / path).unlink()  # put back from a compile: the texts file is not the cache's
+    assert spec_texts(load_plan(project)) == first and (tmp_path / path).read_text() == first[path]
+    assert names, "the damaged texts file was used"
+    names.clear()
+    texts.write_text(json.dumps(first, sort_keys=True))  # the cache's own again
+    (tmp_path / path).write_text("edited by hand\n")
+    assert spec_texts(load_plan(project)) == first and (tmp_path / path).read_text() == first[path]
+    assert names == []
 
 
 def test_a_changed_data_file_recompiles_what_reads_it(tmp_path, monkeypatch):
