@@ -108,10 +108,7 @@ def plot_grid(annotations: Path, image_dir: Path, dets: list[dict[str, Any]] | N
               limit: int = 8) -> None:
     """Up to `limit` test images: ground truth (left) next to the detections (right; `None`:
     inference did not run on these images)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a file, not a window (and 0.4 s less)
     from matplotlib.patches import Rectangle
     from PIL import Image
 
@@ -120,7 +117,12 @@ def plot_grid(annotations: Path, image_dir: Path, dets: list[dict[str, Any]] | N
     palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
                "#bfef45", "#469990", "#9a6324"]
     colour = {cid: palette[i % len(palette)] for i, cid in enumerate(sorted(names))}
-    fig, axes = plt.subplots(len(images), 2, figsize=(6, 3 * len(images)), squeeze=False)
+    # fixed margins, not tight_layout: the panels are alike, and tight_layout draws every
+    # one of them once more to measure it (half the cost of the plot)
+    fig = Figure(figsize=(6, 3 * len(images)))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.12 / len(images),
+                        wspace=0.04, hspace=0.12)
+    axes = fig.subplots(len(images), 2, squeeze=False)
     for row, image in zip(axes, images, strict=True):
         with Image.open(image_dir / image["file_name"]) as im:
             pixels = im.convert("RGB")
@@ -146,11 +148,9 @@ def plot_grid(annotations: Path, image_dir: Path, dets: list[dict[str, Any]] | N
                         "dataset.inference to the test split's images)", ha="center",
                         va="center", fontsize=7, transform=row[1].transAxes,
                         bbox={"facecolor": "white"})
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)
 
 
