@@ -370,8 +370,12 @@ def _compile(project: Path, previous: dict[str, Any] | None) -> tuple[BuildPlan,
     old_plan, old_keys = None, {}
     if previous is not None:
         try:
-            old_plan = _from_json(previous, _texts_loader(project, previous["texts"]))
-            old_keys = previous.get("experiment_keys") or {}
+            # read now: the new cache needs the reused experiments' texts, and a texts file
+            # that is not trusted means compiling everything once, not twice
+            texts = _read_texts(project, previous["texts"])
+            if texts is not None:
+                old_plan = _from_json(previous, lambda: texts)
+                old_keys = previous.get("experiment_keys") or {}
         except (KeyError, TypeError, ValueError):
             old_plan, old_keys = None, {}
     fresh = [name for name in lp.experiments
@@ -401,22 +405,27 @@ def _texts_path(project: Path) -> Path:
     return project.parent / ".snakemake" / TEXTS_NAME
 
 
+def _read_texts(project: Path, digest: str) -> dict[str, str] | None:
+    """The cached specs' texts (path -> text), or None for a texts file that is not the one
+    the cache was written with (removed, edited, from another copy)."""
+    try:
+        blob = _texts_path(project).read_bytes()
+        if hashlib.sha256(blob).hexdigest() == digest:
+            return json.loads(blob)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _texts_loader(project: Path, digest: str) -> Callable[[], dict[str, str]]:
-    """The cached specs' texts (path -> text), read once, when first asked for.  A texts file
-    that is not the one the cache was written with (removed, edited, from another copy) is
-    not trusted: the project is compiled again for them."""
+    """The cached specs' texts, read once, when first asked for; if the texts file is not
+    trusted (`_read_texts`), the project is compiled again for them."""
     texts: dict[str, str] = {}
 
     def load() -> dict[str, str]:
         if not texts:
-            try:
-                blob = _texts_path(project).read_bytes()
-                if hashlib.sha256(blob).hexdigest() != digest:
-                    raise ValueError("spec texts do not match the plan cache")
-                texts.update(json.loads(blob))
-            except (OSError, ValueError):
-                plan, _ = _compile(project, None)
-                texts.update(_spec_texts(plan))
+            read = _read_texts(project, digest)
+            texts.update(read if read is not None else _spec_texts(_compile(project, None)[0]))
         return texts
 
     return load

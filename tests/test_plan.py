@@ -167,6 +167,14 @@ def test_a_cached_parse_reads_no_spec_text_unless_a_spec_must_be_put_back(tmp_pa
     (tmp_path / path).write_text("edited by hand\n")
     assert spec_texts(load_plan(project)) == first and (tmp_path / path).read_text() == first[path]
     assert names == []
+    # an edit with an untrusted texts file: every experiment compiled again, once
+    texts.write_text("not the texts")
+    project.write_text(project.read_text().replace("  wide: {model.dim_feedforward: 2048}",
+                                                   "  wide: {model.dim_feedforward: 1024}"))
+    edited = spec_texts(load_plan(project))
+    assert sorted(names) == sorted(plan.experiments)
+    assert {p: t for p, t in edited.items() if "/wide/" not in p} == \
+        {p: t for p, t in first.items() if "/wide/" not in p}
 
 
 def test_a_changed_data_file_recompiles_what_reads_it(tmp_path, monkeypatch):
