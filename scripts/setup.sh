@@ -5,17 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV="$ROOT/.venv"
 
-find_python() {
-  for candidate in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
-    [ -n "$candidate" ] || continue
-    if command -v "$candidate" >/dev/null 2>&1 &&
-       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-      command -v "$candidate"; return 0
-    fi
-  done
-  echo "error: taomake needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
-  return 2
-}
+source "$ROOT/scripts/find-python.sh"
 
 step() { printf '\n== %s\n' "$*"; }
 

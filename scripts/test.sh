@@ -6,19 +6,23 @@
 # they fail instead).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TAOMAKE_SETUP_TAO=0 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+source "$ROOT/scripts/find-python.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/taomake-test-setup.XXXXXX")
 tao_venv=""
 cleanup() { [ -z "$tao_venv" ] || kill "$tao_venv" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-# The TAO venv (mostly downloads and unpacking, minutes on a fresh machine) is built while the
-# services are installed; its log is printed when both are done.
-printf '\n== TAO RT-DETR CPU venv (building beside the services: log below)\n'
-"$ROOT/.venv/bin/taomake" setup tao-cpu > "$tmp/tao-venv.log" 2>&1 &
+since() { printf '(at %ds)' "$SECONDS"; }  # seconds since this script started
+# The TAO venv (downloads and unpacking: the longest step of the set-up on a fresh machine)
+# is built first, beside the tool's venv and the services: its builder needs only the
+# standard library, so it runs from the checkout with the Python the tool's venv is made with.
+# Its log is printed when everything else is done.
+printf '\n== TAO RT-DETR CPU venv (building beside the rest: log below) %s\n' "$(since)"
+PYTHONPATH="$ROOT" "$(find_python)" -m taomake.tao_cpu.setup > "$tmp/tao-venv.log" 2>&1 &
 tao_venv=$!
+TAOMAKE_SETUP_TAO=0 bash "$ROOT/scripts/setup.sh"
 service() {
-  printf '\n== service: %s\n' "$1"
+  printf '\n== service: %s %s\n' "$1" "$(since)"
   PYTHON="$ROOT/.venv/bin/python" PATH="$ROOT/.venv/bin:$PATH" bash "$ROOT/scripts/services/$1.sh"
 }
 if [ "$(id -u)" = 0 ]; then
@@ -27,7 +31,7 @@ fi
 service s3
 rc=0
 wait "$tao_venv" || rc=$?
-printf '\n== TAO RT-DETR CPU venv (log)\n'
+printf '\n== TAO RT-DETR CPU venv (log) %s\n' "$(since)"
 cat "$tmp/tao-venv.log"
 tao_venv=""
 [ "$rc" = 0 ] || { echo "test.sh: building the TAO venv failed (exit $rc)" >&2; exit "$rc"; }
@@ -38,8 +42,13 @@ else
 fi
 cleanup
 trap - EXIT
-printf '\n== pytest\n'
+printf '\n== pytest %s\n' "$(since)"
 PY="$ROOT/.venv/bin/python"
+# One CPU thread per TAO process (the local and docker runners pass the caller's OMP_* on):
+# the tests run several jobs at once on few cores, where torch's second thread only adds
+# synchronisation.  3 epochs of the demo training, idle 2-core machine: 86 -> 67 cpu-s and
+# 75.6 -> 64.3 s (benchmarks/README.md, "threads").
+export OMP_NUM_THREADS=1
 # Given arguments (a file, -k, -m ...): one pytest run with them.
 if [ $# -gt 0 ] || [ "${TAOMAKE_TEST_WORKERS:-4}" -lt 2 ]; then
   exec "$PY" -m pytest --durations=30 "$@"
@@ -50,10 +59,8 @@ fi
 # needs: real TAO, SLURM, Docker), so the four longest start side by side, one per worker; a
 # worker takes the next file when its current one is nearly done, so the many small files fill
 # in beside them.
-# Four workers on two cores, on purpose (a TAO job is mostly single-threaded start-up, and the
-# SLURM and Docker tests mostly wait), so torch's idle OpenMP threads must sleep, not spin (a
-# 2-thread training step beside two busy processes: 745 ms spinning, 312 passive).  The
-# slowest tests are listed at the end.
-export OMP_WAIT_POLICY=PASSIVE
+# Four workers on two cores, on purpose: a TAO job is mostly single-threaded start-up, and the
+# SLURM and Docker tests mostly wait.  The slowest tests and the CPU each test file used are
+# listed at the end.
 exec "$PY" -m pytest -n "${TAOMAKE_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder \
   --durations=30 tests

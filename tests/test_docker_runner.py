@@ -81,8 +81,10 @@ def test_cpu_job_has_no_gpu_request_and_tao_bin(tmp_path):
     job = gpu_job(tmp_path)
     job = TaoJob(**{**job.__dict__, "gpus": 0, "gpu_ids": ()})
     runner = DockerRunner(DockerSettings(tao_bin="/venv/bin", ipc_host=True))
-    kw = runner.create_kwargs(job, User(1, 1), {})
+    kw = runner.create_kwargs(job, User(1, 1), {"OMP_NUM_THREADS": "1", "OTHER": "x"})
     assert "device_requests" not in kw
+    # the host's CPU threading reaches torch in the container (it shares the host's cores)
+    assert kw["environment"]["OMP_NUM_THREADS"] == "1" and "OTHER" not in kw["environment"]
     assert kw["ipc_mode"] == "host" and "shm_size" not in kw
     assert kw["command"][0] == "/venv/bin/rtdetr"
     assert kw["environment"]["PATH"].startswith("/venv/bin:")
@@ -147,8 +149,17 @@ def fake_job(tmp_path: Path, image: str, gpus: int = 0, label: str = "",
     return runner, job
 
 
-def containers_of(client, job: TaoJob) -> list:
-    return client.containers.list(all=True, filters={"label": f"taomake.job={job.label}"})
+def containers_of(client, job: TaoJob) -> list[str]:
+    """The states ("created", "running", "exited", ...) of the job's containers."""
+    return container_states(client, f"taomake.job={job.label}")
+
+
+def container_states(client, label: str, all: bool = True) -> list[str]:
+    """The states of the containers carrying `label`, from one list request.  (The high-level
+    `containers.list` inspects each listed container in a second request, which fails with
+    404 when the daemon lists a container it cannot inspect yet or any more: one being
+    created or removed.)"""
+    return [c["State"] for c in client.api.containers(all=all, filters={"label": label})]
 
 
 @pytest.mark.docker
@@ -213,14 +224,19 @@ def test_sigterm_stops_and_removes_the_container(docker_client, test_image, tmp_
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while not any(c.status == "running" for c in containers_of(docker_client, job)):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "container never started"
-        time.sleep(0.2)
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=runner.settings.stop_timeout + 30)
+    deadline = time.monotonic() + work_budget(fake_jobs=1)
+    try:
+        while "running" not in containers_of(docker_client, job):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "container never started"
+            time.sleep(0.2)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=runner.settings.stop_timeout + 30)
+    finally:  # a failed check must not leave the runner (and its 300-s container) behind
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=runner.settings.stop_timeout + 30)
     assert proc.returncode == 130, out
     assert time.monotonic() - started < runner.settings.stop_timeout / 2, out  # not the SIGKILL
     assert containers_of(docker_client, job) == []
@@ -283,8 +299,7 @@ def test_demo_pipeline_in_docker(docker_client, test_image, tao_venv, tmp_path):
         log = (results / "logs/train.log").read_text()
         assert "via the docker runner" in log and f"image {IMAGE}" in log
         assert f"user {uid}:" in log
-        assert docker_client.containers.list(
-            all=True, filters={"label": f"taomake.project={folder}"}) == []
+        assert container_states(docker_client, f"taomake.project={folder}") == []
     finally:
         if user:
             shutil.rmtree(top, ignore_errors=True)
@@ -314,14 +329,14 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "
 def test_nonzero_exit_fails_the_job_through_snakemake(docker_client, test_image, tmp_path):
     folder = tmp_path / "demo"
     fake_project(folder)
-    proc = subprocess.run(SNAKEMAKE, cwd=folder, capture_output=True, text=True, timeout=300,
+    proc = subprocess.run(SNAKEMAKE, cwd=folder, capture_output=True, text=True,
+                          timeout=work_budget(fake_jobs=3),
                           env={**os.environ, "FAKE_EXIT": "3"})
     assert proc.returncode != 0
     log = (folder / "results/base/logs/train.log").read_text()
     assert "fake rtdetr train" in log and "TAO exited with code 3" in log, log[-2000:]
     assert "FAKE_EXIT" in log  # named, and its value never matters to the log
-    assert docker_client.containers.list(
-        all=True, filters={"label": f"taomake.project={folder}"}) == []
+    assert container_states(docker_client, f"taomake.project={folder}") == []
 
 
 @pytest.mark.docker
@@ -331,10 +346,10 @@ def test_sigterm_to_snakemake_removes_the_container(docker_client, test_image, t
     proc = subprocess.Popen(SNAKEMAKE, cwd=folder, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "FAKE_SLEEP": "300"})
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + work_budget(fake_jobs=2)
     try:
         # this build's containers (another test may run one of its own meanwhile)
-        while not docker_client.containers.list(filters={"label": f"taomake.project={folder}"}):
+        while not container_states(docker_client, f"taomake.project={folder}", all=False):
             assert proc.poll() is None and time.monotonic() < deadline, "no container started"
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGTERM)
@@ -344,8 +359,8 @@ def test_sigterm_to_snakemake_removes_the_container(docker_client, test_image, t
             os.killpg(proc.pid, signal.SIGKILL)
     # removal finishes asynchronously in the daemon (and on a loaded machine a job that was
     # being started as the signal came is stopped a moment later): wait for it, bounded
-    deadline = time.monotonic() + 30
-    while docker_client.containers.list(all=True, filters={"label": f"taomake.project={folder}"}):
+    deadline = time.monotonic() + work_budget(fake_jobs=1)
+    while container_states(docker_client, f"taomake.project={folder}"):
         assert time.monotonic() < deadline, "a container outlived the build"
         time.sleep(0.5)
     log = (folder / "results/base/logs/train.log").read_text()
