@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,9 @@ def costliest_files_first(items):
 # CPU seconds per test file: the test process's own and its waited-for children's (Snakemake,
 # taomake, TAO on the local runner); not the daemons' (SLURM jobs, Docker containers).  CI is
 # bound by CPU on 2 cores, so this, not wall time under load, says where its minutes go.
+# Beside it, when each file ran and on which worker (the suite's critical path).
 CPU_BY_FILE: dict[str, float] = {}
+SPAN_BY_FILE: dict[str, list] = {}  # file -> [worker, first start, last end] (epoch seconds)
 
 
 def _cpu_seconds() -> float:
@@ -93,21 +96,26 @@ def _cpu_seconds() -> float:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    start = _cpu_seconds()
+    start, began = _cpu_seconds(), time.time()
     yield
     file = item.nodeid.split("::", 1)[0]
     CPU_BY_FILE[file] = CPU_BY_FILE.get(file, 0.0) + _cpu_seconds() - start
+    span = SPAN_BY_FILE.setdefault(file, [os.environ.get("PYTEST_XDIST_WORKER", "-"), began, 0])
+    span[2] = time.time()
 
 
 def pytest_sessionfinish(session):
     if hasattr(session.config, "workeroutput"):  # an xdist worker: report to the controller
         session.config.workeroutput["cpu_by_file"] = json.dumps(CPU_BY_FILE)
+        session.config.workeroutput["span_by_file"] = json.dumps(SPAN_BY_FILE)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):  # xdist, in the controller
-    for file, cpu in json.loads(getattr(node, "workeroutput", {}).get("cpu_by_file", "{}")).items():
+    output = getattr(node, "workeroutput", {})
+    for file, cpu in json.loads(output.get("cpu_by_file", "{}")).items():
         CPU_BY_FILE[file] = CPU_BY_FILE.get(file, 0.0) + cpu
+    SPAN_BY_FILE.update(json.loads(output.get("span_by_file", "{}")))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -118,6 +126,16 @@ def pytest_terminal_summary(terminalreporter):
                                     "(tests and what they waited for; not the daemons')")
     for file, cpu in sorted(CPU_BY_FILE.items(), key=lambda kv: -kv[1])[:25]:
         terminalreporter.write_line(f"{cpu:8.1f} cpu-s  {file}")
+    spans = sorted(SPAN_BY_FILE.items(), key=lambda kv: kv[1][1])
+    if not spans:
+        return
+    t0 = spans[0][1][1]
+    terminalreporter.write_sep("=", "when the files ran (seconds from the first test; "
+                                    "files over 20 s)")
+    for file, (worker, began, ended) in spans:
+        if ended - began > 20:
+            terminalreporter.write_line(f"{worker:>4} {began - t0:7.0f} -> {ended - t0:7.0f}"
+                                        f" ({ended - began:5.0f} s)  {file}")
 
 
 @pytest.fixture(scope="session")
