@@ -44,11 +44,6 @@ cleanup
 trap - EXIT
 printf '\n== pytest %s\n' "$(since)"
 PY="$ROOT/.venv/bin/python"
-# One CPU thread per TAO process (the local and docker runners pass the caller's OMP_* on):
-# the tests run several jobs at once on few cores, where torch's second thread only adds
-# synchronisation.  3 epochs of the demo training, idle 2-core machine: 86 -> 67 cpu-s and
-# 75.6 -> 64.3 s (benchmarks/README.md, "threads").
-export OMP_NUM_THREADS=1
 # Given arguments (a file, -k, -m ...): one pytest run with them.
 if [ $# -gt 0 ] || [ "${TAOMAKE_TEST_WORKERS:-4}" -lt 2 ]; then
   exec "$PY" -m pytest --durations=30 "$@"
@@ -59,8 +54,11 @@ fi
 # needs: real TAO, SLURM, Docker), so the four longest start side by side, one per worker; a
 # worker takes the next file when its current one is nearly done, so the many small files fill
 # in beside them.
-# Four workers on two cores, on purpose: a TAO job is mostly single-threaded start-up, and the
-# SLURM and Docker tests mostly wait.  The slowest tests and the CPU each test file used are
-# listed at the end.
+# Four workers on two cores, on purpose (a TAO job is mostly single-threaded start-up, and the
+# SLURM and Docker tests mostly wait), so torch's idle OpenMP threads must sleep, not spin (a
+# 2-thread training step beside two busy processes: 745 ms spinning, 312 passive; `taomake
+# run` hands it to TAO on CPU).  The slowest tests, the CPU of each test file and when each
+# file ran are listed at the end.
+export OMP_WAIT_POLICY=PASSIVE
 exec "$PY" -m pytest -n "${TAOMAKE_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder \
   --durations=30 tests

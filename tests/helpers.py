@@ -61,6 +61,15 @@ def processes_matching(marker: str) -> list[str]:
     return alive
 
 
+# Real-TAO builds train with one CPU thread in the suite (Snakemake's own override of the
+# rules' `threads`): a project's only training otherwise takes every core `--cores` allows
+# (rules/common.smk tao_threads), which on an idle 2-core machine saves ~7 % of its wall time
+# for ~34 % more CPU (benchmarks/threads.py: 3 epochs of the demo, 59.0 s / 88.4 cpu-s with 2
+# threads, 62.9 s / 65.8 cpu-s with 1).  The suite runs four workers on two cores: its time
+# is its CPU.
+ONE_THREAD = ["--set-threads", "train=1", "distill=1"]
+
+
 def work_budget(*, tao_jobs: int = 0, epochs: int = 0, fake_jobs: int = 0) -> float:
     """Seconds a test waits for the work it starts, sized from that work rather than guessed per
     call: a TAO job on this kind of machine (2 cores, CPU) takes up to a minute to start and

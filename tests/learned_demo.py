@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, copy_build, make_project, work_budget
+from tests.helpers import ONE_THREAD, REPO, copy_build, make_project, work_budget
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *ONE_THREAD,
+             "--cores", "2"]
 CLASSES = {"circle": 1, "triangle": 3, "square": 4}
 # Priority of the shared build over the rest of the suite (nice -5; root only): every test of
 # the e2e_learning files waits for it, so it is the suite's critical path.

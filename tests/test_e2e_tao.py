@@ -18,10 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, SMOKE_PROJECT, make_project, processes_matching, work_budget
+from tests.helpers import (
+    ONE_THREAD,
+    REPO,
+    SMOKE_PROJECT,
+    make_project,
+    processes_matching,
+    work_budget,
+)
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *ONE_THREAD,
+             "--cores", "2"]
 
 
 def project_text(venv: Path, epochs: int = 2) -> str:

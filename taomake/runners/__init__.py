@@ -16,12 +16,6 @@ from taomake.compiler.actions import Action
 from .mounts import Mount
 from .multinode import marked_spec, node_spec
 
-# CPU threading of PyTorch (OpenMP, MKL): tuning of the host, not project settings, and never
-# secret, so the caller's values reach TAO on the runners that share the host's cores (local,
-# docker) as they reach any PyTorch program.  Example: a 2-core machine running several jobs
-# at once trains faster with OMP_NUM_THREADS=1 (benchmarks/README.md, "threads").
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
-
 
 @dataclass(frozen=True)
 class TaoJob:

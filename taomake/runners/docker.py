@@ -23,7 +23,7 @@ from taomake.errors import RunError
 
 from ..errors import Interrupted
 from ..process import FORWARDED, die_with_parent
-from . import THREAD_ENV, TaoJob
+from . import TaoJob
 from .container_env import container_env, make_env_dirs, user_name
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -77,7 +77,7 @@ class DockerRunner:
         env = container_env(job, user.name)
         if self.settings.tao_bin:
             env["PATH"] = f"{self.settings.tao_bin.rstrip('/')}:{SYSTEM_PATH}"
-        for name in (*THREAD_ENV, *job.env_names):  # by name: the value goes to the daemon only
+        for name in job.env_names:  # by name: the value goes to the daemon only
             if name in environ:
                 env[name] = environ[name]
         return env

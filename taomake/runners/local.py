@@ -12,12 +12,11 @@ from typing import IO
 from taomake.compiler.errors import UsageError
 
 from ..process import run_tree
-from . import THREAD_ENV, TaoJob
+from . import TaoJob
 from .multinode import RANK_FROM_PROCID, allocation_env, shared_env, srun_prefix, step_cpus
 
-# Host variables a Python program needs to behave, and its CPU threading; everything else
-# must be asked for by name.
-BASE_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", *THREAD_ENV)
+# Host variables a Python program needs to behave; everything else must be asked for by name.
+BASE_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
 def default_venv() -> Path:

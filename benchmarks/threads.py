@@ -1,0 +1,99 @@
+"""CPU threads of a real TAO job on CPU: the demo's training, OMP_NUM_THREADS=1 vs the default.
+
+The demo project (root project.yaml, the TAO CPU venv of `taomake setup tao-cpu`) is prepared
+up to its data checks; then `rtdetr train` of the compiled spec runs for a few epochs into a
+scratch folder, alternating one thread and torch's default (one per core), and the medians of
+CPU seconds (user + sys, children included: torchrun, the worker, its data loaders) and wall
+seconds are compared.  The same comparison for `rtdetr evaluate` of the trained model follows.
+
+    python benchmarks/threads.py [--epochs 3] [--runs 2]
+
+What it decides: scripts/test.sh runs the suite with OMP_NUM_THREADS=1 (four jobs at once on
+two cores); the local and docker runners pass the caller's threading variables on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(cpu seconds, wall seconds) of one command, its children included."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(argv)}\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=2, help="runs of each setting (alternating)")
+    args = ap.parse_args()
+    from taomake.tao_cpu.setup import default_venv_path
+
+    venv = default_venv_path()
+    if not (venv / "bin/rtdetr").exists():
+        sys.exit(f"no TAO CPU venv at {venv}: run `taomake setup tao-cpu`")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    tao_env = {**base, "PATH": f"{venv / 'bin'}{os.pathsep}{base['PATH']}",
+               "VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1"}
+    settings = {"1 thread": {"OMP_NUM_THREADS": "1"},
+                f"default ({os.cpu_count()} threads)": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "demo"
+        folder.mkdir()
+        (folder / "data").symlink_to(REPO / "data")
+        shutil.copy(REPO / "project.yaml", folder / "project.yaml")
+        subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                        "--cores", "2", "--until", "data_check", "runtime_ready"], cwd=folder,
+                       check=True, capture_output=True)
+        rtdetr = str(venv / "bin/rtdetr")
+        spec = "results/base/specs/train.yaml"
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        trained = None
+        for run in range(args.runs):
+            for name, extra in settings.items():
+                out = Path(tmp) / f"train-{run}-{name.split()[0]}"
+                cpu_wall = timed([rtdetr, "train", "-e", spec, f"results_dir={out}",
+                                  f"train.num_epochs={args.epochs}"], folder,
+                                 {**tao_env, **extra})
+                times.setdefault(("train", name), []).append(cpu_wall)
+                print(f"train {args.epochs} epochs, {name}: {cpu_wall[0]:.1f} cpu-s, "
+                      f"{cpu_wall[1]:.1f} s", file=sys.stderr)
+                trained = out
+        model = max(trained.glob("model_epoch_*.pth"))
+        for run in range(args.runs):
+            for name, extra in settings.items():
+                out = Path(tmp) / f"evaluate-{run}-{name.split()[0]}"
+                cpu_wall = timed([rtdetr, "evaluate", "-e", "results/base/specs/evaluate.yaml",
+                                  f"results_dir={out}", f"evaluate.checkpoint={model}"],
+                                 folder, {**tao_env, **extra})
+                times.setdefault(("evaluate", name), []).append(cpu_wall)
+    print(f"\n| job | threads | cpu-s (median of {args.runs}) | wall s (median) |")
+    print("|---|---|---|---|")
+    for (job, name), values in times.items():
+        what = f"train, {args.epochs} epochs" if job == "train" else "evaluate"
+        print(f"| {what} | {name} | {statistics.median(v[0] for v in values):.1f} | "
+              f"{statistics.median(v[1] for v in values):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
