@@ -127,15 +127,15 @@ def pytest_terminal_summary(terminalreporter):
     for file, cpu in sorted(CPU_BY_FILE.items(), key=lambda kv: -kv[1])[:25]:
         terminalreporter.write_line(f"{cpu:8.1f} cpu-s  {file}")
     spans = sorted(SPAN_BY_FILE.items(), key=lambda kv: kv[1][1])
-    if not spans:
+    long = [(file, span) for file, span in spans if span[2] - span[1] > 20]
+    if not long:
         return
     t0 = spans[0][1][1]
     terminalreporter.write_sep("=", "when the files ran (seconds from the first test; "
                                     "files over 20 s)")
-    for file, (worker, began, ended) in spans:
-        if ended - began > 20:
-            terminalreporter.write_line(f"{worker:>4} {began - t0:7.0f} -> {ended - t0:7.0f}"
-                                        f" ({ended - began:5.0f} s)  {file}")
+    for file, (worker, began, ended) in long:
+        terminalreporter.write_line(f"{worker:>4} {began - t0:7.0f} -> {ended - t0:7.0f}"
+                                    f" ({ended - began:5.0f} s)  {file}")
 
 
 @pytest.fixture(scope="session")
