@@ -24,7 +24,7 @@ from taomake.errors import RunError
 from taomake.runners import TaoJob
 from taomake.runners.docker import DockerRunner, User
 from taomake.runners.mounts import Mount
-from tests.helpers import IN_CI, REPO, SMOKE_PROJECT, make_project, work_budget
+from tests.helpers import IN_CI, ONE_THREAD, REPO, SMOKE_PROJECT, make_project, work_budget
 
 IMAGE = os.environ.get("TAO_CPU_IMAGE", "taomake/tao-cpu-test:1")
 SECRET = "s3cr3t-value-never-logged"
@@ -276,7 +276,8 @@ def test_demo_pipeline_in_docker(docker_client, test_image, tao_venv, tmp_path):
     folder = top / "demo"
     make_project(folder, docker_project_text(tao_venv, base, allow_root=os.getuid() == 0
                                              and user is None), copy_data=True)
-    argv = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+    argv = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *ONE_THREAD,
+            "--cores", "2"]
     uid = os.getuid()
     if user:  # the project belongs to that user; the venv is only mounted
         uid = user.pw_uid
