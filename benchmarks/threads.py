@@ -1,10 +1,12 @@
-"""CPU threads of a real TAO job on CPU: the demo's training, OMP_NUM_THREADS=1 vs the default.
+"""CPU threads and data-loader processes of a real TAO training on CPU (the demo's).
 
 The demo project (root project.yaml, the TAO CPU venv of `taomake setup tao-cpu`) is prepared
 up to its data checks; then `rtdetr train` of the compiled spec runs for a few epochs into a
-scratch folder, alternating one thread and torch's default (one per core), and the medians of
-CPU seconds (user + sys, children included: torchrun, the worker, its data loaders) and wall
-seconds are compared.  The same comparison for `rtdetr evaluate` of the trained model follows.
+scratch folder, alternating one thread (OMP_NUM_THREADS=1) and torch's default (one per core),
+each with the data loaded in the training process (dataset.workers=0) and in two loader
+processes (workers=2), and the medians of CPU seconds (user + sys, children included:
+torchrun, the worker, its data loaders) and wall seconds are compared.  The thread comparison
+for `rtdetr evaluate` of the trained model follows.
 
     python benchmarks/threads.py [--epochs 3] [--runs 2]
 
@@ -56,6 +58,7 @@ def main() -> int:
                "VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1"}
     settings = {"1 thread": {"OMP_NUM_THREADS": "1"},
                 f"default ({os.cpu_count()} threads)": {}}
+    loaders = (0, 2)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "demo"
         folder.mkdir()
@@ -70,14 +73,16 @@ def main() -> int:
         trained = None
         for run in range(args.runs):
             for name, extra in settings.items():
-                out = Path(tmp) / f"train-{run}-{name.split()[0]}"
-                cpu_wall = timed([rtdetr, "train", "-e", spec, f"results_dir={out}",
-                                  f"train.num_epochs={args.epochs}"], folder,
-                                 {**tao_env, **extra})
-                times.setdefault(("train", name), []).append(cpu_wall)
-                print(f"train {args.epochs} epochs, {name}: {cpu_wall[0]:.1f} cpu-s, "
-                      f"{cpu_wall[1]:.1f} s", file=sys.stderr)
-                trained = out
+                for workers in loaders:
+                    out = Path(tmp) / f"train-{run}-{name.split()[0]}-{workers}"
+                    cpu_wall = timed([rtdetr, "train", "-e", spec, f"results_dir={out}",
+                                      f"train.num_epochs={args.epochs}",
+                                      f"dataset.workers={workers}"], folder,
+                                     {**tao_env, **extra})
+                    times.setdefault((f"train, workers={workers}", name), []).append(cpu_wall)
+                    print(f"train {args.epochs} epochs, workers={workers}, {name}: "
+                          f"{cpu_wall[0]:.1f} cpu-s, {cpu_wall[1]:.1f} s", file=sys.stderr)
+                    trained = out
         model = max(trained.glob("model_epoch_*.pth"))
         for run in range(args.runs):
             for name, extra in settings.items():
@@ -89,7 +94,7 @@ def main() -> int:
     print(f"\n| job | threads | cpu-s (median of {args.runs}) | wall s (median) |")
     print("|---|---|---|---|")
     for (job, name), values in times.items():
-        what = f"train, {args.epochs} epochs" if job == "train" else "evaluate"
+        what = f"{job}, {args.epochs} epochs" if job.startswith("train") else job
         print(f"| {what} | {name} | {statistics.median(v[0] for v in values):.1f} | "
               f"{statistics.median(v[1] for v in values):.1f} |")
     return 0
