@@ -61,13 +61,13 @@ def processes_matching(marker: str) -> list[str]:
     return alive
 
 
-# Real-TAO builds train with one CPU thread (Snakemake's own override of the rules'
-# `threads`): a project's only training otherwise takes every core `--cores`
-# allows (rules/common.smk tao_threads), which on an idle 2-core machine saves ~7 % of its
-# wall time for ~34 % more CPU (benchmarks/threads.py: 3 epochs of the demo, 59.0 s / 88.4
-# cpu-s with 2 threads, 62.9 s / 65.8 cpu-s with 1).  The suite runs four workers on two
-# cores, bound by CPU.  (The shared demo build, which everything after it waits for, gets
-# its core by priority: tests/learned_demo.py BUILD_NICE.)
+# Real-TAO builds off the suite's critical path train with one CPU thread (Snakemake's own
+# override of the rules' `threads`): a project's only training otherwise takes every core
+# `--cores` allows (rules/common.smk tao_threads), which on an idle 2-core machine saves ~7 %
+# of its wall time for ~34 % more CPU (benchmarks/threads.py: 3 epochs of the demo, 59.0 s /
+# 88.4 cpu-s with 2 threads, 62.9 s / 65.8 cpu-s with 1).  The suite runs four workers on two
+# cores, bound by CPU.  Not the shared demo build, which the learned tests wait for
+# (tests/learned_demo.py).
 ONE_THREAD = ["--set-threads", "train=1", "distill=1"]
 
 
