@@ -10,8 +10,10 @@ for `rtdetr evaluate` of the trained model follows.
 
     python benchmarks/threads.py [--epochs 3] [--runs 2]
 
-What it decides: scripts/test.sh runs the suite with OMP_NUM_THREADS=1 (four jobs at once on
-two cores); the local and docker runners pass the caller's threading variables on.
+What it decides: the test suite's real-TAO builds, except the shared demo build that the
+learned tests wait for, train with one thread (tests/helpers.py ONE_THREAD); taomake's own
+default stays (a project's only CPU training takes every core `--cores` allows).  Results:
+benchmarks/README.md, "threads.py".
 """
 
 from __future__ import annotations
