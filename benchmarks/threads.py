@@ -33,14 +33,24 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(cpu seconds, wall seconds) of one command, its children included."""
+def timed(action: str, argv: list[str], cwd: Path, env: dict[str, str],
+          out: Path) -> tuple[float, float]:
+    """(cpu seconds, wall seconds) of one `rtdetr <action>` writing under `out`, its children
+    included; exits unless TAO's status.json says the action finished (TAO exits 0 on some
+    failures)."""
+    from taomake.compiler.actions import ACTIONS
+
+    from taomake.tao_status import outcome, read_status
+
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(argv)}\n{(proc.stdout + proc.stderr)[-3000:]}")
+    done = outcome(read_status(out / ACTIONS[action].results_subdir / "status.json"),
+                   ACTIONS[action].final_message)
+    if proc.returncode != 0 or not done.finished:
+        sys.exit(f"failed ({done.reason}): {' '.join(argv)}\n"
+                 f"{(proc.stdout + proc.stderr)[-3000:]}")
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall
 
 
@@ -77,21 +87,23 @@ def main() -> int:
             for name, extra in settings.items():
                 for workers in loaders:
                     out = Path(tmp) / f"train-{run}-{name.split()[0]}-{workers}"
-                    cpu_wall = timed([rtdetr, "train", "-e", spec, f"results_dir={out}",
-                                      f"train.num_epochs={args.epochs}",
-                                      f"dataset.workers={workers}"], folder,
-                                     {**tao_env, **extra})
+                    cpu_wall = timed("train", [rtdetr, "train", "-e", spec,
+                                               f"results_dir={out}",
+                                               f"train.num_epochs={args.epochs}",
+                                               f"dataset.workers={workers}"], folder,
+                                     {**tao_env, **extra}, out)
                     times.setdefault((f"train, workers={workers}", name), []).append(cpu_wall)
                     print(f"train {args.epochs} epochs, workers={workers}, {name}: "
                           f"{cpu_wall[0]:.1f} cpu-s, {cpu_wall[1]:.1f} s", file=sys.stderr)
                     trained = out
-        model = max(trained.glob("model_epoch_*.pth"))
+        model = max((trained / "train").glob("model_epoch_*.pth"))
         for run in range(args.runs):
             for name, extra in settings.items():
                 out = Path(tmp) / f"evaluate-{run}-{name.split()[0]}"
-                cpu_wall = timed([rtdetr, "evaluate", "-e", "results/base/specs/evaluate.yaml",
-                                  f"results_dir={out}", f"evaluate.checkpoint={model}"],
-                                 folder, {**tao_env, **extra})
+                cpu_wall = timed("evaluate", [rtdetr, "evaluate", "-e",
+                                              "results/base/specs/evaluate.yaml",
+                                              f"results_dir={out}", f"evaluate.checkpoint={model}"],
+                                 folder, {**tao_env, **extra}, out)
                 times.setdefault(("evaluate", name), []).append(cpu_wall)
     print(f"\n| job | threads | cpu-s (median of {args.runs}) | wall s (median) |")
     print("|---|---|---|---|")
