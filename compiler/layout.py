@@ -21,6 +21,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what TAO reads as images
 # taomake's own records inside a folder TAO writes (job specs, resume guard, provenance),
 # hidden so that TAO and users listing the outputs do not mistake them for artifacts
 RECORDS_DIR = ".taomake"
+# The lease a job holds on its action folder (taomake.lease): a lock file and who holds it.
+# Beside the records folder, not in it: the resume guard moves the records aside, and a lock
+# file must never move or go while anyone may hold it.
+LEASE_FILE, LEASE_RECORD = ".lease", ".lease.json"
 # An experiment's (or a project's) name is the folder of its results: letters, digits, _ . -,
 # never starting with `_` or `.` (the shared data and records folders) and never one of the
 # shared folders beside the experiments'.
@@ -195,6 +199,19 @@ class Layout:
     @property
     def test_grid(self) -> str:
         return Shared(self.results).test_grid(self.experiment)
+
+    def built_record(self, action: str) -> str:
+        """The spec an action's artifacts were last built from, written by its job when it
+        succeeded, with the job's start time as its mtime (taomake.jobs, compiler.writer)."""
+        return self.record(action, f"built-{action}.yaml")
+
+    def lease(self, action: str) -> str:
+        """The lock a job holds on its action folder for its whole life (taomake.lease)."""
+        return self.output(action, LEASE_FILE)
+
+    def lease_record(self, action: str) -> str:
+        """Who holds (or last held) the folder's lease."""
+        return self.output(action, LEASE_RECORD)
 
     def record(self, action: str, name: str) -> str:
         """taomake's own record of an action's job (`<action dir>/.taomake/<name>`): the spec

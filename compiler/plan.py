@@ -30,6 +30,7 @@ from .facts import (
 )
 from .files import atomic_write, link_local_source, untouched_since, write_if_changed
 from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
+from .writer import settle_spec_times
 
 PLAN_FORMAT = 9  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
 # 7: job settings; 8: data sources by their place in the project; 9: spec texts apart
@@ -401,6 +402,14 @@ def _cache_path(project: Path) -> Path:
     return project.parent / ".snakemake" / CACHE_NAME
 
 
+def build_in_progress(*folders: Path) -> bool:
+    """A Snakemake build holds the lock of one of these working folders (or was killed
+    holding it, until `snakemake --unlock`): Snakemake keeps its lock files in
+    `.snakemake/locks` for as long as a build runs."""
+    return any(next((folder / ".snakemake" / "locks").glob("*.lock"), None) is not None
+               for folder in folders)
+
+
 def _texts_path(project: Path) -> Path:
     return project.parent / ".snakemake" / TEXTS_NAME
 
@@ -470,6 +479,7 @@ def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
         for spec in e.specs.values():
             if not untouched_since(root / spec.path, spec.size, cached_at):
                 write_if_changed(root / spec.path, spec.text, durable=False)
+        settle_spec_times(root, e.layout, e.specs)
         for rel, content in e.files.items():
             write_if_changed(root / rel, content, unchanged_since=cached_at, durable=False)
     if keys is not None:  # the texts first: the cache names them by their digest

@@ -2,10 +2,16 @@
 
 An unchanged spec keeps its mtime, so Snakemake sees nothing new: that is what makes an
 edit to a comment, or to one action's settings, rebuild nothing (or only that action).
+
+An edit reverted rebuilds nothing either (`settle_spec_times`).  While a build runs, nothing
+rewrites its specs (rules/common.smk: a dry run or a second build leaves them as the running
+build planned them), so what a job built from is what the DAG judged it by.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +20,22 @@ from .files import write_if_changed
 
 if TYPE_CHECKING:  # jobs use changed_keys without loading the compiler (Jinja, jsonschema)
     from .compile import CompiledExperiment
+    from .layout import Layout
+
+
+def settle_spec_times(root: Path, layout: Layout, actions: Iterable[str]) -> None:
+    """A spec written back to exactly what its action was last built from (an edit
+    reverted) gets that build's start time as its mtime (the built record's), older than
+    every output: nothing reruns, with or without Snakemake's records.  Costs two stats a
+    spec; a spec is read only when it is newer than its last build's start."""
+    for action in actions:
+        spec, built = root / layout.spec(action), root / layout.built_record(action)
+        try:
+            spec_ns, built_ns = spec.stat().st_mtime_ns, built.stat().st_mtime_ns
+            if spec_ns > built_ns and spec.read_bytes() == built.read_bytes():
+                os.utime(spec, ns=(built_ns, built_ns))
+        except FileNotFoundError:
+            continue  # never built (or no spec): the spec's own time is right
 
 
 def outputs(compiled: CompiledExperiment) -> dict[str, str]:
@@ -25,8 +47,10 @@ def outputs(compiled: CompiledExperiment) -> dict[str, str]:
 
 def write_experiment(root: Path, compiled: CompiledExperiment) -> list[str]:
     """Write an experiment's specs and classmaps; returns the paths that changed."""
-    return [rel for rel, content in outputs(compiled).items()
-            if write_if_changed(root / rel, content)]
+    written = [rel for rel, content in outputs(compiled).items()
+               if write_if_changed(root / rel, content)]
+    settle_spec_times(root, compiled.layout, compiled.specs)
+    return written
 
 
 # --------------------------------------------------------------------------- diff

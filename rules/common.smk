@@ -13,24 +13,35 @@ from snakemake.exceptions import WorkflowError
 from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import TaomakeError
 from taomake.compiler.layout import NAME_RE, Layout, Shared, dataset_paths
-from taomake.compiler.plan import load_plan
+from taomake.compiler.plan import build_in_progress, load_plan
 
 
 # `snakemake --lint` reads the rules and builds no DAG (Snakemake makes its workflow with
 # check_envvars=False for that alone) and `taomake status` only reads (it passes
 # taomake_read_only): neither writes a file nor reaches a data source.
 READ_ONLY = not workflow.check_envvars or bool(config.get("taomake_read_only"))
+PROJECT_FILE = Path(config.get("project", "project.yaml")).resolve()
+# A build holds this folder (Snakemake's lock): this parse (a dry run, a second build the lock
+# will refuse, a cluster job's own Snakemake) must not rewrite the specs and data stamps that
+# build is judged by, or the build's jobs would be recorded as built from edits made while
+# they ran.  Edits of project.yaml take effect in the next build.
+HELD = build_in_progress(Path.cwd(), PROJECT_FILE.parent)
+if HELD and not READ_ONLY and not workflow.remote_exec:
+    sys.stderr.write("taomake: a build is running in this folder (Snakemake's lock): specs "
+                     "and data stamps stay as it planned them, edits of project.yaml take "
+                     "effect in the next build (a build killed hard leaves the lock: "
+                     "`snakemake --unlock`)\n")
 
 
 def _load(project_file):
     try:
-        return load_plan(project_file, write=not READ_ONLY)
+        return load_plan(project_file, write=not (READ_ONLY or HELD))
     except TaomakeError as exc:  # a user error: message, exit 2, no traceback
         sys.stderr.write(f"error: {exc.render()}\n")
         sys.exit(exc.exit_code)
 
 
-PLAN = _load(Path(config.get("project", "project.yaml")).resolve())
+PLAN = _load(PROJECT_FILE)
 EXPS = PLAN.experiments
 # Everything alive now (Snakemake's modules, the plan: a 1000-trial sweep's is ~10^6 objects)
 # lives as long as this process: kept out of the cyclic garbage collector, which otherwise
@@ -76,8 +87,9 @@ def refresh_data_stamps():
     """Record each data source's content identity before the DAG is built (the plan, loaded
     above, already pointed the local sources' links at them); a stamp is rewritten only when
     the content changed, so jobs rerun exactly when their data did, wherever it lies now.
-    Cluster jobs skip it: the main Snakemake process already looked; so does `--lint`."""
-    if workflow.remote_exec or READ_ONLY:
+    Cluster jobs skip it: the main Snakemake process already looked; so do `--lint` and a
+    parse beside a running build (HELD)."""
+    if workflow.remote_exec or READ_ONLY or HELD:
         return
     from taomake.data.archive import Limits
     from taomake.data.commands import store_of

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from taomake.compiler.actions import ACTIONS, Action
-from taomake.compiler.errors import UsageError
+from taomake.compiler.errors import TaomakeError, UsageError
 from taomake.compiler.facts import job_shape
 from taomake.compiler.files import atomic_write, link_local_source
-from taomake.compiler.layout import RECORDS_DIR
+from taomake.compiler.layout import LEASE_FILE, LEASE_RECORD, RECORDS_DIR
 from taomake.compiler.plan import BuildPlan, ExperimentPlan, JobSettings, load_plan, resources_of
 from taomake.compiler.writer import changed_keys
 from taomake.errors import RunError
@@ -32,6 +32,7 @@ from .errors import Interrupted
 from .failures import classify
 from .handoff import checkpoints
 from .judges import Produced, judge
+from .lease import Lease, LeaseHeld, take
 from .runners import TaoJob
 from .runners.mounts import job_mounts
 from .runners.registry import make_runner
@@ -59,6 +60,8 @@ def _load_yaml(path: Path) -> Any:
 
 
 RUNTIME_KEY = "taomake_runtime"  # in the checkpoint record, beside the spec's keys
+# what stays when checkpoints are moved aside: earlier moves, and the lease the job holds
+KEPT_IN_PLACE = (".stale", ".damaged", LEASE_FILE, LEASE_RECORD)
 
 
 def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter,
@@ -85,7 +88,7 @@ def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter,
             dest = out_dir / ".stale" / stamp
             dest.mkdir(parents=True)
             for entry in out_dir.iterdir():
-                if entry.name not in (".stale",):
+                if entry.name not in KEPT_IN_PLACE:
                     shutil.move(str(entry), dest / entry.name)
             (dest / "WHY.txt").write_text(
                 "These checkpoints were made with a different train spec; moved aside by "
@@ -104,9 +107,10 @@ def _dump(data: Any) -> str:
     return buf.getvalue()
 
 
-def _note(log: io.BufferedWriter, msg: str) -> None:
-    log.write(f"[taomake] {msg}\n".encode())
-    log.flush()
+def _note(log: io.BufferedWriter | None, msg: str) -> None:
+    if log is not None:
+        log.write(f"[taomake] {msg}\n".encode())
+        log.flush()
     _say(msg)
 
 
@@ -215,6 +219,8 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     """Run one TAO action and judge it.  `epochs` (train only, with `rung_out`): a
     successive-halving rung, i.e. the same spec trained up to `epochs` (resuming the
     trial's checkpoints), its curve written to `rung_out` instead of the train outputs."""
+    job_started = time.time_ns()  # before the spec is read: every output is newer
+    project_mtime = project.stat().st_mtime_ns
     plan = load_plan(project, write=False)  # the cached plan: no compile while it is current
     if experiment not in plan.experiments:
         raise UsageError(f"unknown experiment {experiment!r}")
@@ -227,8 +233,10 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     root = Path(plan.root)
     on_disk = root / spec.path
     if not on_disk.exists() or on_disk.read_text(encoding="utf-8") != spec.text:
-        raise RunError(f"{spec.path} does not match project.yaml (edited while building?); "
-                       "run snakemake again so the specs are recompiled")
+        raise RunError(f"{spec.path}, the spec this build planned, is not what project.yaml "
+                       "asks for now (edited while the build ran?): this job is not run; run "
+                       "snakemake again once the build has ended")
+    compiled_text = spec.text
     if epochs is not None:
         if action.name != "train" or rung_out is None:
             raise UsageError("--epochs is for a sweep rung: train with --rung-out")
@@ -245,7 +253,9 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     status = out_dir / "status.json"
     label = f"{action.name} ({experiment})"
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, \
+            _lease(root, compiled.layout, action.name, label, log) as lease:
+        _reclaim(runner, job, label, log)
         if action.name in ("train", "distill"):
             guard_resume(out_dir, spec.data, log, runner.runtime(job))
         atomic_write(job_spec, spec.text)
@@ -266,7 +276,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
             try:
                 rc = runner.run(job, log, on_tick=_Progress(
                     status, before, label, spec.data.get("train", {}).get("num_epochs"))
-                    if action.name in ("train", "distill") else None)
+                    if action.name in ("train", "distill") else None, lease=lease)
             except Interrupted as exc:
                 _note(log, f"{label}: {exc}; TAO stopped, no process left behind")
                 raise
@@ -302,14 +312,60 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
                            + ("\n  status.json errors:\n    " + "\n    ".join(tail) if tail
                               else "")
                            + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
-        # what this artifact was built from (`taomake explain`), and how long TAO took
-        atomic_write(out_dir / RECORDS_DIR / f"built-{action.name}.yaml", spec.text)
+        # what this artifact was built from (`taomake explain`, compiler.writer), dated when
+        # the job started; and how long TAO took.  A rung builds its rung record only.
+        if epochs is None:
+            built = root / compiled.layout.built_record(action.name)
+            atomic_write(built, spec.text)
+            os.utime(built, ns=(job_started, job_started))
         atomic_write(out_dir / RECORDS_DIR / f"run-{action.name}.json", json.dumps(
             {"runner": runner.name, "tao_seconds": round(elapsed, 3),
              "argv": job.tao_argv()}, indent=2) + "\n")
         _record_provenance(root, plan, experiment, action, spec, runner, job, out_dir,
                            started_wall, rc)
         _note(log, f"{label}: finished in {elapsed:.0f} s")
+        note_edited_project(project, project_mtime, experiment, action.name, compiled_text,
+                            log, label)
+
+
+def note_edited_project(project: Path, mtime_ns: int, experiment: str, action: str,
+                        ran_with: str, log: io.BufferedWriter | None, label: str) -> None:
+    """Say so when project.yaml, edited while the job ran, asks for another spec: what the
+    job built is stale, and the next build reruns it (the running build keeps the spec it
+    planned: rules/common.smk)."""
+    try:
+        if project.stat().st_mtime_ns == mtime_ns:
+            return
+        now = load_plan(project, write=False).experiments[experiment].specs[action].text
+    except (OSError, KeyError, TaomakeError):
+        return  # no longer compiles or has the job: the next build says why
+    if now != ran_with:
+        _note(log, f"{label}: project.yaml changed while this job ran and asks for another "
+                   f"{action} spec: these results are stale, the next build reruns it")
+
+
+def _lease(root: Path, layout, action: str, label: str, log: io.BufferedWriter | None
+           ) -> Lease:
+    """The lease on the action's folder for the whole job, or LeaseHeld (exit 1) naming the
+    live job that holds it; a lease a dead holder left is taken over, and the log says so."""
+    folder = layout.output(action, "").rstrip("/")
+    try:
+        lease = take(root / layout.lease(action), root / layout.lease_record(action), label,
+                     folder)
+    except LeaseHeld as exc:
+        _note(log, f"{label}: not started: {exc}")
+        raise
+    if lease.taken_over is not None:
+        _note(log, f"{label}: took over the lease of {folder} from "
+                   f"{lease.taken_over.describe()}, which ended without releasing it")
+    return lease
+
+
+def _reclaim(runner, job: TaoJob, label: str, log) -> None:
+    """What an earlier run of this job left running (its taomake killed hard) goes first."""
+    for what in runner.reclaim(job):
+        _note(log, f"{label}: removed {what}, left running by an earlier run of this job "
+                   "whose taomake process had died")
 
 
 def _record_provenance(root: Path, plan: BuildPlan, experiment: str, action: Action, spec,
@@ -370,15 +426,18 @@ def select_checkpoint(project: Path, experiment: str) -> None:
         raise UsageError(f"unknown experiment {experiment!r}")
     compiled = plan.experiments[experiment]
     root = Path(plan.root)
-    src_dir = root / compiled.layout.action_dir(compiled.source_action)
-    curve = training_curve(read_status(src_dir / "status.json"))
-    sel = select(src_dir, compiled.checkpoint_policy, compiled.best_metric, curve)
-    how = publish(src_dir, sel, root / compiled.layout.model(compiled.source_action),
-                  src_dir / "selection.json")
-    from .provenance import record_selection
+    source = compiled.source_action
+    src_dir = root / compiled.layout.action_dir(source)
+    # the training folder is read and written: never while a training runs in it
+    with _lease(root, compiled.layout, source, f"select {source} ({experiment})", None):
+        curve = training_curve(read_status(src_dir / "status.json"))
+        sel = select(src_dir, compiled.checkpoint_policy, compiled.best_metric, curve)
+        how = publish(src_dir, sel, root / compiled.layout.model(source),
+                      src_dir / "selection.json")
+        from .provenance import record_selection
 
-    record_selection(root, src_dir, compiled.layout.model(compiled.source_action),
-                     compiled.source_action, sel.source, how)
+        record_selection(root, src_dir, compiled.layout.model(source), source, sel.source,
+                         how)
     _say(f"{compiled.source_action} ({experiment}): selected epoch {sel.epoch} "
          f"({sel.policy}{f', {sel.metric} {sel.value}' if sel.value is not None else ''}) "
          f"-> {compiled.layout.model(compiled.source_action)} [{how}]")

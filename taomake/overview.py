@@ -94,14 +94,21 @@ def _detail(root: Path, path: str) -> str:
 
 
 def _changed_specs(plan: BuildPlan) -> dict[str, set[str]]:
-    """Per experiment, the actions whose spec on disk differs from project.yaml's (status
-    writes no spec, so Snakemake cannot see those changes)."""
+    """Per experiment, the actions whose spec, as project.yaml says now, differs from the
+    one their artifacts were built from (the job's built record; never built: the spec on
+    disk).  Neither mtimes nor the specs on disk decide: status writes no spec, and a spec
+    rewritten while a job ran is not what that job built from."""
     root = Path(plan.root)
     changed: dict[str, set[str]] = {}
     for name, e in plan.experiments.items():
         for action, spec in e.specs.items():
-            path = root / spec.path
-            if not path.is_file() or path.read_text(encoding="utf-8") != spec.text:
+            for record in (e.layout.built_record(action), spec.path):
+                try:
+                    built = (root / record).read_text(encoding="utf-8")
+                    break
+                except FileNotFoundError:
+                    built = None
+            if built != spec.text:
                 changed.setdefault(name, set()).add(action)
     return changed
 
@@ -192,7 +199,7 @@ def explain(project: Path, target: str) -> list[str]:
 
 def _spec_changes(lp, c, action: str) -> list[str]:
     spec = c.specs[action]
-    built = lp.root / c.layout.record(action, f"built-{action}.yaml")
+    built = lp.root / c.layout.built_record(action)
     if not built.exists():
         return ["never built successfully with taomake"]
     old_text = built.read_text()

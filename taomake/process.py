@@ -3,6 +3,9 @@
 The child gets its own session (process group), so we can stop all of it (torchrun and its
 workers) at once.  SIGTERM/SIGINT/SIGHUP to us are forwarded to the group; if our parent dies
 (Snakemake killed hard) the kernel sends us SIGTERM (PR_SET_PDEATHSIG) and the same cleanup runs.
+If we die without cleaning up (kill -9, the OOM killer), the kernel sends the child's leader
+SIGTERM the same way, and the child keeps the folder's lease (taomake.lease) while it winds
+down, so no second job starts writing beside it.
 """
 
 from __future__ import annotations
@@ -22,13 +25,25 @@ PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGTERM us when our parent exits (Linux only; best effort)."""
+def _libc():
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        return ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
-        pass
+        return None
+
+
+def die_with_parent(libc=None) -> None:
+    """Ask the kernel to SIGTERM us when our parent exits (Linux only; best effort)."""
+    libc = libc or _libc()
+    if libc is not None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_setup():
+    """What the child runs between fork and exec: SIGTERM when taomake dies (libc loaded
+    before the fork: nothing is imported or opened in the child)."""
+    libc = _libc()
+    return lambda: die_with_parent(libc)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -60,8 +75,10 @@ def stop_group(pgid: int, grace: float = 15.0) -> None:
 
 
 def run_tree(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: IO[bytes],
-             grace: float = 15.0, on_tick: Callable[[], None] | None = None) -> int:
-    """Run argv (a list, never a shell string) with output appended to `log`.
+             grace: float = 15.0, on_tick: Callable[[], None] | None = None,
+             keep_fds: Sequence[int] = (), on_start: Callable[[int], None] | None = None) -> int:
+    """Run argv (a list, never a shell string) with output appended to `log`.  `keep_fds`:
+    descriptors the tree inherits (the folder's lease); `on_start(pgid)` once it runs.
 
     Returns the exit code; raises Interrupted after stopping the tree on a signal."""
     die_with_parent()
@@ -74,7 +91,15 @@ def run_tree(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: IO[
     try:
         proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, pass_fds=tuple(keep_fds),
+                                preexec_fn=_child_setup())
+        if on_start:
+            try:
+                on_start(proc.pid)
+            except BaseException:
+                stop_group(proc.pid, grace)
+                proc.wait()
+                raise
         while True:
             if on_tick:
                 on_tick()

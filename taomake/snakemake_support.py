@@ -5,24 +5,40 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
+# What stops a build: a scheduler's or a user's `kill` (SIGTERM), Ctrl-C (SIGINT), the
+# terminal closing (SIGHUP).  Each must stop the jobs too, not only Snakemake.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-def forward_sigterm_to_jobs() -> None:
-    """Make SIGTERM stop running jobs now instead of waiting for them.
+
+def _say(text: str) -> None:
+    """To stderr, never failing: after SIGHUP the terminal may be gone."""
+    import sys
+
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def forward_stop_to_jobs() -> None:
+    """Make SIGTERM and SIGHUP stop running jobs now instead of waiting for them.
 
     Snakemake's own SIGTERM handler only stops scheduling and waits for running jobs — a
-    training job could go on for hours.  Our rules `exec` `taomake run`, so each shell job's
-    process *is* taomake, which stops TAO's whole process group on SIGTERM.  We forward the
-    signal to those jobs, then let Snakemake's graceful shutdown proceed.
+    training job could go on for hours — and SIGHUP would kill Snakemake outright, leaving
+    its lock behind.  Our rules `exec` `taomake run`, so each shell job's process *is*
+    taomake, which stops TAO's whole process group on SIGTERM.  We forward the signal to
+    those jobs, then let Snakemake's graceful shutdown proceed (it releases its lock).
+    Ctrl-C reaches the jobs by itself (the terminal signals the whole process group).
     """
     from snakemake.shell import shell
 
-    previous = signal.getsignal(signal.SIGTERM)
+    graceful = signal.getsignal(signal.SIGTERM)  # Snakemake's scheduler's
 
     def handler(signum, frame):
         # Snakemake's own handler first: it stops scheduling, so a job that dies of the
         # forwarded signal is not followed by a new one (seen in CI: the job started again)
-        if callable(previous):
-            previous(signum, frame)
+        if callable(graceful):
+            graceful(signal.SIGTERM, frame)
         with shell._lock:
             procs = list(shell._processes.values())
         for proc in procs:
@@ -32,6 +48,7 @@ def forward_sigterm_to_jobs() -> None:
                 pass
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 # --------------------------------------------------------------------------- SLURM executor
@@ -97,31 +114,72 @@ def adapt_slurm_plugin() -> str | None:
     return f"snakemake-executor-plugin-slurm {version}: job states normalized"
 
 
-def cancel_slurm_jobs_on_sigterm() -> None:
-    """SIGTERM to Snakemake (a scheduler's or a user's `kill`) on the login node: cancel its
-    SLURM jobs and stop, as Ctrl-C does.  Snakemake's own SIGTERM handler only stops
-    scheduling and waits for running jobs, which on a cluster can run for hours after the
-    pipeline that started them is gone.  A KeyboardInterrupt raised in the main thread takes
-    Snakemake's Ctrl-C path: the executor's cancel (scancel of every active job), then exit."""
-    import sys
+def slurm_run_name(workflow) -> str | None:
+    """The SLURM job name every job of this run is submitted under: the executor plugin's
+    run id (`sbatch --job-name`), or None when the plugin keeps it elsewhere."""
+    executor = getattr(getattr(workflow, "scheduler", None), "_executor", None)
+    name = getattr(executor, "run_uuid", None)
+    return name if isinstance(name, str) and name else None
 
-    fired = []
+
+def scancel_run(name: str) -> str:
+    """Cancel every SLURM job of this user named `name` (queued or running); what was done."""
+    import subprocess
+
+    argv = ["scancel", f"--name={name}", f"--user={_user()}"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{' '.join(argv)} failed: {exc}"
+    if proc.returncode != 0:
+        return f"{' '.join(argv)} failed: {proc.stderr.strip()[:300]}"
+    return " ".join(argv)
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def cancel_slurm_jobs_on_stop(run_name: str | None) -> None:
+    """SIGTERM, SIGINT or SIGHUP to Snakemake on the login node: cancel every SLURM job of
+    this run, then stop as Ctrl-C does (Snakemake's cancel, its lock released, exit).
+
+    The jobs are found by the name this run submits them under (`scancel --name`), not
+    from the executor's list of active jobs: the executor library empties that list while a
+    status query runs (seconds on a busy slurmdbd), and a stop then cancelled nothing.  A
+    second `scancel` at exit catches a job whose `sbatch` was under way at the signal."""
+    import atexit
+
+    fired: list[int] = []
+
+    def cancel(when: str) -> None:
+        if run_name:
+            _say(f"taomake: {when}: {scancel_run(run_name)}")
 
     def handler(signum, frame):
         if fired:
-            return  # cancelling already
+            return  # stopping already
         fired.append(signum)
-        print("taomake: SIGTERM: cancelling this run's SLURM jobs (scancel), then stopping",
-              file=sys.stderr, flush=True)
+        name = signal.Signals(signum).name
+        _say(f"taomake: {name}: cancelling this run's SLURM jobs (scancel), then stopping")
+        cancel(name)
+        atexit.register(cancel, "at exit")
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
 
 
-def install_signal_handling(executor: str | None) -> None:
-    """What SIGTERM does, for the executor this run uses (Snakemake's onstart)."""
+def install_signal_handling(executor: str | None, workflow=None) -> None:
+    """What stopping the build does, for the executor this run uses (Snakemake's onstart)."""
     if executor == "slurm":
         adapt_slurm_plugin()
-        cancel_slurm_jobs_on_sigterm()
+        name = slurm_run_name(workflow)
+        if name is None:
+            _say("taomake: warning: this SLURM executor plugin does not say its run's job "
+                 "name; a stop cancels only the jobs it lists as active")
+        cancel_slurm_jobs_on_stop(name)
     else:
-        forward_sigterm_to_jobs()
+        forward_stop_to_jobs()

@@ -71,14 +71,15 @@ def module_prefix_error(root: str | Path, cwd: Path, prefix: str | None) -> str 
 
 def on_start(workflow, project: str) -> None:
     """What taomake does before the first job (its Snakefile's `onstart`; a module user's
-    Snakefile calls it from its own `onstart`): SLURM jobs cancelled on SIGTERM, then
+    Snakefile calls it from its own `onstart`): a stop (SIGTERM, SIGINT, SIGHUP) cancels
+    every SLURM job of the run or stops the running jobs, then
     `taomake preflight`, whose failure stops the build (exit 1) before any job."""
     from taomake.compiler.errors import TaomakeError
     from taomake.preflight import before_build
     from taomake.snakemake_support import install_signal_handling
 
     executor = getattr(getattr(workflow, "executor_plugin", None), "name", None)
-    install_signal_handling(executor)
+    install_signal_handling(executor, workflow)
     try:
         before_build(os.path.abspath(project), executor)
     except TaomakeError as exc:

@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from taomake.compiler.actions import Action
 
 from .mounts import Mount
 from .multinode import marked_spec, node_spec
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,33 @@ class Runner(Protocol):
         checkpoints of another runtime are never resumed."""
         ...
 
-    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
-        """Run the job to completion, output appended to `log`; return its exit code.
-        Raise `taomake.process.Interrupted` after cleaning up when asked to stop."""
+    def reclaim(self, job: TaoJob) -> list[str]:
+        """Stop and remove what an earlier run of this job left running outside taomake's
+        process tree (its `taomake run` was killed hard), before the job starts again; say
+        what was removed.  Called with the folder's lease held: whatever is found is an
+        orphan, never a live job's."""
         ...
+
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
+            lease: Lease | None = None) -> int:
+        """Run the job to completion, output appended to `log`; return its exit code.
+        Raise `taomake.process.Interrupted` after cleaning up when asked to stop.  `lease`:
+        the folder's lease, which TAO's processes must hold as long as they live."""
+        ...
+
+
+def held_by_tree(lease: Lease | None) -> dict[str, Any]:
+    """`run_tree` arguments that make TAO's process tree hold the job's lease (and put its
+    process group in the lease's record)."""
+    if lease is None:
+        return {}
+    return {"keep_fds": (lease.fd,), "on_start": lambda pgid: lease.note(tao_pgid=pgid)}
+
+
+class NothingToReclaim:
+    """For runners whose TAO is a child process tree: it holds the lease itself while it
+    lives (taomake.lease), so nothing of an earlier run can be running once the lease is
+    ours."""
+
+    def reclaim(self, job: TaoJob) -> list[str]:
+        return []

@@ -23,14 +23,17 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from taomake.compiler.layout import image_file
 from taomake.errors import RunError
 
 from ..process import run_tree
-from . import TaoJob
+from . import NothingToReclaim, TaoJob, held_by_tree
 from .container_env import container_env, make_env_dirs
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 
 # environment of the container-starting process itself (PATH finds apptainer/srun)
 HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME")
@@ -94,7 +97,7 @@ def apptainer_argv(job: TaoJob, image: str, *, env: Mapping[str, str],
 
 
 @dataclass
-class ApptainerRunner:
+class ApptainerRunner(NothingToReclaim):
     image_dir: Path
     name: str = "apptainer"
 
@@ -113,7 +116,8 @@ class ApptainerRunner:
     def runtime(self, job: TaoJob) -> str:
         return job.image
 
-    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
+            lease: Lease | None = None) -> int:
         if job.nodes > 1:
             raise RunError("multi-node training with apptainer is not supported yet; use "
                            "hardware.runner.kind: pyxis")
@@ -123,7 +127,7 @@ class ApptainerRunner:
         argv = apptainer_argv(job, self.image(job), env=env)
         return run_tree(argv, cwd=job.workdir,
                         env=host_env(job.env_names, prefix="APPTAINERENV_"), log=log,
-                        on_tick=on_tick)
+                        on_tick=on_tick, **held_by_tree(lease))
 
 
 def from_settings(runner, root: Path) -> ApptainerRunner:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from taomake.compiler.errors import UsageError
 from taomake.compiler.hardware import DockerRunner as DockerSettings
@@ -25,6 +25,9 @@ from ..errors import Interrupted
 from ..process import FORWARDED, die_with_parent
 from . import TaoJob
 from .container_env import container_env, make_env_dirs, user_name
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NO_GPU_RUNTIME = "could not select device driver"
@@ -106,8 +109,7 @@ class DockerRunner:
             "volumes": self.volumes(job),
             # which build a container belongs to: `docker ps --filter
             # label=taomake.project=<project folder>` lists one project's jobs
-            "labels": {"taomake.job": job.label, "taomake.runner": self.name,
-                       "taomake.project": str(job.workdir)},
+            "labels": {**self.job_labels(job), "taomake.runner": self.name},
             "ulimits": [Ulimit(name=k, soft=v, hard=v) for k, v in self.settings.ulimits.items()],
             "network_mode": "bridge" if self.network else "none",
             # an init as PID 1 passes `docker stop`'s SIGTERM on to rtdetr/torchrun: as PID 1
@@ -190,7 +192,39 @@ class DockerRunner:
     def runtime(self, job: TaoJob) -> str:
         return job.image
 
-    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+    @staticmethod
+    def job_labels(job: TaoJob) -> dict[str, str]:
+        """The labels that name a job's containers (`create_kwargs`), as list filters."""
+        return {"taomake.job": job.label, "taomake.project": str(job.workdir)}
+
+    def reclaim(self, job: TaoJob) -> list[str]:
+        """Containers of this job whose `taomake run` died without removing them (kill -9,
+        the OOM killer): still training into the folder.  Stopped and removed."""
+        import docker
+
+        api = self.client().api
+        # one list request (the high-level list inspects each container again: one removed
+        # meanwhile answers 404)
+        found = api.containers(all=True, filters={
+            "label": [f"{k}={v}" for k, v in self.job_labels(job).items()]})
+        removed = []
+        for entry in found:
+            name = (entry.get("Names") or ["?"])[0].lstrip("/")
+            try:
+                if entry.get("State") in ("running", "restarting", "paused"):
+                    api.stop(entry["Id"], timeout=self.settings.stop_timeout)
+                api.remove_container(entry["Id"], force=True)
+            except docker.errors.NotFound:
+                pass  # gone meanwhile
+            except docker.errors.APIError as ex:  # never start a second one beside it
+                raise RunError(f"container {name} of an earlier run of {job.label} is still "
+                               f"there and could not be removed ({ex.explanation or ex}); "
+                               f"remove it with `docker rm -f {name}`, then run again") from None
+            removed.append(f"container {name} ({entry['Id'][:12]}, {entry.get('State')})")
+        return removed
+
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
+            lease: Lease | None = None) -> int:
         import docker
 
         user = User.current()
@@ -216,6 +250,8 @@ class DockerRunner:
             except docker.errors.APIError as ex:
                 raise RunError(f"docker could not create a container from {job.image}: "
                                f"{ex.explanation or ex}") from None
+            if lease is not None:  # a second job names it; the next run removes it if orphaned
+                lease.note(container=container.name)
             try:
                 container.start()
             except docker.errors.APIError as ex:

@@ -7,13 +7,16 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from taomake.compiler.errors import UsageError
 
 from ..process import run_tree
-from . import TaoJob
+from . import NothingToReclaim, TaoJob, held_by_tree
 from .multinode import RANK_FROM_PROCID, allocation_env, shared_env, srun_prefix, step_cpus
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 
 # Host variables a Python program needs to behave; everything else must be asked for by name.
 BASE_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
@@ -26,7 +29,7 @@ def default_venv() -> Path:
 
 
 @dataclass
-class LocalRunner:
+class LocalRunner(NothingToReclaim):
     """`rtdetr` from a venv's bin/, with that bin/ first on PATH (torchrun must be found)."""
 
     venv: Path
@@ -91,7 +94,8 @@ class LocalRunner:
                              "create it with `taomake setup tao-cpu`, or set "
                              "hardware.runner.local.venv to a venv with nvidia-tao-pytorch")
 
-    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
+            lease: Lease | None = None) -> int:
         self.check()
         argv, env = self.argv(job), self.env(job)
         if job.nodes > 1:
@@ -100,7 +104,8 @@ class LocalRunner:
             log.write(f"[taomake] multi-node: {shlex.join(self.srun(job))} "
                       f"(one TAO node per task; {shared}; SLURM job "
                       f"{env.get('SLURM_JOB_ID', '?')})\n".encode())
-        return run_tree(argv, cwd=job.workdir, env=env, log=log, on_tick=on_tick)
+        return run_tree(argv, cwd=job.workdir, env=env, log=log, on_tick=on_tick,
+                        **held_by_tree(lease))
 
 
 def from_settings(runner, root: Path) -> LocalRunner:

@@ -18,16 +18,19 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from taomake.compiler.layout import image_file
 from taomake.errors import RunError
 
 from ..process import run_tree
-from . import TaoJob
+from . import NothingToReclaim, TaoJob, held_by_tree
 from .apptainer import host_env
 from .container_env import container_env, make_env_dirs
 from .multinode import RANK_FROM_PROCID, shared_env, srun_prefix, step_cpus
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 
 
 def default_prefix(job: TaoJob) -> list[str]:
@@ -83,7 +86,7 @@ def exported_names(job: TaoJob, values: Mapping[str, str]) -> list[str]:
 
 
 @dataclass
-class PyxisRunner:
+class PyxisRunner(NothingToReclaim):
     image_dir: Path
     name: str = "pyxis"
 
@@ -113,7 +116,8 @@ class PyxisRunner:
     def runtime(self, job: TaoJob) -> str:
         return job.image
 
-    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None) -> int:
+    def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
+            lease: Lease | None = None) -> int:
         self.check(job)
         values = container_env(job)
         make_env_dirs(values)
@@ -127,7 +131,7 @@ class PyxisRunner:
         argv = pyxis_argv(job, self.image(job), env_names=exported_names(job, values),
                           prefix=prefix, wrapper=wrapper)
         return run_tree(argv, cwd=job.workdir, env=srun_env(job, values), log=log,
-                        on_tick=on_tick)
+                        on_tick=on_tick, **held_by_tree(lease))
 
 
 def from_settings(runner, root: Path) -> PyxisRunner:
