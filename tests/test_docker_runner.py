@@ -364,3 +364,42 @@ def test_sigterm_to_snakemake_removes_the_container(docker_client, test_image, t
         time.sleep(0.5)
     log = (folder / "results/base/logs/train.log").read_text()
     assert "interrupted by SIGTERM" in log
+
+
+@pytest.mark.docker
+def test_a_container_whose_taomake_died_is_removed_by_the_next_run(docker_client, test_image,
+                                                                   tmp_path):
+    """kill -9 of `taomake run` (the OOM killer) leaves its container training: nothing of
+    taomake's is left to stop it.  The next run of the job finds it by its labels and stops
+    and removes it before it starts its own (before: a second container trained beside it)."""
+    from tests.helpers import processes_matching
+
+    folder = tmp_path / "demo"
+    fake_project(folder)
+    proc = subprocess.Popen(SNAKEMAKE, cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "FAKE_SLEEP": "300"})
+    label = f"taomake.project={folder}"
+    deadline = time.monotonic() + work_budget(fake_jobs=2)
+    try:
+        while not container_states(docker_client, label, all=False):
+            assert proc.poll() is None and time.monotonic() < deadline, "no container started"
+            time.sleep(0.2)
+        [runner] = [int(p.split(":")[0]) for p in processes_matching(str(folder))
+                    if " run train " in p]
+        os.kill(runner, signal.SIGKILL)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(2)
+    assert container_states(docker_client, label) == ["running"]  # orphaned, still training
+    rerun = subprocess.run(SNAKEMAKE, cwd=folder, capture_output=True, text=True,
+                           timeout=work_budget(fake_jobs=3), env={**os.environ, "FAKE_SLEEP": "0"})
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "took over the lease of results/base/train" in log, rerun.stderr[-3000:]
+    removal = log.index(", left running by an earlier run of this job")
+    # (Snakemake starts the rerun's log afresh: this is the rerun's alone)
+    assert "removed container " in log[:removal] and log.count("fake rtdetr train") == 1
+    assert log.index("fake rtdetr train") > removal  # the new one started after the removal
+    assert container_states(docker_client, label) == []
