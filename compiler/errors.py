@@ -8,7 +8,10 @@ that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
+
+from .urls import redact
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,17 @@ class Problem:
         head = f"{self.location}: {self.message}"
         if self.check:
             head += f" [{self.check}]"
-        return head + (f"\n    fix: {self.hint}" if self.hint else "")
+        return redact(head + (f"\n    fix: {self.hint}" if self.hint else ""))
 
 
 class TaomakeError(Exception):
-    """Base of every error taomake reports to a user (exit code 2, no traceback)."""
+    """Base of every error taomake reports to a user (exit code 2, no traceback).  What it
+    says has the credentials of any URL in it masked."""
 
     exit_code = 2
 
     def render(self) -> str:
-        return str(self)
+        return redact(str(self))
 
 
 @dataclass
@@ -70,7 +74,29 @@ class ProjectError(TaomakeError):
         if self.context:
             head += f" ({self.context})"
         ordered = sorted(self.problems, key=lambda p: (p.location.file, p.location.line or 0))
-        return head + ":\n" + "\n".join(f"  {p}" for p in ordered)
+        return redact(head + ":\n" + "\n".join(f"  {p}" for p in ordered))
+
+
+class WriteError(TaomakeError):
+    """A file taomake writes could not be written: disk full, over quota, read-only or not
+    permitted (exit 1: the machine's problem, not the project's).  Names the path."""
+
+    exit_code = 1
+    ERRNOS = {errno.ENOSPC: "free space on that filesystem",
+              errno.EDQUOT: "free space within your quota there",
+              errno.EROFS: "the filesystem is read-only: put `results:` on a writable one",
+              errno.EACCES: "check who owns the folder and its permissions",
+              errno.EPERM: "check who owns the folder and its permissions"}
+
+    def __init__(self, path: object, exc: OSError):
+        self.path, self.errno = str(path), exc.errno
+        name = errno.errorcode.get(exc.errno or 0, "?")
+        super().__init__(f"cannot write {self.path}: {exc.strerror or exc} ({name}); fix: "
+                         f"{self.ERRNOS.get(exc.errno, 'see the message')}, then run again")
+
+    @classmethod
+    def caught(cls, exc: BaseException) -> bool:
+        return isinstance(exc, OSError) and exc.errno in cls.ERRNOS
 
 
 class DataError(TaomakeError):

@@ -8,16 +8,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import WriteError
+
 
 def atomic_write(path: Path, content: str | bytes, *, durable: bool = True) -> None:
     """Write via a temp file in the same folder + rename: readers never see half a file.
     `durable`: on disk before the rename (fsync).  Files derived again from others on every
     run (specs: their size and time are checked against the plan cache, which is durable) skip
-    it: a thousand fsyncs are a fifth of compiling a 200-experiment project."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    it: a thousand fsyncs are a fifth of compiling a 200-experiment project.
+    A full disk, quota, read-only filesystem or missing permission is a WriteError naming
+    `path`; nothing half-written is left."""
     data = content.encode() if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -25,8 +30,11 @@ def atomic_write(path: Path, content: str | bytes, *, durable: bool = True) -> N
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if WriteError.caught(exc):
+            raise WriteError(path, exc) from None
         raise
 
 

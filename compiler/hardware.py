@@ -108,6 +108,9 @@ class Slurm(Strict):
     cpus_per_gpu: PosInt = Field(8, description="CPUs per GPU (or per job on CPU).")
     mem_mb_per_gpu: PosInt = Field(32000, description="Memory per GPU (or per job on CPU).")
     requeue: bool = Field(True, description="Let SLURM requeue preempted jobs.")
+    resubmits: Annotated[int, Field(ge=0)] = Field(
+        3, description="Times a training that reaches time_minutes, or a job preempted for "
+        "good, is resubmitted (it resumes from its checkpoints); 0: never.")
 
 
 class Hardware(Strict):

@@ -205,6 +205,10 @@ class Layout:
         succeeded, with the job's start time as its mtime (taomake.jobs, compiler.writer)."""
         return self.record(action, f"built-{action}.yaml")
 
+    def attempts_record(self, action: str) -> str:
+        """How each SLURM attempt of the action's job ended (taomake.slurm_chain)."""
+        return self.record(action, "slurm-attempts.jsonl")
+
     def lease(self, action: str) -> str:
         """The lock a job holds on its action folder for its whole life (taomake.lease)."""
         return self.output(action, LEASE_FILE)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import Location, Problem, ProjectError
 from .model import Project
+from .urls import CREDENTIALS_ERROR, CREDENTIALS_HINT, redact
 from .yamlsource import KeyPath, SourceMap, dotted, load_yaml, load_yaml_text
 
 BASE_EXPERIMENT = "base"
@@ -122,6 +123,8 @@ def _hint(err: dict[str, Any]) -> str:
         return "write a mapping (key: value lines)"
     if kind == "list_type":
         return "write a list (`- item` lines or [a, b])"
+    if kind == CREDENTIALS_ERROR:
+        return CREDENTIALS_HINT
     return ""
 
 
@@ -151,7 +154,7 @@ def problems_from_validation(exc: ValidationError, smap: SourceMap,
                                     f"add `{dotted(path)}` (see README: project.yaml reference)"))
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+            shown = "" if isinstance(given, (dict, list)) else f" (got {redact(repr(given))})"
             problems.append(Problem(smap.locate(path), f"{msg}{shown}", _hint(err)))
     return problems
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from .hardware import Hardware, PosInt, Strict, Tao
 from .layout import NAME_RE, SHARED_FOLDERS
+from .urls import refuse_credentials
 
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
 Size2 = Annotated[list[Annotated[int, Field(ge=32)]], Field(min_length=2, max_length=2)]
+# a path or URL taomake may show: never with credentials in it (compiler.urls)
+PathOrUrl = Annotated[str, BeforeValidator(refuse_credentials)]
 
 
 # --------------------------------------------------------------------------- dataset
@@ -26,22 +29,22 @@ Size2 = Annotated[list[Annotated[int, Field(ge=32)]], Field(min_length=2, max_le
 class Split(Strict):
     """An annotated split: images plus a COCO annotations file."""
 
-    images: str = Field(description="Image folder or images.tar.gz/.tar/.zip; local path "
-                        "(relative to project.yaml) or s3:// URI.")
-    annotations: str = Field(description="COCO detection annotations.json; local or s3://.")
+    images: PathOrUrl = Field(description="Image folder or images.tar.gz/.tar/.zip; local path "
+                          "(relative to project.yaml) or s3:// URI.")
+    annotations: PathOrUrl = Field(description="COCO detection annotations.json; local or s3://.")
 
 
 class ImageSource(Strict):
     """Images only (inference, calibration)."""
 
-    images: str = Field(description="Image folder or archive; local path or s3:// URI.")
+    images: PathOrUrl = Field(description="Image folder or archive; local path or s3:// URI.")
 
 
 class CalibrationSource(Strict):
     """Calibration images; static quantization also reads a COCO file listing them."""
 
-    images: str = Field(description="Image folder or archive; local path or s3:// URI.")
-    annotations: str | None = Field(
+    images: PathOrUrl = Field(description="Image folder or archive; local path or s3:// URI.")
+    annotations: PathOrUrl | None = Field(
         None, description="COCO annotations.json of these images (boxes not needed): "
         "quantize's static_ptq builds its calibration loader from it (INT8 engines read "
         "the images only).")
@@ -267,7 +270,7 @@ class Storage(Strict):
     standard AWS chain (AWS_* environment variables, ~/.aws files, instance roles): this file
     holds no secret."""
 
-    endpoint_url: str | None = Field(
+    endpoint_url: PathOrUrl | None = Field(
         None, pattern=r"^https?://", description="S3-compatible endpoint (MinIO, SeaweedFS, "
         "Ceph...). Default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS itself.")
     profile: str | None = Field(None, description="Profile in ~/.aws/credentials and "
@@ -289,7 +292,7 @@ class Storage(Strict):
 class Upload(Strict):
     """Push built artifacts to object storage after they are built, with their checksums."""
 
-    to: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+    to: PathOrUrl = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
                     description="Destination prefix; each experiment goes to <to>/<experiment>/.")
     artifacts: list[Literal["model", "onnx", "engine", "metrics", "report"]] = Field(
         default_factory=lambda: ["model", "onnx", "metrics"], min_length=1,

@@ -14,6 +14,11 @@ from taomake.compiler.actions import ACTIONS
 from taomake.compiler.errors import TaomakeError
 from taomake.compiler.layout import NAME_RE, Layout, Shared, dataset_paths
 from taomake.compiler.plan import build_in_progress, load_plan
+from taomake.snakemake_support import forward_graceful_stop
+
+# A graceful stop of this Snakemake (SIGTERM, here or in a cluster job's own Snakemake)
+# stops its running jobs too
+forward_graceful_stop()
 
 
 # `snakemake --lint` reads the rules and builds no DAG (Snakemake makes its workflow with

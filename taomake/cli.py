@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from taomake.compiler.actions import ACTIONS
-from taomake.compiler.errors import TaomakeError, UsageError
+from taomake.compiler.errors import TaomakeError, UsageError, WriteError
 
 from . import __version__
 
@@ -405,6 +405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaomakeError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write of taomake's own that no WriteError named yet
+        if not WriteError.caught(exc):
+            raise
+        error = WriteError(exc.filename or "a file", exc)
+        print(f"error: {error.render()}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

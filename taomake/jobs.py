@@ -11,11 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import sys
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,96 +20,21 @@ from taomake.compiler.actions import ACTIONS, Action
 from taomake.compiler.errors import TaomakeError, UsageError
 from taomake.compiler.facts import job_shape
 from taomake.compiler.files import atomic_write, link_local_source
-from taomake.compiler.layout import LEASE_FILE, LEASE_RECORD, RECORDS_DIR
+from taomake.compiler.layout import RECORDS_DIR
 from taomake.compiler.plan import BuildPlan, ExperimentPlan, JobSettings, load_plan, resources_of
-from taomake.compiler.writer import changed_keys
 from taomake.errors import RunError
 
 from .errors import Interrupted
 from .failures import classify
-from .handoff import checkpoints
+from .joblog import note as _note
+from .joblog import say as _say
 from .judges import Produced, judge
 from .lease import Lease, LeaseHeld, take
+from .resume import guard_resume, repair_checkpoints
 from .runners import TaoJob
 from .runners.mounts import job_mounts
 from .runners.registry import make_runner
 from .tao_status import error_lines, outcome, read_status, training_curve
-
-# train-spec keys whose change still allows continuing from the saved checkpoints
-RESUMABLE_CHANGES = {"train.num_epochs"}
-
-
-def _say(msg: str) -> None:
-    print(f"taomake: {msg}", file=sys.stderr, flush=True)
-
-
-def _yaml():
-    from ruamel.yaml import YAML  # the resume guard's record only (train, distill)
-
-    return YAML(typ="safe", pure=True)
-
-
-def _load_yaml(path: Path) -> Any:
-    return _yaml().load(path.read_text(encoding="utf-8"))
-
-
-# --------------------------------------------------------------------------- resume guard
-
-
-RUNTIME_KEY = "taomake_runtime"  # in the checkpoint record, beside the spec's keys
-# what stays when checkpoints are moved aside: earlier moves, and the lease the job holds
-KEPT_IN_PLACE = (".stale", ".damaged", LEASE_FILE, LEASE_RECORD)
-
-
-def guard_resume(out_dir: Path, spec: dict[str, Any], log: io.BufferedWriter,
-                 runtime: str | None = None) -> None:
-    """Keep checkpoints only if they were made by a compatible spec and the same TAO runtime
-    (`Runner.runtime`: a new image or TAO version trains from scratch); else move them
-    aside."""
-    record = out_dir / RECORDS_DIR / "checkpoints-spec.yaml"
-    saved = sorted(out_dir.glob("*.pth"))
-    spec = {**spec, RUNTIME_KEY: runtime} if runtime else spec
-    if saved:
-        old = _load_yaml(record) if record.exists() else None
-        if isinstance(old, dict) and RUNTIME_KEY not in old and runtime:
-            old = {**old, RUNTIME_KEY: runtime}  # recorded before runtimes were: same one
-        diff = changed_keys(old, spec) if isinstance(old, dict) else ("(no record)",)
-        last = max(checkpoints(out_dir), default=-1)
-        resumable = set(diff) <= RESUMABLE_CHANGES and (
-            "train.num_epochs" not in diff or spec["train"]["num_epochs"] > last)
-        if resumable:
-            _note(log, f"resuming: checkpoints up to epoch {last} match this spec; TAO "
-                       "continues from *_latest.pth")
-        else:
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            dest = out_dir / ".stale" / stamp
-            dest.mkdir(parents=True)
-            for entry in out_dir.iterdir():
-                if entry.name not in KEPT_IN_PLACE:
-                    shutil.move(str(entry), dest / entry.name)
-            (dest / "WHY.txt").write_text(
-                "These checkpoints were made with a different train spec; moved aside by "
-                "taomake instead of being resumed with the new one.\nChanged keys:\n"
-                + "".join(f"  {k}\n" for k in diff))
-            what = ", ".join("the TAO runtime (image or venv's TAO)" if k == RUNTIME_KEY else k
-                             for k in diff[:8])
-            _note(log, f"spec changed ({what}); previous checkpoints moved to "
-                       f"{dest}; training starts from scratch")
-    atomic_write(record, _dump(spec))
-
-
-def _dump(data: Any) -> str:
-    buf = io.StringIO()
-    _yaml().dump(data, buf)
-    return buf.getvalue()
-
-
-def _note(log: io.BufferedWriter | None, msg: str) -> None:
-    if log is not None:
-        log.write(f"[taomake] {msg}\n".encode())
-        log.flush()
-    _say(msg)
-
 
 # --------------------------------------------------------------------------- results
 
@@ -256,7 +178,9 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     with open(log_path, "ab") as log, \
             _lease(root, compiled.layout, action.name, label, log) as lease:
         _reclaim(runner, job, label, log)
+        slurm = _slurm_attempt(root / compiled.layout.attempts_record(action.name), label, log)
         if action.name in ("train", "distill"):
+            repair_checkpoints(out_dir, log)
             guard_resume(out_dir, spec.data, log, runner.runtime(job))
         atomic_write(job_spec, spec.text)
         for copy in job.node_specs():
@@ -322,7 +246,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
             {"runner": runner.name, "tao_seconds": round(elapsed, 3),
              "argv": job.tao_argv()}, indent=2) + "\n")
         _record_provenance(root, plan, experiment, action, spec, runner, job, out_dir,
-                           started_wall, rc)
+                           started_wall, rc, slurm)
         _note(log, f"{label}: finished in {elapsed:.0f} s")
         note_edited_project(project, project_mtime, experiment, action.name, compiled_text,
                             log, label)
@@ -368,19 +292,43 @@ def _reclaim(runner, job: TaoJob, label: str, log) -> None:
                    "whose taomake process had died")
 
 
+def _slurm_attempt(record: Path, label: str, log) -> dict[str, Any] | None:
+    """In a SLURM job: which attempt this is (the job requeued after a time limit or a
+    preemption: taomake.slurm_chain), what became of the earlier ones (the log starts
+    afresh with each attempt), for the log and provenance."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    from .slurm_chain import earlier_attempts, restarts_of
+
+    restarts = restarts_of(job_id)
+    earlier = earlier_attempts(record, job_id)
+    for entry in earlier:
+        _note(log, f"earlier attempt {entry.get('attempt')}: {entry.get('said')}")
+    if restarts:
+        _note(log, f"{label}: attempt {restarts + 1} of SLURM job {job_id} (requeued "
+                   f"{restarts} time(s))")
+    return {"job": job_id, "attempt": restarts + 1,
+            "earlier": [{k: e.get(k) for k in ("attempt", "state", "then")} for e in earlier]}
+
+
 def _record_provenance(root: Path, plan: BuildPlan, experiment: str, action: Action, spec,
-                       runner, job: TaoJob, out_dir: Path, started: float, rc: int) -> None:
+                       runner, job: TaoJob, out_dir: Path, started: float, rc: int,
+                       slurm: dict[str, Any] | None = None) -> None:
     from .provenance import image_digest, write_provenance
 
     compiled = plan.experiments[experiment]
+    # TAO's files (taomake's own are hidden: the lease, the records folder)
     artifacts = sorted(str(f.relative_to(root)) for f in out_dir.iterdir()
                        if f.is_file() and f.name not in ("status.json", "experiment.yaml")
-                       and f.name != "model.pth")
+                       and f.name != "model.pth" and not f.name.startswith("."))
     if action.name == "gen_trt_engine":
         artifacts.append(spec.data["gen_trt_engine"]["trt_engine"])
     if action.name == "export":
         artifacts.append(compiled.layout.onnx)
     runtime: dict[str, Any] = {"runner": runner.name}
+    if slurm:  # each attempt of a requeued job says which it is, and how the others ended
+        runtime["slurm"] = slurm
     if runner.name == "local":
         runtime["venv"] = str(getattr(runner, "venv", "") or "")
     else:

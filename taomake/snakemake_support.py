@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 # What stops a build: a scheduler's or a user's `kill` (SIGTERM), Ctrl-C (SIGINT), the
 # terminal closing (SIGHUP).  Each must stop the jobs too, not only Snakemake.
@@ -20,35 +21,53 @@ def _say(text: str) -> None:
         pass
 
 
-def forward_stop_to_jobs() -> None:
-    """Make SIGTERM and SIGHUP stop running jobs now instead of waiting for them.
-
-    Snakemake's own SIGTERM handler only stops scheduling and waits for running jobs — a
-    training job could go on for hours — and SIGHUP would kill Snakemake outright, leaving
-    its lock behind.  Our rules `exec` `taomake run`, so each shell job's process *is*
-    taomake, which stops TAO's whole process group on SIGTERM.  We forward the signal to
-    those jobs, then let Snakemake's graceful shutdown proceed (it releases its lock).
-    Ctrl-C reaches the jobs by itself (the terminal signals the whole process group).
-    """
+def _signal_shell_jobs(signum: int) -> None:
+    """Send `signum` to the shell jobs this Snakemake process runs (each one's process is
+    `taomake run`: the rules `exec` it), which stop TAO's whole process group."""
     from snakemake.shell import shell
 
-    graceful = signal.getsignal(signal.SIGTERM)  # Snakemake's scheduler's
+    with shell._lock:
+        procs = list(shell._processes.values())
+    for proc in procs:
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
 
-    def handler(signum, frame):
+
+def forward_graceful_stop() -> None:
+    """Make Snakemake's graceful stop (its SIGTERM handler) stop the running jobs too.
+
+    Snakemake's own handler only stops scheduling and waits for running jobs: a training could
+    go on for hours.  This holds in every Snakemake process that parses taomake's workflow
+    (rules/common.smk), also where no onstart runs: the Snakemake a SLURM job runs its rule
+    in, which is the process SLURM signals at a time limit or a scancel (with
+    proctrack/cgroup SLURM signals a step's tasks only, and SIGKILLs the rest after KillWait:
+    `taomake run` was never told, and TAO was killed mid-write).  Patched on the scheduler's
+    class, so the handler it installs itself carries it."""
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    original = JobScheduler.exit_gracefully
+    if getattr(original, "_taomake", False):
+        return
+
+    def exit_gracefully(self, *args):
         # Snakemake's own handler first: it stops scheduling, so a job that dies of the
         # forwarded signal is not followed by a new one (seen in CI: the job started again)
-        if callable(graceful):
-            graceful(signal.SIGTERM, frame)
-        with shell._lock:
-            procs = list(shell._processes.values())
-        for proc in procs:
-            try:
-                proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        original(self, *args)
+        _signal_shell_jobs(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)
+    exit_gracefully._taomake = True
+    JobScheduler.exit_gracefully = exit_gracefully
+
+
+def forward_stop_to_jobs() -> None:
+    """The terminal closed (SIGHUP) stops the build as SIGTERM does (the running jobs get
+    SIGTERM, Snakemake ends its own way and releases its lock) instead of killing Snakemake
+    outright.  Ctrl-C reaches the jobs by itself (the terminal signals the process group)."""
+    graceful = signal.getsignal(signal.SIGTERM)  # the scheduler's (forward_graceful_stop)
+    if callable(graceful):
+        signal.signal(signal.SIGHUP, lambda signum, frame: graceful(signal.SIGTERM, frame))
 
 
 # --------------------------------------------------------------------------- SLURM executor
@@ -89,29 +108,75 @@ def scontrol_requeueable(job_id: str) -> bool:
     return "Requeue=0" not in out.split()
 
 
-def adapt_slurm_plugin() -> str | None:
+# At most this long between two status queries of the executor (the plugin's backoff grows
+# to 180 s while nothing finishes): a failed job is noticed within a minute, whatever its age.
+MAX_STATUS_INTERVAL = 30
+_CHAIN = None  # the time-limit chain of this run (taomake.slurm_chain.Chain)
+_ACTIVE: dict[str, object] = {}  # SLURM job id -> the executor's SubmittedJobInfo, this query
+
+
+def adapt_slurm_plugin(chain=None) -> str | None:
     """Make the SLURM executor plugin see cancelled and non-requeued preempted jobs as
-    failed.  Returns what was done, or None when the plugin is not the tested release (then
-    nothing is patched: tests/test_slurm.py would show the hang again)."""
+    failed, resubmit trainings that reach their time limit (`chain`:
+    taomake.slurm_chain.Chain), and query at least every MAX_STATUS_INTERVAL seconds.
+    Returns what was done, or None when the plugin is not the tested release (then nothing
+    is patched: tests/test_slurm*.py would show the hang again)."""
     import importlib.metadata
 
     import snakemake_executor_plugin_slurm as plugin
 
+    global _CHAIN
     version = importlib.metadata.version("snakemake-executor-plugin-slurm")
-    if version != SLURM_PLUGIN_VERSION or getattr(plugin.query_job_status, "_taomake", False):
+    if version != SLURM_PLUGIN_VERSION:
+        return None
+    _CHAIN = chain
+    if getattr(plugin.query_job_status, "_taomake", False):
         return None
     original = plugin.query_job_status
+
+    def state_of(job: str, raw: str) -> str:
+        if _CHAIN is not None and job in _ACTIVE:  # one the executor still follows
+            from taomake.slurm_chain import CHAINED, EXPLAINED
+
+            state = normalize_state(raw, lambda: True)
+            if state in CHAINED | EXPLAINED | {"FAILED"}:
+                return _CHAIN.state(job, state)
+        return normalize_state(raw, lambda: scontrol_requeueable(job))
 
     async def query_job_status(command, logger):
         states, duration = await original(command, logger)
         if states is not None:
-            states = {job: normalize_state(state, lambda job=job: scontrol_requeueable(job))
-                      for job, state in states.items()}
+            states = {job: state_of(job, state) for job, state in states.items()}
         return states, duration
 
     query_job_status._taomake = True
     plugin.query_job_status = query_job_status
+
+    original_check = plugin.Executor.check_active_jobs
+
+    async def check_active_jobs(self, active_jobs):
+        _ACTIVE.clear()
+        _ACTIVE.update({j.external_jobid: j for j in active_jobs})
+        async for job in original_check(self, active_jobs):
+            yield job
+        self.next_seconds_between_status_checks = min(
+            self.next_seconds_between_status_checks, MAX_STATUS_INTERVAL)
+
+    plugin.Executor.check_active_jobs = check_active_jobs
     return f"snakemake-executor-plugin-slurm {version}: job states normalized"
+
+
+def slurm_chain(project: str):
+    """The time-limit chain of a build of `project` (None when its plan cannot be read)."""
+    from taomake.compiler.errors import TaomakeError
+    from taomake.compiler.plan import load_plan
+    from taomake.slurm_chain import Chain, training_of
+
+    try:
+        plan = load_plan(Path(project), write=False)
+    except (TaomakeError, OSError):
+        return None
+    return Chain(training_of(plan, _ACTIVE))
 
 
 def slurm_run_name(workflow) -> str | None:
@@ -172,10 +237,12 @@ def cancel_slurm_jobs_on_stop(run_name: str | None) -> None:
         signal.signal(sig, handler)
 
 
-def install_signal_handling(executor: str | None, workflow=None) -> None:
-    """What stopping the build does, for the executor this run uses (Snakemake's onstart)."""
+def install_signal_handling(executor: str | None, workflow=None,
+                            project: str | None = None) -> None:
+    """What stopping the build does, for the executor this run uses (Snakemake's onstart);
+    on SLURM also the plugin's adapters and the time-limit chain of `project`."""
     if executor == "slurm":
-        adapt_slurm_plugin()
+        adapt_slurm_plugin(slurm_chain(project) if project else None)
         name = slurm_run_name(workflow)
         if name is None:
             _say("taomake: warning: this SLURM executor plugin does not say its run's job "

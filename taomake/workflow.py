@@ -79,7 +79,7 @@ def on_start(workflow, project: str) -> None:
     from taomake.snakemake_support import install_signal_handling
 
     executor = getattr(getattr(workflow, "executor_plugin", None), "name", None)
-    install_signal_handling(executor, workflow)
+    install_signal_handling(executor, workflow, os.path.abspath(project))
     try:
         before_build(os.path.abspath(project), executor)
     except TaomakeError as exc:

@@ -60,15 +60,22 @@ def job_counts(out: str) -> dict[str, int]:
     return counts
 
 
-def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
+def test_sigterm_mid_training_then_resume_past_damaged_checkpoints(tao_venv, tmp_path):
+    """SIGTERM to Snakemake once TAO has saved epoch 1 of 3; the newest checkpoint is then cut
+    short (a node that died mid-write), and later another emptied: each rerun moves the
+    damaged file aside, points TAO's latest link at the newest whole epoch, resumes from it
+    and finishes.  (Before: taomake said "resuming up to epoch N" and TAO failed on the
+    damaged file, "PytorchStreamReader failed reading zip archive" or an EOFError, on every
+    rerun.)"""
     folder = tmp_path / "interrupt"
     make_project(folder, project_text(tao_venv, epochs=3), copy_data=True)
     proc = subprocess.Popen([*SNAKEMAKE, "results/base/train/model.pth"], cwd=folder,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    first = folder / "results/base/train/model_epoch_000.pth"
-    deadline = time.monotonic() + 600
-    while not (first.exists() and first.stat().st_size > 0):
+    train = folder / "results/base/train"
+    second = train / "model_epoch_001.pth"
+    deadline = time.monotonic() + work_budget(tao_jobs=1, epochs=2)
+    while not (second.exists() and second.stat().st_size > 0):
         assert proc.poll() is None and time.monotonic() < deadline, "training never saved"
         time.sleep(0.5)
     time.sleep(1.0)
@@ -78,15 +85,37 @@ def test_sigterm_mid_training_then_resume(tao_venv, tmp_path):
     # what this test started (TAO runs with the project folder as cwd and its spec path in
     # argv); not every TAO process of the venv: another run may share the machine
     assert processes_matching(str(folder)) == []
-    saved = sorted((folder / "results/base/train").glob("model_epoch_*.pth"))
-    assert saved and len(saved) < 3
+    saved = sorted(p.name for p in train.glob("model_epoch_*.pth"))
+    assert saved[:2] == ["model_epoch_000.pth", "model_epoch_001.pth"] and len(saved) < 4
+    newest = train / saved[-1]
+    with open(newest, "r+b") as fh:  # cut short, as by a node dying while TAO wrote it
+        fh.truncate(newest.stat().st_size // 2)
+    kept = len(saved) - 2  # the epoch TAO resumes from
 
-    out, counts = snakemake(folder, "results/base/train/model.pth")
+    out, counts = snakemake(folder, "results/base/train/model.pth", tao_jobs=1, epochs=2)
     assert counts.get("train") == 1
     log = (folder / "results/base/logs/train.log").read_text()
-    assert "resuming: checkpoints up to epoch" in log  # taomake kept the checkpoints
+    assert f"damaged checkpoint(s) {newest.name} moved to" in log, log[-3000:]
+    assert f"training resumes from epoch {kept} (model_epoch_{kept:03d}.pth)" in log
+    assert f"resuming: checkpoints up to epoch {kept}" in log  # taomake kept the whole ones
     assert "Setting resume checkpoint to" in log  # and TAO itself resumed from them
-    assert (folder / "results/base/train/model_epoch_002.pth").exists()
+    assert (train / "model_epoch_002.pth").stat().st_size > 1_000_000
+    [why] = list((train / ".damaged").glob("*/WHY.txt"))
+    assert newest.name in why.read_text() and (why.parent / newest.name).exists()
+
+    # the last checkpoint emptied and its job never finished (nothing after it was made):
+    # the rerun trains epoch 2 again
+    for output in ("curve.csv", "run.json", "model.pth", "selection.json"):
+        (train / output).unlink()  # (model.pth first: a hard link of the checkpoint)
+    (train / "model_epoch_002.pth").write_bytes(b"")
+    out, counts = snakemake(folder, "results/base/train/model.pth", tao_jobs=1, epochs=1)
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "damaged checkpoint(s) model_epoch_002.pth moved to" in log, log[-3000:]
+    assert "empty (0 bytes)" in "".join(p.read_text() for p in train.glob(".damaged/*/WHY.txt"))
+    assert "training resumes from epoch 1 (model_epoch_001.pth)" in log
+    assert (train / "model_epoch_002.pth").stat().st_size > 1_000_000
+    last = (train / "status.json").read_text().strip().splitlines()[-1]
+    assert json.loads(last)["message"] == "Train finished successfully."
     shutil.rmtree(folder / "results", ignore_errors=True)
 
 

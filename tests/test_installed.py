@@ -35,8 +35,9 @@ def installed(tmp_path_factory) -> Path:
     venv.create(work / "venv", with_pip=True)
     bin_ = work / "venv" / "bin"
     # --no-compile: byte-compiling every dependency at install (snakemake, boto3, pydantic ...)
-    # is most of the install's CPU; the few modules these tests import compile on first use
-    run([bin_ / "pip", "install", "-q", "--no-compile", wheel], cwd=work)
+    # is most of the install's CPU; the few modules these tests import compile on first use.
+    # [slurm]: a cluster user's install (`--profile profiles/slurm` needs the executor)
+    run([bin_ / "pip", "install", "-q", "--no-compile", f"{wheel}[slurm]"], cwd=work)
     # another distribution with a top-level `compiler` package, as any project may have
     other = work / "other"
     (other / "compiler").mkdir(parents=True)
@@ -106,6 +107,27 @@ def test_init_then_snakemake_in_a_folder_outside_the_repository(installed, built
     assert (proj / "results/report/summary.md").is_file()
     out = run([installed / "snakemake", "--cores", "2"], cwd=proj, env=env)
     assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_a_cluster_users_install_builds_with_the_slurm_profile(installed, built, slurm_cluster):
+    """`pip install 'taomake[slurm]'` and `--profile profiles/slurm` (the copy `taomake init`
+    wrote) in a folder outside the repository: the training runs as a SLURM job (before:
+    the plugin was only in the dev extra and Snakemake said "invalid choice: 'slurm'")."""
+    import shutil
+
+    proj, env = built
+    copy = proj.parent / "cluster"  # beside it: the project reads ../data
+    shutil.copytree(proj, copy, symlinks=True, ignore=shutil.ignore_patterns("results",
+                                                                             ".snakemake"))
+    text = (copy / "project.yaml").read_text()
+    slurm = (f"  slurm: {{partition: debug, account: {slurm_cluster}, cpus_per_gpu: 1, "
+             "mem_mb_per_gpu: 1000, time_minutes: 10, eval_time_minutes: 5}\n")
+    (copy / "project.yaml").write_text(text.replace("hardware:\n", "hardware:\n" + slurm, 1))
+    assert "partition: debug" in (copy / "project.yaml").read_text()
+    out = run([installed / "snakemake", "--profile", "profiles/slurm",
+               "results/base/train/curve.csv"], cwd=copy, env=env)
+    assert "has been submitted with SLURM jobid" in out, out[-3000:]
+    assert (copy / "results/base/train/curve.csv").is_file()
 
 
 def test_setup_tao_cpu_from_the_installed_tool(installed, tao_venv):

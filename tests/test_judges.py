@@ -229,7 +229,7 @@ def test_resume_guard(tmp_path, name, old, old_runtime, new, runtime, resumed):
 
     from ruamel.yaml import YAML
 
-    from taomake.jobs import RUNTIME_KEY, guard_resume
+    from taomake.resume import RUNTIME_KEY, guard_resume
 
     out = tmp_path / "train"
     (out / ".taomake").mkdir(parents=True)

@@ -167,3 +167,21 @@ def test_killing_taomake_run_hard_stops_its_trainer(tmp_path):
     log = (folder / "results/base/logs/train.log").read_text()
     assert "took over the lease of results/base/train from train (base)" in log, log[-3000:]
     assert "resuming: checkpoints up to epoch" in log, log[-3000:]
+
+
+def test_a_closed_terminal_stops_the_build_and_releases_its_lock(tmp_path):
+    """SIGHUP (the terminal closed) to Snakemake on a workstation: its jobs are stopped and
+    Snakemake ends its own way, leaving no lock (before: SIGHUP killed Snakemake outright,
+    its lock stayed and the next build needed `--unlock`)."""
+    folder, proc = training(tmp_path, epochs=8)
+    os.kill(proc.pid, signal.SIGHUP)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert not list((folder / ".snakemake/locks").glob("*")), out[-3000:]
+    deadline = time.monotonic() + 30
+    while processes_matching(str(folder)):
+        assert time.monotonic() < deadline, processes_matching(str(folder))
+        time.sleep(0.2)
+    log = (folder / "results/base/logs/train.log").read_text()
+    assert "interrupted by SIGTERM" in log, log[-2000:]
+    snakemake(folder, "results/base/train/model.pth", env={"FAKE_TAO_EPOCH_SECONDS": "0"})

@@ -190,6 +190,22 @@ CASES = [
          "batch_size: 64", "dataset.batch_size", "training images"),
 ]
 
+# credentials in a URL: refused like any other error, and the secret is never printed
+SECRET = "wJalrXUtnFEMI-K7MDENG"
+CREDENTIALS = [
+    Case("credentials in the endpoint URL", [("  opset: 17", "  opset: 17\nstorage:\n"
+                                              f"  endpoint_url: http://AKIA1234:{SECRET}"
+                                              "@127.0.0.1:9000")], "endpoint_url:",
+         "storage.endpoint_url", "AWS_ACCESS_KEY_ID"),
+    Case("credentials in an S3 data URI", [("images: data/shapes/val/images",
+                                           f"images: s3://AKIA1234:{SECRET}@bucket/val.tar")],
+         "s3://AKIA1234", "dataset.val.images", "credentials in it"),
+    Case("credentials in the upload target", [("  opset: 17", "  opset: 17\nupload:\n"
+                                               f"  to: s3://AKIA1234:{SECRET}@bucket/runs")],
+         "to: s3://AKIA1234", "upload.to", "project.yaml holds no secret"),
+]
+CASES += CREDENTIALS
+
 
 def _line_of(text: str, marker: str) -> int:
     hits = [i for i, line in enumerate(text.splitlines(), 1) if marker in line]
@@ -230,6 +246,34 @@ def test_broken_project_as_a_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "taomake.cli", "compile", "-p", str(project)],
                           capture_output=True, text=True, cwd=tmp_path)
     _check(case, text, project, proc.returncode, proc.stderr, tmp_path)
+
+
+@pytest.mark.parametrize("case", CREDENTIALS, ids=[c.name for c in CREDENTIALS])
+def test_credentials_in_a_url_are_never_printed(case: Case, tmp_path):
+    """`taomake validate` (as a command) refuses them with the line and the fix, and shows
+    the URL masked (before: validate passed, the plan cache stored the URL and "cannot reach
+    S3 at http://KEY:SECRET@..." printed it)."""
+    text, project = _broken(case, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "taomake.cli", "validate", "-p",
+                           str(project)], capture_output=True, text=True, cwd=tmp_path)
+    _check(case, text, project, proc.returncode, proc.stderr, tmp_path)
+    assert SECRET not in proc.stderr + proc.stdout and "://***@" in proc.stderr, proc.stderr
+    assert not (tmp_path / ".snakemake").exists()  # no plan cache holds it
+
+
+def test_an_endpoint_with_credentials_from_the_environment_is_masked(monkeypatch):
+    """AWS_ENDPOINT_URL_S3 (not project.yaml's to check) is shown masked when S3 cannot be
+    reached."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from taomake.data.s3 import S3Store
+
+    endpoint = f"http://AKIA1234:{SECRET}@127.0.0.1:9"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    err = S3Store()._translate(EndpointConnectionError(endpoint_url=endpoint),
+                               "s3://bucket/key", "reading")
+    assert "cannot reach S3 at http://***@127.0.0.1:9" in err.render()
+    assert SECRET not in err.render()
 
 
 def test_corpus_is_large_enough():

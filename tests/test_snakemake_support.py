@@ -45,3 +45,41 @@ def test_terminal_states_are_the_plugins_failures():
         assert normalize_state(f"{state} by 0") == state
     # the adapter wraps the name check_active_jobs calls
     assert "await query_job_status(" in source
+
+
+def test_status_checks_are_at_most_30_s_apart(monkeypatch):
+    """The plugin backs off 10 s more after each check where nothing finished, up to 180 s:
+    a job failing after an hour was noticed up to 3 min late.  The adapter caps the interval
+    at MAX_STATUS_INTERVAL (30 s), so a failure is seen within a minute whatever its age."""
+    import asyncio
+
+    import snakemake_executor_plugin_slurm as plugin
+
+    from taomake import snakemake_support as support
+
+    async def backing_off(self, active_jobs):  # the plugin's check, as after an hour
+        self.next_seconds_between_status_checks = 180
+        for job in active_jobs:
+            yield job
+
+    async def query(command, logger):
+        return {}, 0.0
+
+    monkeypatch.setattr(plugin.Executor, "check_active_jobs", backing_off)
+    monkeypatch.setattr(plugin, "query_job_status", query)  # not yet adapted
+    assert support.adapt_slurm_plugin() is not None
+
+    class Executor:
+        next_seconds_between_status_checks = 5
+
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(external_jobid="48")
+
+    async def run():
+        executor = Executor()
+        kept = [j async for j in plugin.Executor.check_active_jobs(executor, [job])]
+        return kept, executor.next_seconds_between_status_checks
+
+    assert asyncio.run(run()) == ([job], support.MAX_STATUS_INTERVAL)
+    assert support.MAX_STATUS_INTERVAL <= 30

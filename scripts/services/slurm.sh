@@ -3,8 +3,8 @@
 # fresh Debian 12 machine.  Idempotent; run as root.  apt does not start services here
 # (policy-rc.d), so every daemon is started by hand with setsid and polled.
 # Usage: bash scripts/services/slurm.sh [start|status|stop]
-# The node has CPUs=2, RealMemory=20000 and one fake GPU (gres.conf File=/dev/null): scheduling
-# is real, compute is CPU.  See docs/slurm.md.
+# The node has CPUs=4 (declared), RealMemory=20000 and one fake GPU (gres.conf
+# File=/dev/null): scheduling is real, compute is CPU.  See docs/slurm.md.
 set -euo pipefail
 
 CMD=${1:-start}
@@ -85,6 +85,16 @@ install() {
   fi
 }
 
+cgroups_writable() {  # slurm's cgroup/v1 plugin needs the memory and freezer hierarchies
+  local c probe
+  for c in memory freezer; do
+    [ -d /sys/fs/cgroup/$c ] || return 1
+    probe=/sys/fs/cgroup/$c/taomake-probe.$$
+    mkdir "$probe" 2>/dev/null || return 1
+    rmdir "$probe"
+  done
+}
+
 configure() {
   mkdir -p "$LOGDIR" /var/spool/slurmctld /var/spool/slurmd /etc/slurm /run/munge /run/mysqld
   chown slurm:slurm "$LOGDIR" /var/spool/slurmctld
@@ -95,16 +105,41 @@ configure() {
   fi
   chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
 
-  local cpus=${SLURM_NODE_CPUS:-2}
+  # 4 CPUs declared on a 2-core machine (config_overrides: slurmd takes the declared count):
+  # the test files that share the cluster run their jobs side by side instead of queueing
+  # behind each other (most of them wait on a fake TAO's sleep, not on the CPU)
+  local cpus=${SLURM_NODE_CPUS:-4}
+  # Jobs run in cgroups where the machine lets slurmd make them (cgroup v1 controllers
+  # mounted writable): memory is enforced (a job over its --mem ends OUT_OF_MEMORY) and
+  # every process of a job, reparented ones included, is tracked and ends with it.
+  local proctrack=proctrack/linuxproc task=task/none
+  if cgroups_writable; then
+    proctrack=proctrack/cgroup task=task/cgroup
+    cat >/etc/slurm/cgroup.conf <<CONF
+# Written by taomake scripts/services/slurm.sh
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+ConstrainCores=no
+ConstrainDevices=no
+CONF
+    say "cgroups: memory enforced, processes tracked (proctrack/cgroup, task/cgroup)"
+  else
+    rm -f /etc/slurm/cgroup.conf
+    say "cgroups: not writable here (cgroup v1 memory+freezer under /sys/fs/cgroup): memory" \
+        "is not enforced and a job's reparented processes are not tracked"
+  fi
   say "writing /etc/slurm/slurm.conf, gres.conf, slurmdbd.conf (node $HOST)"
   cat >/etc/slurm/slurm.conf <<CONF
 # Written by taomake scripts/services/slurm.sh
 ClusterName=$CLUSTER
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=slurm
+SlurmdParameters=config_overrides
 AuthType=auth/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType=$proctrack
+TaskPlugin=$task
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=2000
