@@ -20,6 +20,13 @@ include: "rules/sweep.smk"
 include: "rules/report.smk"
 
 
+# Bookkeeping that would wait longer in a cluster's queue than it takes: run where Snakemake
+# runs, never as a SLURM job (a marker's touch, the checkpoint hand-off's hard link)
+localrules:
+    runtime_ready,
+    select_checkpoint,
+
+
 rule all:
     default_target: True
     input:

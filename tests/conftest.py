@@ -331,3 +331,16 @@ def learned(learned_demo, request, tmp_path_factory) -> tuple[Path, str]:
     build's Snakemake output."""
     folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "demo"
     return learned_demo.copy(folder), learned_demo.out
+
+
+@pytest.fixture
+def cancel_leftovers(tmp_path):
+    """After a SLURM test: scancel any job still queued or running from its folder."""
+    import subprocess
+
+    yield
+    out = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True,
+                         text=True).stdout.splitlines()
+    left = [line.split()[0] for line in out if str(tmp_path) in line]
+    if left:
+        subprocess.run(["scancel", *left])
