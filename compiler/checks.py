@@ -20,6 +20,7 @@ from .facts import input_paths, min_train_images, num_classes, splits
 from .layout import IMAGE_SUFFIXES, is_archive, is_remote
 from .model import Calibration
 from .package_data import action_schema
+from .runners import RUNNERS, kinds_that, one_of
 from .yamlsource import KeyPath
 
 DEFAULT_CALIBRATION = Calibration()
@@ -270,24 +271,25 @@ def check_hardware(ctx: CompileContext) -> None:
     if hw.gpu_ids is not None and len(set(hw.gpu_ids)) != len(hw.gpu_ids):
         _err(ctx, _at(ctx, "hardware.gpu_ids"), "GPU ids repeat", "list each GPU once",
              "gpu_ids")
-    if hw.gpus_per_node == 0:
-        if hw.nodes > 1 and hw.runner.kind != "local":
-            # only the TAO CPU venv (taomake setup tao-cpu) carries the compat layer that lets
-            # TAO's multi-node launcher and all_gather run without CUDA
+    runner = RUNNERS[hw.runner.kind]
+    if hw.cpu_only:
+        if hw.nodes > 1 and not runner.nodes_on_cpu:
             _err(ctx, _at(ctx, "hardware.nodes"),
-                 f"multi-node training on CPU runs only with the local runner (the TAO CPU "
-                 f"venv), not {hw.runner.kind}",
-                 "set hardware.runner.kind: local, or gpus_per_node >= 1, or nodes: 1", "cpu")
+                 f"multi-node training on CPU runs only with the "
+                 f"{one_of(kinds_that('nodes_on_cpu'))} runner (the TAO CPU venv), not "
+                 f"{hw.runner.kind}",
+                 f"set hardware.runner.kind: {kinds_that('nodes_on_cpu')[0]}, or gpus_per_node "
+                 ">= 1, or nodes: 1", "cpu")
         if hw.precision == "fp16":
             _err(ctx, _at(ctx, "hardware.precision"), "fp16 training does not run on CPU",
                  "use fp32 (or bf16) when gpus_per_node is 0", "cpu")
-    if hw.nodes > 1 and hw.runner.kind in ("docker", "apptainer"):
-        # docker starts one container on this machine; apptainer has no multi-node launcher
-        # here: refused now, not after an allocation
+    if hw.nodes > 1 and not runner.nodes_on_gpu:
+        # refused now, not after an allocation
         _err(ctx, _at(ctx, "hardware.nodes"),
-             f"the {hw.runner.kind} runner cannot train on {hw.nodes} nodes (it starts TAO on "
-             "one machine)", "on a SLURM cluster use hardware.runner.kind: pyxis (or local "
-             "with TAO installed on every node), or set hardware.nodes: 1", "multinode")
+             f"the {hw.runner.kind} runner cannot train on {hw.nodes} nodes "
+             f"({runner.single_host_why})", "on a SLURM cluster use hardware.runner.kind: "
+             "pyxis (or local with TAO installed on every node), or set hardware.nodes: 1",
+             "multinode")
     if hw.pack_nodes and hw.nodes == 1:
         _err(ctx, _at(ctx, "hardware.pack_nodes"), "pack_nodes needs hardware.nodes > 1",
              "set nodes: 2 (or more), or drop pack_nodes", "multinode")
@@ -390,7 +392,7 @@ def check_backbone(ctx: CompileContext) -> None:
 
 def check_engine(ctx: CompileContext) -> None:
     p = ctx.exp.project
-    if p.hardware.gpus_per_node == 0:
+    if p.hardware.cpu_only:
         return
     b = p.engine.batch
     if not b.min <= b.opt <= b.max:

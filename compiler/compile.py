@@ -26,6 +26,7 @@ from .facts import dataset_sources, num_classes, source_action
 from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
 from .package_data import action_schema, references_dir
+from .runners import RUNNERS, kinds_that, one_of
 from .yamlsource import KeyPath
 
 # TAO's defaults for 640-pixel training (docs/tao-notes.md §1 dataset.augmentation.multi_scales)
@@ -85,43 +86,31 @@ def color_map(classes: dict[int, str], colors: dict[str, str] | None) -> dict[st
 
 
 def enabled_actions(p) -> tuple[list[str], dict[str, str]]:
-    """Which actions an experiment builds, and a one-line reason for each left out."""
-    actions = [source_action(p), "export"]
-    skipped = {"train": "distill replaces train"} if p.distill else \
-        {"distill": "no `distill:` section"}
-    optional = [("evaluate", p.dataset.test, "no dataset.test split"),
-                ("inference", p.dataset.inference, "no dataset.inference images"),
-                ("quantize", p.quantize, "no `quantize:` section"),
-                ("quantized_evaluate", p.quantize and p.dataset.test,
-                 "no `quantize:` section or no dataset.test split"),
-                ("quantized_inference", p.quantize and p.dataset.inference,
-                 "no `quantize:` section or no dataset.inference images"),
-                ("quantized_export", p.quantize and p.quantize.backend != "modelopt.pytorch",
-                 "no `quantize:` section" if not p.quantize else
-                 # a real run: TAO 7.3.0's export rebuilds the model with BatchNorm folded and
-                 # cannot load the quantizer state ("Unmatched keys in quantizer state_dict")
-                 "TAO 7.3.0 cannot export a modelopt.pytorch checkpoint (unmatched quantizer "
-                 "keys); evaluate and inference of it run")]
-    deploy = [("gen_trt_engine", True, ""),
-              ("trt_evaluate", p.dataset.test, "no dataset.test split"),
-              ("trt_inference", p.dataset.inference, "no dataset.inference images")]
-    if p.hardware.gpus_per_node == 0:
-        skipped.update({name: "hardware.gpus_per_node is 0 (TensorRT needs a GPU)"
-                        for name, _, _ in deploy})
-    elif p.hardware.runner.kind == "local":
+    """Which actions an experiment builds (in ACTIONS' order), and a one-line reason for each
+    left out: the action's own condition (ACTIONS), after the GPU and runner a TensorRT
+    action needs (the runner's abilities: RUNNERS)."""
+    actions, skipped = [], {}
+    for name, action in ACTIONS.items():
+        why = deploy_gate(p) if action.needs_gpu else None
+        why = why or action.built_when(p)
+        if why:
+            skipped[name] = why
+        else:
+            actions.append(name)
+    return actions, skipped
+
+
+def deploy_gate(p) -> str | None:
+    """Why this project cannot run TensorRT actions, or None."""
+    if p.hardware.cpu_only:
+        return "hardware.gpus_per_node is 0 (TensorRT needs a GPU)"
+    runner = RUNNERS[p.hardware.runner.kind]
+    if not runner.tensorrt:
         # TAO's TensorRT code lives in its deploy image; a local venv's `rtdetr evaluate` is
         # the PyTorch one and would quietly evaluate the checkpoint instead of the engine
-        skipped.update({name: "the local runner has no TensorRT (TAO deploy runs in its "
-                        "image: use hardware.runner.kind docker, apptainer or pyxis)"
-                        for name, _, _ in deploy})
-    else:
-        optional += deploy
-    for name, present, why in optional:
-        if present:
-            actions.append(name)
-        else:
-            skipped[name] = why
-    return actions, skipped
+        return (f"the {runner.kind} runner has no TensorRT (TAO deploy runs in its image: use "
+                f"hardware.runner.kind {one_of(kinds_that('tensorrt'))})")
+    return None
 
 
 def _model_values(m, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -136,7 +125,7 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
     """The values templates need that are not written verbatim in project.yaml."""
     p = exp.project
     lay = Layout(p.results, exp.name)
-    cpu = p.hardware.gpus_per_node == 0
+    cpu = p.hardware.cpu_only
     ngpu = max(1, p.hardware.gpus_per_node)
     aug = p.dataset.augmentation
     source = source_action(p)
@@ -398,8 +387,7 @@ def _validate_schema(ctx: CompileContext, action: str, spec: dict[str, Any]) -> 
 
 
 def spec_header(p, exp: str, action: str, body_sha: str) -> str:
-    deploy = ACTIONS[action].flavor == "deploy"
-    image = p.tao.deploy_image_ref if deploy else p.tao.pytorch_image_ref
+    image = p.tao.image(ACTIONS[action].flavor)
     # Only what determines the job goes here: the image (a new TAO reruns everything) and
     # the body hash. No taomake version, no project hash: comments/whitespace must not rebuild.
     return (f"# TAO RT-DETR {action} spec for experiment {exp!r} of project {p.name!r}.\n"

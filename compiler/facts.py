@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .actions import ACTIONS, TRAININGS
 from .layout import DataSource, source_slot
-
-TRAINING_ACTIONS = ("train", "distill")
 
 
 def source_action(project) -> str:
-    """The action whose checkpoint evaluate/export/inference use: distill replaces train."""
-    return "distill" if project.distill else "train"
+    """The training whose checkpoint the others read: the one the project builds (distill
+    replaces train)."""
+    return next(name for name in TRAININGS if ACTIONS[name].built_when(project) is None)
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class JobShape:
 
 
 def job_shape(hardware, action: str) -> JobShape:
-    training = action in TRAINING_ACTIONS
+    training = ACTIONS[action].trains
     return JobShape(gpus=hardware.gpus_per_node if training else min(hardware.gpus_per_node, 1),
                     nodes=hardware.nodes if training else 1, packed=hardware.pack_nodes)
 

@@ -45,6 +45,13 @@ class Tao(Strict):
     def deploy_image_ref(self) -> str:
         return self.deploy_image or f"nvcr.io/nvidia/tao/tao-toolkit:{self.version}-deploy"
 
+    def image(self, flavor: str) -> str:
+        """The image of an action's flavor (compiler.actions: pytorch or deploy)."""
+        return self.deploy_image_ref if flavor == "deploy" else self.pytorch_image_ref
+
+    def images(self, flavors=("pytorch", "deploy")) -> dict[str, str]:
+        return {flavor: self.image(flavor) for flavor in flavors}
+
 
 # --------------------------------------------------------------------------- hardware
 
@@ -130,3 +137,8 @@ class Hardware(Strict):
                           description="Shared memory for the job (serialized datasets live there).")
     runner: Runner = Field(Runner(), description="How TAO is started.")
     slurm: Slurm = Field(Slurm(), description="SLURM resources (with `--profile profiles/slurm`).")
+
+    @property
+    def cpu_only(self) -> bool:
+        """No GPU: TAO runs on CPU, TensorRT actions are left out."""
+        return self.gpus_per_node == 0

@@ -25,6 +25,25 @@ RECORDS_DIR = ".taomake"
 # Beside the records folder, not in it: the resume guard moves the records aside, and a lock
 # file must never move or go while anyone may hold it.
 LEASE_FILE, LEASE_RECORD = ".lease", ".lease.json"
+# TAO's checkpoints in a training's folder (docs/tao-notes.md §3.2): model_epoch_NNN.pth (EMA
+# copies: model_epoch_NNN-EMA.pth) and `<name>_latest.pth`, the link TAO resumes from
+CHECKPOINT_GLOB = "model_epoch_*.pth"
+CHECKPOINT_RE = re.compile(r"^model_epoch_(\d+)\.pth$")
+EPOCH_FILE_RE = re.compile(r"^model_epoch_(\d+)(?:-EMA)?\.pth$")
+LATEST_GLOB = "*_latest.pth"
+LATEST_NAME = "rtdetr_model_latest.pth"  # what TAO calls it when it writes one
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"model_epoch_{epoch:03d}.pth"
+
+
+PROVENANCE_GLOB = "provenance-*.json"
+
+
+def provenance_record(folder: str, step: str) -> str:
+    """taomake's provenance of what `step` built in `folder` (taomake.provenance)."""
+    return posixpath.join(folder, RECORDS_DIR, f"provenance-{step}.json")
 # An experiment's (or a project's) name is the folder of its results: letters, digits, _ . -,
 # never starting with `_` or `.` (the shared data and records folders) and never one of the
 # shared folders beside the experiments'.
@@ -85,9 +104,6 @@ def dataset_paths(spec: dict, role: str | None = None) -> list[str]:
     return paths
 
 
-IMAGE_EXTENSIONS = {"apptainer": ".sif", "pyxis": ".sqsh"}  # converted-image runners
-
-
 def sanitise(image_ref: str) -> str:
     """A file name for an image reference: nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt ->
     nvcr.io_nvidia_tao_tao-toolkit_6.26.3-pyt (digests keep their hex)."""
@@ -96,10 +112,11 @@ def sanitise(image_ref: str) -> str:
 
 def image_file(image_ref: str, image_dir: str, kind: str) -> str:
     """Where the converted image of `image_ref` lives: <image_dir>/<sanitised ref>.sif|.sqsh."""
-    try:
-        ext = IMAGE_EXTENSIONS[kind]
-    except KeyError:
-        raise ValueError(f"no image file for runner kind {kind!r}") from None
+    from .runners import RUNNERS
+
+    ext = RUNNERS[kind].image_file if kind in RUNNERS else ""
+    if not ext:
+        raise ValueError(f"no image file for runner kind {kind!r}")
     return os.path.join(image_dir, sanitise(image_ref) + ext)
 
 
@@ -162,6 +179,18 @@ class Layout:
         """Detections per class of an inference run."""
         return self.output(action, "summary.json")
 
+    def labels(self, action: str = "inference") -> str:
+        """TAO inference's label files (KITTI, one per image)."""
+        return self.output(action, "labels")
+
+    def status(self, action: str) -> str:
+        """TAO's status.json of an action (JSON lines, appended by every run)."""
+        return self.output(action, "status.json")
+
+    def trt_results(self, action: str) -> str:
+        """TAO deploy evaluate's own results (AP, AP50)."""
+        return self.output(action, "results.json")
+
     @property
     def parity(self) -> str:
         """The ONNX checked against the PyTorch evaluation (and its latency)."""
@@ -200,6 +229,26 @@ class Layout:
     def test_grid(self) -> str:
         return Shared(self.results).test_grid(self.experiment)
 
+    def job_spec(self, action: str) -> str:
+        """The job's own copy of its spec (TAO may rewrite it in place: multi-node)."""
+        return self.record(action, f"job-{action}.yaml")
+
+    def resume_record(self, action: str) -> str:
+        """The spec and runtime a training's checkpoints were made with (taomake.resume)."""
+        return self.record(action, "checkpoints-spec.yaml")
+
+    def tao_run(self, action: str) -> str:
+        """How long TAO took, with which runner and command (the last successful run)."""
+        return self.record(action, f"run-{action}.json")
+
+    def provenance(self, action: str) -> str:
+        """What an action's artifacts were built from (taomake.provenance)."""
+        return provenance_record(self.output(action, ""), action)
+
+    def tao_config(self, action: str) -> str:
+        """The resolved config TAO writes beside its results."""
+        return self.output(action, "experiment.yaml")
+
     def built_record(self, action: str) -> str:
         """The spec an action's artifacts were last built from, written by its job when it
         succeeded, with the job's start time as its mtime (taomake.jobs, compiler.writer)."""
@@ -222,9 +271,13 @@ class Layout:
         a job ran and built, the resume guard, provenance."""
         return posixpath.join(self.output(action, RECORDS_DIR), name)
 
+    def onnx_of(self, action: str) -> str:
+        """The ONNX an export action writes (export, quantized_export)."""
+        return self.output(action, "model.onnx")
+
     @property
     def onnx(self) -> str:
-        return self.output("export", "model.onnx")
+        return self.onnx_of("export")
 
     def engine(self, precision: str, bmin: int, bopt: int, bmax: int, image: str) -> str:
         """Keyed by precision, batch profile and the deploy image (an engine only runs on
@@ -239,12 +292,14 @@ class Layout:
 
     def quantized(self, backend: str) -> str:
         """quantize's model (TAO names it after the backend, docs/tao-notes.md §7)."""
+        if backend == "modelopt.onnx":
+            return self.output("quantize", "quantized_model.onnx")
         return self.output("quantize", f"quantized_model_{backend}.pth")
 
     @property
     def quantized_onnx(self) -> str:
         """The quantized model's ONNX (the quantized_export action)."""
-        return self.output("quantized_export", "model.onnx")
+        return self.onnx_of("quantized_export")
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from .actions import ACTIONS
+from .actions import ACTIONS, STEPS
+from .errors import UsageError
 from .facts import (
-    TRAINING_ACTIONS,
     dataset_sources,
     input_paths,
     job_shape,
@@ -29,8 +29,14 @@ from .facts import (
     splits,
 )
 from .files import atomic_write, link_local_source, untouched_since, write_if_changed
-from .layout import IMAGE_EXTENSIONS, DataSource, Layout, image_file
+from .layout import DataSource, Layout, image_file
+from .runners import RUNNERS
 from .writer import settle_spec_times
+
+
+class StalePlan(UsageError):
+    """A job asked for a plan the build no longer has (exit 2: run snakemake again)."""
+
 
 PLAN_FORMAT = 9  # 2: resources; 3: name; 4: data sources, upload; 5: seeds, sweeps; 6: images;
 # 7: job settings; 8: data sources by their place in the project; 9: spec texts apart
@@ -134,31 +140,32 @@ class ExperimentPlan:
         return self.all_artifacts()
 
     def all_artifacts(self) -> dict[str, list[str]]:
-        lay, specs = self.layout, self.specs
-        out = {
-            "train": [lay.model("train"), lay.curve("train")],
-            "distill": [lay.model("distill"), lay.curve("distill")],
-            "evaluate": [lay.metrics("evaluate")],
-            "inference": [lay.inference_summary("inference")],
-            "export": [lay.onnx] + ([lay.parity] if "evaluate" in specs and self.parity
-                                    else []),
-            "trt_evaluate": [lay.metrics("trt_evaluate")],
-            "trt_inference": [lay.inference_summary("trt_inference")],
-        }
-        if "quantize" in specs:
-            out["quantize"] = [lay.quantized(specs["quantize"].data["quantize"]["backend"])]
-            out["quantized_evaluate"] = [lay.metrics("quantized_evaluate")]
-            out["quantized_inference"] = [lay.inference_summary("quantized_inference")]
-            out["quantized_export"] = [lay.quantized_onnx]
-        if "gen_trt_engine" in specs:
-            gen = specs["gen_trt_engine"].data["gen_trt_engine"]
-            out["gen_trt_engine"] = [gen["trt_engine"]]
-            if gen["tensorrt"]["data_type"].lower() == "int8":
-                out["gen_trt_engine"].append(gen["tensorrt"]["calibration"]["cal_cache_file"])
-        built = {action: out[action] for action in specs}
-        if "evaluate" in specs and "inference" in specs:  # both see the test split's classes
-            built["detections"] = [f"{lay.detections}/per_class.json", lay.test_grid]
+        """Per built action (ACTIONS) and step of taomake's own (STEPS), its artifacts, the
+        main one first; a step shown with an action (the parity check with the export) is
+        listed with it."""
+        built = {name: ACTIONS[name].produces(self.layout, spec.data)
+                 for name, spec in self.specs.items()}
+        for name, step in STEPS.items():
+            if all(a in built for a in step.needs) and (not step.switch
+                                                        or getattr(self, step.switch)):
+                paths = step.produces(self.layout)
+                if step.shown_with:
+                    built[step.shown_with] = built[step.shown_with] + paths
+                else:
+                    built[name] = paths
         return built
+
+    def consumed(self, action: str) -> list[str]:
+        """The built model an action starts from (ACTIONS `reads`), as paths."""
+        reads, lay = ACTIONS[action].reads, self.layout
+        if reads == "model":
+            return [lay.model(self.source_action)]
+        if reads == "quantized":
+            return ACTIONS["quantize"].produces(lay, self.specs["quantize"].data)
+        if reads in ("onnx", "engine"):
+            source = {"onnx": "export", "engine": "gen_trt_engine"}[reads]
+            return ACTIONS[source].produces(lay, self.specs[source].data)[:1]
+        return []
 
 
 @dataclass
@@ -231,7 +238,7 @@ def resources_of(hardware, actions: tuple[str, ...] = TAO_ACTIONS) -> dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for action in actions:
         shape = job_shape(hardware, action)
-        training, gpus, nodes = action in TRAINING_ACTIONS, shape.gpus, shape.nodes
+        training, gpus, nodes = ACTIONS[action].trains, shape.gpus, shape.nodes
         per_task = max(gpus, 1)
         r: dict[str, Any] = {
             "nodes": shape.slurm_nodes,
@@ -285,12 +292,11 @@ def check_keys(p, base) -> dict[str, str]:
 def converted_images(p) -> dict[str, list[str]]:
     """The image files an apptainer/pyxis project runs from (rules/images.smk makes them)."""
     kind = p.hardware.runner.kind
-    if kind not in IMAGE_EXTENSIONS:
+    if not RUNNERS[kind].image_file:
         return {}
     image_dir = getattr(p.hardware.runner, kind).image_dir
     return {flavor: [image_file(ref, image_dir, kind), ref]
-            for flavor, ref in (("pytorch", p.tao.pytorch_image_ref),
-                                ("deploy", p.tao.deploy_image_ref))}
+            for flavor, ref in p.tao.images().items()}
 
 
 def experiment_key(lp, name: str, deps_key: str) -> str:
@@ -444,26 +450,52 @@ def _spec_texts(plan: BuildPlan) -> dict[str, str]:
     return {s.path: s.text for e in plan.experiments.values() for s in e.specs.values()}
 
 
+def _cached(project: Path) -> tuple[BuildPlan | None, dict[str, Any] | None, int | None]:
+    """(the cached plan if it is current with project.yaml and what it read, the cache's
+    record (also when stale: its experiments may be reused), when it was written)."""
+    cache = _cache_path(project)
+    try:
+        raw = json.loads(cache.read_text())
+        if raw.get("format") == PLAN_FORMAT and raw.get("root") == str(project.parent):
+            if raw.get("key") == fingerprint(project, raw["deps"]):
+                return (_from_json(raw, _texts_loader(project, raw["texts"])), raw,
+                        cache.stat().st_mtime_ns)
+            return None, raw, None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None, None, None
+
+
+def job_plan(project: Path) -> BuildPlan:
+    """The plan a build's job runs with: the build's own, as its Snakemake's parse cached it.
+    A job never compiles or writes a spec.  While the build runs, that plan stands even if
+    project.yaml was edited since (nothing rewrites it then: rules/common.smk), so its jobs
+    run what its DAG planned and the edit makes them stale afterwards; with no build running
+    (a job run by hand), a plan that is not current with project.yaml is refused with what
+    to run."""
+    project = project.resolve()
+    plan, raw, _ = _cached(project)
+    if plan is None and raw is not None and build_in_progress(project.parent, Path.cwd()):
+        plan = _from_json(raw, _texts_loader(project, raw["texts"]))
+    if plan is None:
+        raise StalePlan(f"the build plan of {project} is not current (project.yaml or a file "
+                        "it reads changed since the build planned it, or no build planned it "
+                        "yet): this job is not run; run `snakemake` (or `snakemake -n`) in "
+                        f"{project.parent} to plan the build again")
+    return plan
+
+
 def load_plan(project: Path, *, write: bool = True) -> BuildPlan:
     """The build plan for `project`, written specs (and the links to local data they name)
-    included; compiles only when needed.
-    `write=False` (`snakemake --lint`) leaves the plan cache and the specs as they are.
+    included; compiles only when needed.  What Snakemake's parse and the commands that plan
+    (`taomake compile`, `status`, `explain`) use; jobs use `job_plan`.
+    `write=False` (`snakemake --lint`, `status`) leaves the plan cache and the specs as they
+    are.
 
     Raises the compiler's ProjectError (exit 2) for an invalid project."""
     project = project.resolve()
     cache = _cache_path(project)
-    plan: BuildPlan | None = None
-    previous: dict[str, Any] | None = None
-    cached_at: int | None = None  # when the cached plan (and the specs before it) was written
-    try:
-        raw = json.loads(cache.read_text())
-        if raw.get("format") == PLAN_FORMAT and raw.get("root") == str(project.parent):
-            previous = raw
-            if raw.get("key") == fingerprint(project, raw["deps"]):
-                plan = _from_json(raw, _texts_loader(project, raw["texts"]))
-                cached_at = cache.stat().st_mtime_ns
-    except (OSError, ValueError, KeyError, TypeError):
-        plan = None
+    plan, previous, cached_at = _cached(project)
     keys = None
     if plan is None:
         plan, keys = _compile(project, previous)

@@ -57,6 +57,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         for action, why in c.skipped.items():
             if args.verbose:
                 print(f"  not built: {action} ({why})")
+    if not args.experiment:  # the build's plan too, as Snakemake's parse writes it: jobs run
+        from taomake.compiler.plan import load_plan  # by hand then find it
+
+        load_plan(Path(args.project).resolve(), write=True)
     return 0
 
 
@@ -184,9 +188,10 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace):
-    from taomake.compiler.plan import load_plan
+    """A job's plan: the build's (compiler.plan.job_plan: refused when stale)."""
+    from taomake.compiler.plan import job_plan
 
-    return load_plan(Path(args.project).resolve())
+    return job_plan(Path(args.project).resolve())
 
 
 def cmd_parity(args: argparse.Namespace) -> int:

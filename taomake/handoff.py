@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import CHECKPOINT_GLOB, CHECKPOINT_RE
 from taomake.errors import RunError
 
 from .tao_status import EpochRow
-
-CHECKPOINT_RE = re.compile(r"^model_epoch_(\d+)\.pth$")  # EMA copies end in -EMA.pth
 
 
 @dataclass(frozen=True)
@@ -28,9 +26,15 @@ class Selection:
     note: str = ""
 
 
+def checkpoint_files(train_dir: Path) -> list[Path]:
+    """Every checkpoint file TAO saved in a training's folder (EMA copies included)."""
+    return list(train_dir.glob(CHECKPOINT_GLOB))
+
+
 def checkpoints(train_dir: Path) -> dict[int, Path]:
+    """The non-empty epoch checkpoints by epoch (not the EMA copies)."""
     out = {}
-    for path in train_dir.glob("model_epoch_*.pth"):
+    for path in checkpoint_files(train_dir):
         m = CHECKPOINT_RE.match(path.name)
         if m and path.stat().st_size > 0:
             out[int(m.group(1))] = path

@@ -4,6 +4,8 @@ Called by the Snakemake rules (`taomake run <action> -e <experiment>`).  TAO's e
 not trusted alone (it exits 0 after an interruption and after some failures, docs/tao-notes.md §0):
 a job succeeded only if the exit code is 0, the status.json records *written by this run* end
 with the action's "finished successfully" message, and the expected files exist, non-empty.
+The job holds its action folder's lease throughout (taomake.lease), gets its plan from the
+build (compiler.plan.job_plan: it never compiles), and records what it built from.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,7 @@ from taomake.compiler.actions import ACTIONS, Action
 from taomake.compiler.errors import TaomakeError, UsageError
 from taomake.compiler.facts import job_shape
 from taomake.compiler.files import atomic_write, link_local_source
-from taomake.compiler.layout import RECORDS_DIR
-from taomake.compiler.plan import BuildPlan, ExperimentPlan, JobSettings, load_plan, resources_of
+from taomake.compiler.plan import BuildPlan, ExperimentPlan, JobSettings, SpecEntry, job_plan
 from taomake.errors import RunError
 
 from .errors import Interrupted
@@ -30,13 +32,14 @@ from .joblog import note as _note
 from .joblog import say as _say
 from .judges import Produced, judge
 from .lease import Lease, LeaseHeld, take
+from .progress import Progress
 from .resume import guard_resume, repair_checkpoints
-from .runners import TaoJob
+from .runners import Runner, TaoJob
 from .runners.mounts import job_mounts
 from .runners.registry import make_runner
 from .tao_status import error_lines, outcome, read_status, training_curve
 
-# --------------------------------------------------------------------------- results
+# --------------------------------------------------------------------------- the job
 
 
 def make_job(p: JobSettings, root: Path, compiled: ExperimentPlan, experiment: str,
@@ -45,41 +48,43 @@ def make_job(p: JobSettings, root: Path, compiled: ExperimentPlan, experiment: s
     """The runner-independent description of one TAO run (image, GPUs, mounts, env names)."""
     shape = job_shape(p.hardware, action.name)
     ids = tuple(p.hardware.gpu_ids or range(p.hardware.gpus_per_node))
-    extra_env = {"TAO_LOGGING_LEVEL": p.hardware.runner.log_level}
-    environ = os.environ if environ is None else environ
-    if not shape.gpus:  # on GPU, TAO's own defaults
-        if environ.get("OMP_NUM_THREADS", "").isdigit():
-            # TAO (torch) uses the threads Snakemake gave the job (rules/common.smk
-            # tao_threads), not every core of the host: jobs side by side never share a core
-            threads = environ["OMP_NUM_THREADS"]
-            extra_env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        policy = environ.get("OMP_WAIT_POLICY", "").upper()
-        if policy in ("ACTIVE", "PASSIVE"):
-            # on a machine shared with other work, PASSIVE keeps torch's idle threads from
-            # spinning on cores another process needs (measured: a 2-thread training step
-            # beside two busy processes 745 ms ACTIVE, 312 ms PASSIVE; 99 and 124 ms alone)
-            extra_env["OMP_WAIT_POLICY"] = policy
     results_dir = compiled.layout.action_dir(action.results_prefix) if action.results_prefix \
         else compiled.layout.root
     return TaoJob(action=action, spec=job_spec.resolve(), results_dir=results_dir,
-                  workdir=root, image=(p.tao.deploy_image_ref if action.flavor == "deploy"
-                                       else p.tao.pytorch_image_ref),
+                  workdir=root, image=p.tao.image(action.flavor),
                   env_names=tuple(p.hardware.runner.env), gpus=shape.gpus,
                   gpu_ids=ids[:shape.gpus], nodes=shape.nodes, pack_nodes=shape.packed,
-                  cpus_per_task=resources_of(p.hardware, (action.name,))[action.name][
-                      "cpus_per_task"],
+                  cpus_per_task=compiled.resources.get(action.name, {}).get("cpus_per_task"),
                   shm_size=p.hardware.shm_size,
-                  extra_env=extra_env,
+                  extra_env=_tao_env(p, shape.gpus, os.environ if environ is None else environ),
                   mounts=tuple(job_mounts(spec, root, compiled.layout.root, job_spec)),
                   label=f"{p.name}/{experiment}/{action.name}")
 
 
-def _with_epochs(spec, epochs: int):
+def _tao_env(p: JobSettings, gpus: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables taomake sets for TAO (never secrets)."""
+    env = {"TAO_LOGGING_LEVEL": p.hardware.runner.log_level}
+    if gpus:  # on GPU, TAO's own defaults
+        return env
+    if environ.get("OMP_NUM_THREADS", "").isdigit():
+        # TAO (torch) uses the threads Snakemake gave the job (rules/resources.smk
+        # tao_threads), not every core of the host: jobs side by side never share a core
+        threads = environ["OMP_NUM_THREADS"]
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    policy = environ.get("OMP_WAIT_POLICY", "").upper()
+    if policy in ("ACTIVE", "PASSIVE"):
+        # on a machine shared with other work, PASSIVE keeps torch's idle threads from
+        # spinning on cores another process needs (measured: a 2-thread training step
+        # beside two busy processes 745 ms ACTIVE, 312 ms PASSIVE; 99 and 124 ms alone)
+        env["OMP_WAIT_POLICY"] = policy
+    return env
+
+
+def _with_epochs(spec: SpecEntry, epochs: int) -> SpecEntry:
     """The spec with train.num_epochs replaced (a rung's job spec; the compiled one is kept)."""
     import copy
 
     from taomake.compiler.compile import dump_yaml
-    from taomake.compiler.plan import SpecEntry
 
     data = copy.deepcopy(spec.data)
     data["train"]["num_epochs"] = epochs
@@ -89,51 +94,70 @@ def _with_epochs(spec, epochs: int):
                         data)
 
 
-# --------------------------------------------------------------------------- entry point
+@dataclass
+class JobRun:
+    """Everything one `taomake run` works with, once it has checked it may run."""
+
+    plan: BuildPlan
+    experiment: str
+    action: Action
+    spec: SpecEntry  # what TAO runs (a rung's, with its epochs)
+    compiled_text: str  # the spec as the build planned it
+    runner: Runner
+    job: TaoJob
+    project_mtime: int
+
+    @property
+    def compiled(self) -> ExperimentPlan:
+        return self.plan.experiments[self.experiment]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.plan.root)
+
+    @property
+    def layout(self):
+        return self.compiled.layout
+
+    @property
+    def label(self) -> str:
+        return f"{self.action.name} ({self.experiment})"
+
+    def at(self, rel: str) -> Path:
+        return self.root / rel
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    return f"{seconds // 60} min {seconds % 60:02d} s"
-
-
-class _Progress:
-    """Print a line per finished epoch (train/distill) while TAO runs: the losses, the
-    validation mAPs and, from the second epoch on, an ETA from the pace of the epochs since
-    the first."""
-
-    def __init__(self, status: Path, skip: int, label: str, epochs: int | None = None):
-        self.status, self.skip, self.label, self.epochs = status, skip, label, epochs
-        self.next_check, self.seen = 0.0, -1
-        self.done_at: list[tuple[int, float]] = []  # (epoch, when its line was seen)
-
-    def eta(self, epoch: int) -> str:
-        if not self.epochs or epoch + 1 >= self.epochs:
-            return ""
-        if len(self.done_at) < 2:  # the first epoch also carries TAO's start-up
-            return ""
-        (first_epoch, first), (last_epoch, last) = self.done_at[0], self.done_at[-1]
-        pace = (last - first) / max(1, last_epoch - first_epoch)
-        return f", ETA {_duration(pace * (self.epochs - 1 - epoch))}"
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now < self.next_check:
-            return
-        self.next_check = now + 2.0
-        rows = training_curve(read_status(self.status)[self.skip:])
-        for row in rows:
-            if row.epoch > self.seen and row.train_loss is not None:
-                self.seen = row.epoch
-                self.done_at.append((row.epoch, now))
-                extra = f", val_mAP {row.val_mAP:.4f}" if row.val_mAP is not None else ""
-                if row.val_mAP50 is not None:
-                    extra += f", val_mAP50 {row.val_mAP50:.4f}"
-                of = f" ({row.epoch + 1}/{self.epochs})" if self.epochs else ""
-                _say(f"{self.label}: epoch {row.epoch} done{of}, train_loss "
-                     f"{row.train_loss:.4f}{extra}{self.eta(row.epoch)}")
+def prepare(project: Path, experiment: str, action_name: str, epochs: int | None,
+            rung_out: Path | None) -> JobRun:
+    """The job as the build planned it, or an error saying why it may not run."""
+    project_mtime = project.stat().st_mtime_ns
+    plan = job_plan(project)
+    if experiment not in plan.experiments:
+        raise UsageError(f"unknown experiment {experiment!r}")
+    compiled = plan.experiments[experiment]
+    if action_name not in compiled.specs:
+        raise UsageError(f"experiment {experiment!r} has no {action_name} action: "
+                         f"{compiled.skipped.get(action_name, 'unknown action')}")
+    spec, action, root = compiled.specs[action_name], ACTIONS[action_name], Path(plan.root)
+    on_disk = root / spec.path
+    if not on_disk.exists() or on_disk.read_text(encoding="utf-8") != spec.text:
+        raise RunError(f"{spec.path}, the spec this build planned, is not what project.yaml "
+                       "asks for now (edited while the build ran?): this job is not run; run "
+                       "snakemake again once the build has ended")
+    compiled_text = spec.text
+    if epochs is not None:
+        if not action.trains or rung_out is None:
+            raise UsageError("--epochs is for a sweep rung: train with --rung-out")
+        spec = _with_epochs(spec, epochs)
+    p = plan.job_settings(experiment)
+    for source in plan.data_sources():  # a job run by hand: the links to local data it reads
+        if not source.staged:
+            link_local_source(root, source.uri, source.target(plan.results))
+    # TAO may rewrite its spec in place (multi-node): every job gets its own copy
+    job_spec = root / compiled.layout.job_spec(action_name)
+    runner = make_runner(p.hardware, root)
+    job = make_job(p, root, compiled, experiment, action, spec.data, job_spec)
+    return JobRun(plan, experiment, action, spec, compiled_text, runner, job, project_mtime)
 
 
 def run_action(project: Path, experiment: str, action_name: str, log_path: Path, *,
@@ -142,130 +166,125 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
     successive-halving rung, i.e. the same spec trained up to `epochs` (resuming the
     trial's checkpoints), its curve written to `rung_out` instead of the train outputs."""
     job_started = time.time_ns()  # before the spec is read: every output is newer
-    project_mtime = project.stat().st_mtime_ns
-    plan = load_plan(project, write=False)  # the cached plan: no compile while it is current
-    if experiment not in plan.experiments:
-        raise UsageError(f"unknown experiment {experiment!r}")
-    compiled = plan.experiments[experiment]
-    if action_name not in compiled.specs:
-        raise UsageError(f"experiment {experiment!r} has no {action_name} action: "
-                         f"{compiled.skipped.get(action_name, 'unknown action')}")
-    spec = compiled.specs[action_name]
-    action = ACTIONS[action_name]
-    root = Path(plan.root)
-    on_disk = root / spec.path
-    if not on_disk.exists() or on_disk.read_text(encoding="utf-8") != spec.text:
-        raise RunError(f"{spec.path}, the spec this build planned, is not what project.yaml "
-                       "asks for now (edited while the build ran?): this job is not run; run "
-                       "snakemake again once the build has ended")
-    compiled_text = spec.text
-    if epochs is not None:
-        if action.name != "train" or rung_out is None:
-            raise UsageError("--epochs is for a sweep rung: train with --rung-out")
-        spec = _with_epochs(spec, epochs)
-    p = plan.job_settings(experiment)
-    for source in plan.data_sources():  # a job run by hand: the links to local data it reads
-        if not source.staged:
-            link_local_source(root, source.uri, source.target(plan.results))
-    out_dir = root / compiled.layout.action_dir(action.results_subdir)
-    # TAO may rewrite its spec in place (multi-node): every job gets its own copy
-    job_spec = out_dir / RECORDS_DIR / f"job-{action.name}.yaml"
-    runner = make_runner(p.hardware, root)
-    job = make_job(p, root, compiled, experiment, action, spec.data, job_spec)
+    run = prepare(project, experiment, action_name, epochs, rung_out)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    status = out_dir / "status.json"
-    label = f"{action.name} ({experiment})"
     with open(log_path, "ab") as log, \
-            _lease(root, compiled.layout, action.name, label, log) as lease:
-        _reclaim(runner, job, label, log)
-        slurm = _slurm_attempt(root / compiled.layout.attempts_record(action.name), label, log)
-        if action.name in ("train", "distill"):
+            _lease(run.root, run.layout, run.action.name, run.label, log) as lease:
+        _reclaim(run.runner, run.job, run.label, log)
+        slurm = _slurm_attempt(run.at(run.layout.attempts_record(run.action.name)),
+                               run.label, log)
+        if run.action.trains:
+            out_dir = run.at(run.layout.output(run.action.name, ""))
             repair_checkpoints(out_dir, log)
-            guard_resume(out_dir, spec.data, log, runner.runtime(job))
-        atomic_write(job_spec, spec.text)
-        for copy in job.node_specs():
-            atomic_write(copy, spec.text)
-        retries = p.hardware.runner.retries
-        attempt = 0
-        while True:
-            if action.judged_as == "export":  # TAO asserts the ONNX is absent
-                (root / spec.data["export"]["onnx_file"]).unlink(missing_ok=True)
-            before = len(read_status(status))
-            log.flush()
-            log_start = log.tell()
-            _note(log, f"{label}: {' '.join(job.tao_argv())} via the {runner.name} runner "
-                       f"(cwd {root})" + (f", retry {attempt} of {retries}" if attempt else ""))
-            started = time.monotonic()
-            started_wall = time.time()
-            try:
-                rc = runner.run(job, log, on_tick=_Progress(
-                    status, before, label, spec.data.get("train", {}).get("num_epochs"))
-                    if action.name in ("train", "distill") else None, lease=lease)
-            except Interrupted as exc:
-                _note(log, f"{label}: {exc}; TAO stopped, no process left behind")
-                raise
-            records = read_status(status)[before:]
-            verdict = outcome(records, action.final_message)
-            problems = [] if rc == 0 else [f"TAO exited with code {rc}"]
-            if not verdict.finished:
-                problems.append(verdict.reason)
-            if not problems:
-                problems = judge(Produced(action, root, out_dir, records, spec.data,
-                                          rung_out=rung_out))
-            elapsed = time.monotonic() - started
-            if not problems:
-                break
-            log.flush()
-            failure = classify(_tail_from(log_path, log_start, 60), records[-20:])
-            if failure.retryable and attempt < retries:
-                attempt += 1
-                _note(log, f"{label}: infrastructure fault ({failure.cause}: "
-                           f"{failure.evidence_line}); retry {attempt} of {retries}, resuming "
-                           "from the saved checkpoints where there are any")
-                continue
-            tail = error_lines(records)
-            log_tail = _tail(log_path, 15)
-            why = (f"{failure.kind} fault: {failure.cause}" if failure.kind != "unknown"
-                   else "cause unknown")
-            if failure.retryable:
-                why += f", still failing after {retries} retries"
-            _note(log, f"{label}: FAILED after {elapsed:.0f} s ({why}): " + "; ".join(problems))
-            raise RunError(f"{label} failed ({why}): " + "; ".join(problems)
-                           + (f"\n  evidence: {failure.evidence_line}"
-                              if failure.evidence_line else "")
-                           + ("\n  status.json errors:\n    " + "\n    ".join(tail) if tail
-                              else "")
-                           + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
-        # what this artifact was built from (`taomake explain`, compiler.writer), dated when
-        # the job started; and how long TAO took.  A rung builds its rung record only.
-        if epochs is None:
-            built = root / compiled.layout.built_record(action.name)
-            atomic_write(built, spec.text)
-            os.utime(built, ns=(job_started, job_started))
-        atomic_write(out_dir / RECORDS_DIR / f"run-{action.name}.json", json.dumps(
-            {"runner": runner.name, "tao_seconds": round(elapsed, 3),
-             "argv": job.tao_argv()}, indent=2) + "\n")
-        _record_provenance(root, plan, experiment, action, spec, runner, job, out_dir,
-                           started_wall, rc, slurm)
-        _note(log, f"{label}: finished in {elapsed:.0f} s")
-        note_edited_project(project, project_mtime, experiment, action.name, compiled_text,
-                            log, label)
+            guard_resume(out_dir, run.spec.data, log, run.runner.runtime(run.job),
+                         record=run.at(run.layout.resume_record(run.action.name)))
+        atomic_write(run.job.spec, run.spec.text)
+        for copy in run.job.node_specs():
+            atomic_write(copy, run.spec.text)
+        rc, elapsed, started = _run_until_judged(run, log, log_path, lease, rung_out)
+        _record(run, rc, elapsed, started, job_started, slurm, rung=epochs is not None)
+        _note(log, f"{run.label}: finished in {elapsed:.0f} s")
+        note_edited_project(project, run, log)
 
 
-def note_edited_project(project: Path, mtime_ns: int, experiment: str, action: str,
-                        ran_with: str, log: io.BufferedWriter | None, label: str) -> None:
+def _run_until_judged(run: JobRun, log, log_path: Path, lease: Lease,
+                      rung_out: Path | None) -> tuple[int, float, float]:
+    """Run TAO (again on an infrastructure fault, up to hardware.runner.retries) until it
+    succeeds; (exit code, TAO's seconds, its start), or RunError with the evidence."""
+    action, status = run.action, run.at(run.layout.status(run.action.name))
+    retries = run.plan.job_settings(run.experiment).hardware.runner.retries
+    attempt = 0
+    while True:
+        if action.judged_as == "export":  # TAO asserts the ONNX is absent
+            (run.root / run.spec.data["export"]["onnx_file"]).unlink(missing_ok=True)
+        before = len(read_status(status))
+        log.flush()
+        log_start = log.tell()
+        _note(log, f"{run.label}: {' '.join(run.job.tao_argv())} via the {run.runner.name} "
+                   f"runner (cwd {run.root})"
+                   + (f", retry {attempt} of {retries}" if attempt else ""))
+        started, started_wall = time.monotonic(), time.time()
+        progress = Progress(status, before, run.label,
+                            run.spec.data.get("train", {}).get("num_epochs")) \
+            if action.trains else None
+        try:
+            rc = run.runner.run(run.job, log, on_tick=progress, lease=lease)
+        except Interrupted as exc:
+            _note(log, f"{run.label}: {exc}; TAO stopped, no process left behind")
+            raise
+        records = read_status(status)[before:]
+        verdict = outcome(records, action.final_message)
+        problems = [] if rc == 0 else [f"TAO exited with code {rc}"]
+        if not verdict.finished:
+            problems.append(verdict.reason)
+        if not problems:
+            problems = judge(Produced(action, run.root, run.layout, records, run.spec.data,
+                                      rung_out=rung_out))
+        elapsed = time.monotonic() - started
+        if not problems:
+            return rc, elapsed, started_wall
+        log.flush()
+        failure = classify(_tail_from(log_path, log_start, 60), records[-20:])
+        if failure.retryable and attempt < retries:
+            attempt += 1
+            _note(log, f"{run.label}: infrastructure fault ({failure.cause}: "
+                       f"{failure.evidence_line}); retry {attempt} of {retries}, resuming "
+                       "from the saved checkpoints where there are any")
+            continue
+        raise _failed(run, log, log_path, failure, problems, records, elapsed, retries)
+
+
+def _failed(run: JobRun, log, log_path: Path, failure, problems: list[str],
+            records: list[dict[str, Any]], elapsed: float, retries: int) -> RunError:
+    """The job's failure, with its evidence: the cause, TAO's errors, the log's last lines."""
+    tail, log_tail = error_lines(records), _tail(log_path, 15)
+    why = (f"{failure.kind} fault: {failure.cause}" if failure.kind != "unknown"
+           else "cause unknown")
+    if failure.retryable:
+        why += f", still failing after {retries} retries"
+    _note(log, f"{run.label}: FAILED after {elapsed:.0f} s ({why}): " + "; ".join(problems))
+    return RunError(f"{run.label} failed ({why}): " + "; ".join(problems)
+                    + (f"\n  evidence: {failure.evidence_line}" if failure.evidence_line
+                       else "")
+                    + ("\n  status.json errors:\n    " + "\n    ".join(tail) if tail else "")
+                    + f"\n  last lines of {log_path}:\n    " + "\n    ".join(log_tail))
+
+
+def _record(run: JobRun, rc: int, elapsed: float, started: float, job_started: int,
+            slurm: dict[str, Any] | None, *, rung: bool) -> None:
+    """What this artifact was built from (`taomake explain`, compiler.writer), dated when the
+    job started; how long TAO took; provenance.  A rung builds its rung record only."""
+    name, lay = run.action.name, run.layout
+    if not rung:
+        built = run.at(lay.built_record(name))
+        atomic_write(built, run.spec.text)
+        os.utime(built, ns=(job_started, job_started))
+    atomic_write(run.at(lay.tao_run(name)), json.dumps(
+        {"runner": run.runner.name, "tao_seconds": round(elapsed, 3),
+         "argv": run.job.tao_argv()}, indent=2) + "\n")
+    _record_provenance(run, started, rc, slurm)
+
+
+def note_edited_project(project: Path, run: JobRun, log: io.BufferedWriter | None) -> None:
     """Say so when project.yaml, edited while the job ran, asks for another spec: what the
     job built is stale, and the next build reruns it (the running build keeps the spec it
     planned: rules/common.smk)."""
     try:
-        if project.stat().st_mtime_ns == mtime_ns:
+        if project.stat().st_mtime_ns == run.project_mtime:
             return
-        now = load_plan(project, write=False).experiments[experiment].specs[action].text
+        from taomake.compiler.plan import load_plan
+
+        now = load_plan(project, write=False).experiments[run.experiment].specs[
+            run.action.name].text
     except (OSError, KeyError, TaomakeError):
         return  # no longer compiles or has the job: the next build says why
-    if now != ran_with:
-        _note(log, f"{label}: project.yaml changed while this job ran and asks for another "
-                   f"{action} spec: these results are stale, the next build reruns it")
+    if now != run.compiled_text:
+        _note(log, f"{run.label}: project.yaml changed while this job ran and asks for "
+                   f"another {run.action.name} spec: these results are stale, the next build "
+                   "reruns it")
+
+
+# --------------------------------------------------------------------------- around the run
 
 
 def _lease(root: Path, layout, action: str, label: str, log: io.BufferedWriter | None
@@ -312,38 +331,32 @@ def _slurm_attempt(record: Path, label: str, log) -> dict[str, Any] | None:
             "earlier": [{k: e.get(k) for k in ("attempt", "state", "then")} for e in earlier]}
 
 
-def _record_provenance(root: Path, plan: BuildPlan, experiment: str, action: Action, spec,
-                       runner, job: TaoJob, out_dir: Path, started: float, rc: int,
+def _record_provenance(run: JobRun, started: float, rc: int,
                        slurm: dict[str, Any] | None = None) -> None:
-    from .provenance import image_digest, write_provenance
+    from .provenance import gpu_models, write_provenance
 
-    compiled = plan.experiments[experiment]
-    # TAO's files (taomake's own are hidden: the lease, the records folder)
-    artifacts = sorted(str(f.relative_to(root)) for f in out_dir.iterdir()
-                       if f.is_file() and f.name not in ("status.json", "experiment.yaml")
-                       and f.name != "model.pth" and not f.name.startswith("."))
-    if action.name == "gen_trt_engine":
-        artifacts.append(spec.data["gen_trt_engine"]["trt_engine"])
-    if action.name == "export":
-        artifacts.append(compiled.layout.onnx)
-    runtime: dict[str, Any] = {"runner": runner.name}
+    lay, name, root = run.layout, run.action.name, run.root
+    folder = run.at(lay.output(name, ""))
+    # TAO's files in the folder (taomake's own are hidden: the lease, the records folder;
+    # its status, config and the hand-off's link are not artifacts) and what it wrote
+    # elsewhere (the ONNX, the engine)
+    skip = {run.at(lay.status(name)), run.at(lay.tao_config(name))}
+    if run.action.trains:
+        skip.add(run.at(lay.model(name)))
+    artifacts = {str(f.relative_to(root)) for f in folder.iterdir()
+                 if f.is_file() and f not in skip and not f.name.startswith(".")}
+    artifacts |= {a for a in run.action.produces(lay, run.spec.data)
+                  if not (run.root / a).is_relative_to(folder)}
+    runtime: dict[str, Any] = run.runner.provenance(run.job)
     if slurm:  # each attempt of a requeued job says which it is, and how the others ended
         runtime["slurm"] = slurm
-    if runner.name == "local":
-        runtime["venv"] = str(getattr(runner, "venv", "") or "")
-    else:
-        runtime["image"] = job.image
-        runtime["digest"] = image_digest(job.image) if runner.name == "docker" else None
-    if job.gpus:
-        from .provenance import gpu_models
-
-        runtime["gpus"] = gpu_models(job.gpu_ids)
-    consumed = ([compiled.layout.model(compiled.source_action)]
-                if action.name not in ("train", "distill") else [])
-    write_provenance(out_dir, action.name, root=root, artifacts=sorted(set(artifacts)),
-                     spec_text=spec.text, spec=spec.data, runtime=runtime,
-                     sources=plan.data_sources(), results=compiled.results, consumed=consumed,
-                     argv=job.tao_argv(), env_names=list(job.env_names),
+    if run.job.gpus:
+        runtime["gpus"] = gpu_models(run.job.gpu_ids)
+    write_provenance(run.at(lay.provenance(name)), name, root=root,
+                     artifacts=sorted(artifacts), spec_text=run.spec.text, spec=run.spec.data,
+                     runtime=runtime, sources=run.plan.data_sources(),
+                     results=run.compiled.results, consumed=run.compiled.consumed(name),
+                     argv=run.job.tao_argv(), env_names=list(run.job.env_names),
                      started=started, ended=time.time(), exit_status=rc)
 
 
@@ -366,26 +379,25 @@ def _tail(path: Path, n: int) -> list[str]:
     return [line[:300] for line in lines if line.strip()][-n:]
 
 
+# --------------------------------------------------------------------------- hand-off
+
+
 def select_checkpoint(project: Path, experiment: str) -> None:
     from .handoff import publish, select
+    from .provenance import record_selection
 
-    plan = load_plan(project, write=False)
+    plan = job_plan(project)
     if experiment not in plan.experiments:
         raise UsageError(f"unknown experiment {experiment!r}")
     compiled = plan.experiments[experiment]
-    root = Path(plan.root)
-    source = compiled.source_action
-    src_dir = root / compiled.layout.action_dir(source)
+    root, lay, source = Path(plan.root), compiled.layout, compiled.source_action
+    src_dir = root / lay.output(source, "")
     # the training folder is read and written: never while a training runs in it
-    with _lease(root, compiled.layout, source, f"select {source} ({experiment})", None):
-        curve = training_curve(read_status(src_dir / "status.json"))
+    with _lease(root, lay, source, f"select {source} ({experiment})", None):
+        curve = training_curve(read_status(root / lay.status(source)))
         sel = select(src_dir, compiled.checkpoint_policy, compiled.best_metric, curve)
-        how = publish(src_dir, sel, root / compiled.layout.model(source),
-                      src_dir / "selection.json")
-        from .provenance import record_selection
-
-        record_selection(root, src_dir, compiled.layout.model(source), source, sel.source,
-                         how)
-    _say(f"{compiled.source_action} ({experiment}): selected epoch {sel.epoch} "
+        how = publish(src_dir, sel, root / lay.model(source), root / lay.selection(source))
+        record_selection(root, lay, source, sel.source, how)
+    _say(f"{source} ({experiment}): selected epoch {sel.epoch} "
          f"({sel.policy}{f', {sel.metric} {sel.value}' if sel.value is not None else ''}) "
-         f"-> {compiled.layout.model(compiled.source_action)} [{how}]")
+         f"-> {lay.model(source)} [{how}]")

@@ -18,8 +18,9 @@ from typing import Any
 
 from taomake.compiler.actions import Action
 from taomake.compiler.files import atomic_write
-from taomake.compiler.layout import IMAGE_SUFFIXES
+from taomake.compiler.layout import IMAGE_SUFFIXES, Layout
 
+from .handoff import checkpoint_files
 from .tao_status import EpochRow, evaluation_metrics, read_status, training_curve
 
 
@@ -30,13 +31,21 @@ class Produced:
     action: Action
     root: Path
     """The project folder (spec paths are relative to it)."""
-    out_dir: Path
-    """Where TAO wrote (results/<exp>/<action folder>)."""
+    layout: Layout
+    """The experiment's files (relative to `root`)."""
     records: list[dict[str, Any]]
     """This run's status.json records."""
     spec: dict[str, Any]
     rung_out: Path | None = None
     """A sweep rung's own record (train only): the train outputs stay untouched."""
+
+    @property
+    def out_dir(self) -> Path:
+        """Where TAO wrote (results/<exp>/<action folder>)."""
+        return self.root / self.layout.output(self.action.name, "")
+
+    def at(self, rel: str) -> Path:
+        return self.root / rel
 
 
 def _nonempty(path: Path) -> bool:
@@ -61,10 +70,11 @@ def write_curve(rows: list[EpochRow], path: Path) -> None:
 def judge_training(run: Produced) -> list[str]:
     """train/distill: non-empty epoch checkpoints; writes curve.csv and run.json (or the
     rung record)."""
-    saved = sorted(run.out_dir.glob("model_epoch_*.pth"))
+    lay, name = run.layout, run.action.name
+    saved = sorted(checkpoint_files(run.out_dir))
     if not saved or not all(_nonempty(p) for p in saved):
         return [f"no non-empty model_epoch_*.pth in {run.out_dir}"]
-    curve = training_curve(read_status(run.out_dir / "status.json"))
+    curve = training_curve(read_status(run.at(lay.status(name))))
     epochs = run.spec["train"]["num_epochs"]
     if run.rung_out is not None:
         atomic_write(run.rung_out, json.dumps({
@@ -72,8 +82,8 @@ def judge_training(run: Produced) -> list[str]:
             "curve": [{f: getattr(row, f) for f in EpochRow.FIELDS} for row in curve],
         }, indent=1, sort_keys=True) + "\n")
         return []
-    write_curve(curve, run.out_dir / "curve.csv")
-    atomic_write(run.out_dir / "run.json", json.dumps({
+    write_curve(curve, run.at(lay.curve(name)))
+    atomic_write(run.at(lay.run_record(name)), json.dumps({
         "epochs": epochs,
         "checkpoints": {p.name: p.stat().st_size for p in saved},
         "curve_rows": len(curve),
@@ -86,13 +96,13 @@ def judge_evaluation(run: Produced) -> list[str]:
     if run.action.flavor == "pytorch":
         metrics = evaluation_metrics(run.records)
     else:
-        results = run.out_dir / "results.json"
+        results = run.at(run.layout.trt_results(run.action.name))
         metrics = json.loads(results.read_text()) if _nonempty(results) else {}
         metrics = {"test_mAP": metrics.get("AP"), "test_mAP50": metrics.get("AP50"),
                    **metrics} if metrics else {}
     if metrics.get("test_mAP") is None:
         return ["no test_mAP in the evaluation results"]
-    atomic_write(run.out_dir / "metrics.json",
+    atomic_write(run.at(run.layout.metrics(run.action.name)),
                  json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return []
 
@@ -108,9 +118,7 @@ def _file_named_by(section: str, key: str) -> Callable[[Produced], list[str]]:
 
 def judge_quantize(run: Produced) -> list[str]:
     """quantize: the backend's quantized model (docs/tao-notes.md §7)."""
-    backend = run.spec["quantize"]["backend"]
-    produced = (run.out_dir / "quantized_model.onnx" if backend == "modelopt.onnx"
-                else run.out_dir / f"quantized_model_{backend}.pth")
+    produced = run.at(run.layout.quantized(run.spec["quantize"]["backend"]))
     return [] if _nonempty(produced) else [f"{produced} is missing or empty"]
 
 
@@ -118,7 +126,7 @@ def judge_inference(run: Produced) -> list[str]:
     """inference: a label file per input image; writes summary.json (detections per class)."""
     dirs = run.spec["dataset"]["infer_data_sources"]["image_dir"]
     images = [p for d in dirs for p in images_in(run.root / d)]
-    labels = run.out_dir / "labels"
+    labels = run.at(run.layout.labels(run.action.name))
     missing = [p.name for p in images if not (labels / f"{p.stem}.txt").is_file()]
     if not images or missing:
         return [f"no label file for {len(missing)} of {len(images)} images in {labels}"]
@@ -128,15 +136,14 @@ def judge_inference(run: Produced) -> list[str]:
             if line.strip():
                 cls = line.split(" ")[0]
                 per_class[cls] = per_class.get(cls, 0) + 1
-    atomic_write(run.out_dir / "summary.json", json.dumps(
+    atomic_write(run.at(run.layout.inference_summary(run.action.name)), json.dumps(
         {"images": len(images), "detections": sum(per_class.values()),
          "detections_per_class": per_class}, indent=2, sort_keys=True) + "\n")
     return []
 
 
 JUDGES: dict[str, Callable[[Produced], list[str]]] = {
-    "train": judge_training,
-    "distill": judge_training,
+    "training": judge_training,
     "evaluate": judge_evaluation,
     "inference": judge_inference,
     "export": _file_named_by("export", "onnx_file"),

@@ -274,8 +274,8 @@ def _images(lp, kind: str) -> list[str]:
         p = exp.project
         if p.hardware.runner.kind != kind:
             continue
-        wanted = [p.tao.pytorch_image_ref] + ([p.tao.deploy_image_ref]
-                                              if p.hardware.gpus_per_node else [])
+        flavors = ("pytorch",) if p.hardware.cpu_only else ("pytorch", "deploy")
+        wanted = list(p.tao.images(flavors).values())
         refs += [r for r in wanted if r not in refs]
     return refs
 
@@ -302,6 +302,7 @@ def preflight(project_file: str | Path, *, slurm: bool | None = None,
     `executor`: the build's Snakemake executor, when known (its onstart)."""
     from taomake.compiler import load_project
     from taomake.compiler.layout import image_file
+    from taomake.compiler.runners import RUNNERS
 
     lp = load_project(project_file)
     checks: list[Check] = []
@@ -309,14 +310,14 @@ def preflight(project_file: str | Path, *, slurm: bool | None = None,
     for exp in lp.experiments.values():
         by_kind.setdefault(exp.project.hardware.runner.kind, exp.project)
     for kind, p in by_kind.items():
-        if kind == "local":
-            checks += check_local(p, lp.root)
-        elif kind == "docker":
-            checks += check_docker(p, _images(lp, kind), docker_client)
-        else:
+        if RUNNERS[kind].image_file:  # apptainer, pyxis: the tool and the converted images
             image_dir = getattr(p.hardware.runner, kind).image_dir
             checks += check_container(kind, lp.root, {
                 image_file(ref, image_dir, kind): ref for ref in _images(lp, kind)})
+        elif RUNNERS[kind].containers:  # docker: the daemon and the images
+            checks += check_docker(p, _images(lp, kind), docker_client)
+        else:  # the host's TAO venv
+            checks += check_local(p, lp.root)
     if slurm is None:
         slurm = any(e.project.hardware.slurm.partition for e in lp.experiments.values())
     if slurm:

@@ -21,7 +21,14 @@ from typing import Any
 
 from taomake.compiler.errors import UsageError
 from taomake.compiler.files import atomic_write
-from taomake.compiler.layout import RECORDS_DIR, DataSource, dataset_paths
+from taomake.compiler.layout import (
+    PROVENANCE_GLOB,
+    RECORDS_DIR,
+    DataSource,
+    Layout,
+    dataset_paths,
+    provenance_record,
+)
 
 from . import __version__
 from .digests import artifact_sha256
@@ -86,7 +93,7 @@ def image_digest(ref: str) -> str | None:
         return None
 
 
-def write_provenance(out_dir: Path, action: str, *, root: Path, artifacts: list[str],
+def write_provenance(path: Path, action: str, *, root: Path, artifacts: list[str],
                      spec_text: str, spec: dict[str, Any], runtime: dict[str, Any],
                      sources: list[DataSource], results: str, consumed: list[str],
                      argv: list[str], env_names: list[str], started: float, ended: float,
@@ -111,8 +118,7 @@ def write_provenance(out_dir: Path, action: str, *, root: Path, artifacts: list[
         "seconds": round(ended - started, 3),
         "exit_status": exit_status,
     }
-    atomic_write(out_dir / RECORDS_DIR / f"provenance-{action}.json",
-                 json.dumps(record, indent=1, sort_keys=True) + "\n")
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
 
@@ -141,26 +147,26 @@ def record_derived(root: Path, step: str, out_dir: Path, artifacts: list[Path],
         "end": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "exit_status": 0,
     }
-    atomic_write(out_dir / RECORDS_DIR / f"provenance-{step}.json",
+    atomic_write(out_dir / provenance_record("", step),
                  json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
 
-def record_selection(root: Path, train_dir: Path, model: str, action: str, source: str,
-                     how: str) -> None:
+def record_selection(root: Path, layout: Layout, action: str, source: str, how: str) -> None:
     """model.pth: which checkpoint it is, and the training run that produced it."""
     try:
-        built = json.loads((train_dir / RECORDS_DIR / f"provenance-{action}.json").read_text())
+        built = json.loads((root / layout.provenance(action)).read_text())
     except (OSError, ValueError):
         built = None
+    model = layout.model(action)
     record = {"action": "select_checkpoint",
               "artifacts": {model: {"sha256": artifact_sha256(root / model),
                                     "size": (root / model).stat().st_size}},
-              "checkpoint": str((train_dir / source).relative_to(root)), "published_as": how,
-              "selection": str((train_dir / "selection.json").relative_to(root)),
+              "checkpoint": layout.output(action, source), "published_as": how,
+              "selection": layout.selection(action),
               "taomake": __version__, "host": platform.node(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trained_by": built}
-    atomic_write(train_dir / RECORDS_DIR / "provenance-select.json",
+    atomic_write(root / provenance_record(layout.output(action, ""), "select"),
                  json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
@@ -170,7 +176,7 @@ def find_provenance(root: Path, artifact: str) -> dict[str, Any]:
     target = (target if target.is_absolute() else Path.cwd() / target).resolve()
     folder, top = target.parent, root.resolve()
     while folder != folder.parent and (folder == top or top in folder.parents):
-        for record_file in sorted((folder / RECORDS_DIR).glob("provenance-*.json")):
+        for record_file in sorted((folder / RECORDS_DIR).glob(PROVENANCE_GLOB)):
             record = json.loads(record_file.read_text())
             for name in record["artifacts"]:
                 if (root / name).resolve() == target:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import zipfile
 from datetime import UTC, datetime
@@ -25,7 +24,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from taomake.compiler.files import atomic_write
-from taomake.compiler.layout import LEASE_FILE, LEASE_RECORD, RECORDS_DIR
+from taomake.compiler.layout import (
+    CHECKPOINT_GLOB,
+    EPOCH_FILE_RE,
+    LATEST_GLOB,
+    LEASE_FILE,
+    LEASE_RECORD,
+    checkpoint_name,
+)
 from taomake.compiler.writer import changed_keys
 
 from .handoff import checkpoints
@@ -37,9 +43,6 @@ RUNTIME_KEY = "taomake_runtime"  # in the checkpoint record, beside the spec's k
 STALE_DIR, DAMAGED_DIR = ".stale", ".damaged"
 # what stays when checkpoints are moved aside: earlier moves, and the lease the job holds
 KEPT_IN_PLACE = (STALE_DIR, DAMAGED_DIR, LEASE_FILE, LEASE_RECORD)
-# every checkpoint file of an epoch: model_epoch_007.pth and its EMA copy model_epoch_007-EMA.pth
-EPOCH_FILE_RE = re.compile(r"^model_epoch_(\d+)(?:-EMA)?\.pth$")
-LATEST_GLOB = "*_latest.pth"
 
 
 def _stamp() -> str:
@@ -66,7 +69,7 @@ def damage(path: Path) -> str | None:
 
 def _epoch_files(out_dir: Path) -> dict[int, list[Path]]:
     found: dict[int, list[Path]] = {}
-    for path in out_dir.glob("model_epoch_*.pth"):
+    for path in out_dir.glob(CHECKPOINT_GLOB):
         m = EPOCH_FILE_RE.match(path.name)
         if m:
             found.setdefault(int(m.group(1)), []).append(path)
@@ -82,14 +85,14 @@ def repair_checkpoints(out_dir: Path, log: IO[bytes] | None) -> int | None:
     damaged: dict[Path, str] = {}
     good = None
     for epoch in sorted(by_epoch, reverse=True):
-        main = out_dir / f"model_epoch_{epoch:03d}.pth"
+        main = out_dir / checkpoint_name(epoch)
         why = damage(main) if main in by_epoch[epoch] else "no model_epoch file (EMA only)"
         if why is None:
             good = epoch
             break
         damaged.update({p: why if p == main else f"of damaged epoch {epoch}"
                         for p in by_epoch[epoch]})
-    target = f"model_epoch_{good:03d}.pth" if good is not None else None
+    target = checkpoint_name(good) if good is not None else None
     latest = sorted(out_dir.glob(LATEST_GLOB))
     relink = None
     for link in latest:
@@ -111,7 +114,7 @@ def repair_checkpoints(out_dir: Path, log: IO[bytes] | None) -> int | None:
             "Moved aside by taomake before resuming: TAO would have resumed from these and "
             "failed.\n" + "".join(f"  {p.name}: {why}\n" for p, why in damaged.items()))
         cut = sorted(p.name for p, why in damaged.items()
-                     if p.name.startswith("model_epoch_") and not why.startswith("of damaged"))
+                     if EPOCH_FILE_RE.match(p.name) and not why.startswith("of damaged"))
         resumes = (f"training resumes from epoch {good} ({target}), the newest whole "
                    "checkpoint" if good is not None else
                    "no whole checkpoint is left: training starts from scratch")
@@ -144,11 +147,10 @@ def _dump(data: Any) -> str:
 
 
 def guard_resume(out_dir: Path, spec: dict[str, Any], log: IO[bytes] | None,
-                 runtime: str | None = None) -> None:
+                 runtime: str | None = None, *, record: Path) -> None:
     """Keep checkpoints only if they were made by a compatible spec and the same TAO runtime
     (`Runner.runtime`: a new image or TAO version trains from scratch); else move them
-    aside."""
-    record = out_dir / RECORDS_DIR / "checkpoints-spec.yaml"
+    aside.  `record`: what the checkpoints were made with (Layout.resume_record)."""
     saved = sorted(out_dir.glob("*.pth"))
     spec = {**spec, RUNTIME_KEY: runtime} if runtime else spec
     if saved:

@@ -25,6 +25,7 @@ from taomake.compiler.actions import ACTIONS
 from taomake.compiler.plan import resources_of
 
 from .joblog import say
+from .progress import duration
 
 # Rules whose job resumes where it stopped: a resubmission continues, it does not repeat.
 RESUMABLE_RULES = {"train": "train", "distill": "distill", "sweep_rung_train": "train"}
@@ -124,11 +125,6 @@ def progress(status: Path | None) -> tuple[int, int | None, float | None]:
         statistics.median(per) if per else None)
 
 
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
 def describe(ended: Ended, training: Training, decision: Decision) -> str:
     if ended.state == "OUT_OF_MEMORY":
         asked = f" ({training.memory_mb} MB)" if training.memory_mb else ""
@@ -140,7 +136,7 @@ def describe(ended: Ended, training: Training, decision: Decision) -> str:
     what = ("reached its time limit (hardware.slurm.time_minutes: "
             f"{training.time_minutes})" if ended.state == "TIMEOUT" else "was preempted")
     epochs = f"{done} of {total} epochs done" if total else f"{done} epoch(s) done"
-    pace = f", one epoch takes ~{_duration(per)}" if per else ""
+    pace = f", one epoch takes ~{duration(per)}" if per else ""
     head = f"{training.label}: SLURM job {ended.job_id} {what}; {epochs}{pace}"
     if decision.action == "requeue":
         return (f"{head}; resubmitted ({decision.reason}), it resumes from its checkpoints")

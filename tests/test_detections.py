@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from taomake.detections import kitti_detections, per_class_ap, plot_grid, read_classmap
-from taomake.jobs import _duration, _Progress
+from taomake.progress import Progress, duration
 
 CLASSES = {1: "circle", 3: "triangle", 4: "square"}
 
@@ -102,8 +102,8 @@ def test_progress_line_has_scores_and_eta(tmp_path, capsys, monkeypatch):
     status = tmp_path / "status.json"
     lines = []
     clock = [100.0]
-    monkeypatch.setattr("taomake.jobs.time.monotonic", lambda: clock[0])
-    progress = _Progress(status, 0, "train (base)", epochs=10)
+    monkeypatch.setattr("taomake.progress.time.monotonic", lambda: clock[0])
+    progress = Progress(status, 0, "train (base)", epochs=10)
     for epoch, now in ((0, 130.0), (1, 140.0), (2, 150.0)):
         # the records TAO 7.3.0 writes per epoch (taken from a real train/status.json)
         lines.append({"message": "Eval metrics generated.", "status": "RUNNING",
@@ -120,7 +120,7 @@ def test_progress_line_has_scores_and_eta(tmp_path, capsys, monkeypatch):
     assert "epoch 1 done (2/10), train_loss 3.0000, val_mAP 0.2500, val_mAP50 0.5000, " \
            "ETA 1 min 20 s" in err  # 10 s per epoch since the first, 8 to go
     assert "epoch 2 done (3/10)" in err and "ETA 1 min 10 s" in err
-    assert _duration(59.6) == "1 min 00 s" and _duration(5) == "5 s"
+    assert duration(59.6) == "1 min 00 s" and duration(5) == "5 s"
 
 
 def test_engine_provenance_names_the_gpu(tmp_path, monkeypatch):

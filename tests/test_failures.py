@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from taomake.compiler import compile_project, load_project, write_experiment
+from taomake.compiler.plan import load_plan
 
 from taomake.errors import RunError
 from taomake.failures import classify
@@ -81,8 +81,7 @@ def _project(tmp_path):
         f"    kind: local\n    local: {{venv: {REPO / 'tests' / 'fake_tao'}}}\n"
         "    env: [FAKE_TAO_FAIL]")
     project = make_project(tmp_path / "proj", text)
-    lp = load_project(project)
-    write_experiment(lp.root, compile_project(lp)["base"])
+    load_plan(project)  # planned as Snakemake's parse plans it: the job runs with this plan
     return project
 
 

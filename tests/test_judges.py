@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 from taomake.compiler.actions import ACTIONS
+from taomake.compiler.layout import Layout
 
 from taomake.judges import JUDGES, Produced, judge
 from taomake.tao_status import evaluation_metrics, outcome, read_status, training_curve
 from tests.helpers import REPO
 
 RUNS = REPO / "tests" / "data" / "tao_runs"
+BASE = Layout("results", "base")
 
 
 def recorded(action: str) -> list[dict]:
@@ -157,7 +159,8 @@ def test_judge(tmp_path, name, action, setup, problem, written):
     out_dir = tmp_path / "results/base" / ACTIONS[action].results_subdir
     out_dir.mkdir(parents=True)
     records = recorded("evaluate") if ACTIONS[action].judged_as == "evaluate" else []
-    run = Produced(ACTIONS[action], tmp_path, out_dir, records, _spec(tmp_path))
+    run = Produced(ACTIONS[action], tmp_path, BASE, records, _spec(tmp_path))
+    assert run.out_dir == out_dir
     setup(run)
     problems = judge(run)
     if problem is None:
@@ -172,15 +175,15 @@ def test_judge(tmp_path, name, action, setup, problem, written):
 
 
 def test_evaluation_without_metrics_is_a_problem(tmp_path):
-    run = Produced(ACTIONS["evaluate"], tmp_path, tmp_path, recorded("evaluate")[:2], {})
+    run = Produced(ACTIONS["evaluate"], tmp_path, BASE, recorded("evaluate")[:2], {})
     assert judge(run) == ["no test_mAP in the evaluation results"]
-    assert not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / BASE.metrics("evaluate")).exists()
 
 
 def test_a_sweep_rung_writes_its_own_record_only(tmp_path):
     out_dir = tmp_path / "results/t0/train"
     out_dir.mkdir(parents=True)
-    run = Produced(ACTIONS["train"], tmp_path, out_dir, [], _spec(tmp_path),
+    run = Produced(ACTIONS["train"], tmp_path, Layout("results", "t0"), [], _spec(tmp_path),
                    rung_out=tmp_path / "rung0.json")
     _checkpoints(10)(run)
     assert judge(run) == []
@@ -241,7 +244,7 @@ def test_resume_guard(tmp_path, name, old, old_runtime, new, runtime, resumed):
                                                     if old_runtime else {})}, buf)
         (out / ".taomake" / "checkpoints-spec.yaml").write_text(buf.getvalue())
     log = io.BytesIO()
-    guard_resume(out, new, log, runtime)
+    guard_resume(out, new, log, runtime, record=out / ".taomake" / "checkpoints-spec.yaml")
     kept = sorted(p.name for p in out.glob("*.pth"))
     assert (kept == ["model_epoch_000.pth", "model_epoch_001.pth", "model_epoch_002.pth"]) \
         is resumed, log.getvalue()

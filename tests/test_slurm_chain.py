@@ -60,7 +60,7 @@ def test_an_exhausted_chain_names_the_setting_the_epochs_and_their_time(tmp_path
     text = describe(ended, training, decide(ended, training))
     assert text.startswith("train (base): SLURM job 48 reached its time limit "
                            "(hardware.slurm.time_minutes: 60); 12 of 30 epochs done, one epoch "
-                           "takes ~95 s; not resubmitted: resubmitted 1 time(s) already "
+                           "takes ~1 min 35 s; not resubmitted: resubmitted 1 time(s) already "
                            "(hardware.slurm.resubmits: 1); raise hardware.slurm.time_minutes "
                            "(the 18 epochs left need ~34 min) or hardware.slurm.resubmits"), text
 
@@ -70,5 +70,5 @@ def test_a_resubmission_says_which_attempt(tmp_path):
     ended = Ended("48", "TIMEOUT", "TIMEOUT", 0, True)
     text = describe(ended, training, Decision("requeue", "attempt 2 of 4"))
     assert text == ("train (base): SLURM job 48 reached its time limit (hardware.slurm."
-                    "time_minutes: 1); 2 of 4 epochs done, one epoch takes ~2 min; resubmitted "
-                    "(attempt 2 of 4), it resumes from its checkpoints")
+                    "time_minutes: 1); 2 of 4 epochs done, one epoch takes ~2 min 00 s; "
+                    "resubmitted (attempt 2 of 4), it resumes from its checkpoints")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from taomake.compiler.errors import DataError, UsageError
 from taomake.compiler.layout import Shared
-from taomake.compiler.plan import BuildPlan, load_plan
+from taomake.compiler.plan import BuildPlan, job_plan, load_plan
 
 if TYPE_CHECKING:
     from .s3 import S3Store
@@ -146,7 +146,11 @@ def add_parser(sub, common) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = load_plan(Path(args.project).resolve())
+    # a rule's job (--from-stamp, upload) runs with the build's plan and never compiles; by
+    # hand, the command plans as Snakemake would
+    project = Path(args.project).resolve()
+    plan = job_plan(project) if getattr(args, "from_stamp", False) or \
+        args.data_func is cmd_upload else load_plan(project)
     if not Path(plan.root).is_dir():
         raise DataError(f"project folder {plan.root} is missing")
     return args.data_func(plan, args)

@@ -60,6 +60,11 @@ class Runner(Protocol):
         checkpoints of another runtime are never resumed."""
         ...
 
+    def provenance(self, job: TaoJob) -> dict[str, Any]:
+        """What the job ran with, for its provenance record: the runner and its venv, or the
+        image (and its digest where the runtime tells it)."""
+        ...
+
     def reclaim(self, job: TaoJob) -> list[str]:
         """Stop and remove what an earlier run of this job left running outside taomake's
         process tree (its `taomake run` was killed hard), before the job starts again; say

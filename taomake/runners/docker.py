@@ -192,6 +192,11 @@ class DockerRunner:
     def runtime(self, job: TaoJob) -> str:
         return job.image
 
+    def provenance(self, job: TaoJob) -> dict[str, str | None]:
+        from ..provenance import image_digest
+
+        return {"runner": self.name, "image": job.image, "digest": image_digest(job.image)}
+
     @staticmethod
     def job_labels(job: TaoJob) -> dict[str, str]:
         """The labels that name a job's containers (`create_kwargs`), as list filters."""

@@ -88,6 +88,9 @@ class LocalRunner(NothingToReclaim):
         version = found[-1].name.removesuffix(".dist-info").split("-", 1)[1] if found else None
         return f"nvidia-tao-pytorch {version}" if version else f"the TAO of {self.venv}"
 
+    def provenance(self, job: TaoJob) -> dict[str, str]:
+        return {"runner": self.name, "venv": str(self.venv)}
+
     def check(self) -> None:
         if not (self.venv / "bin" / "rtdetr").exists():
             raise UsageError(f"no TAO installation at {self.venv} (bin/rtdetr missing); "

@@ -116,6 +116,9 @@ class PyxisRunner(NothingToReclaim):
     def runtime(self, job: TaoJob) -> str:
         return job.image
 
+    def provenance(self, job: TaoJob) -> dict[str, str | None]:
+        return {"runner": self.name, "image": job.image, "digest": None}
+
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
             lease: Lease | None = None) -> int:
         self.check(job)
