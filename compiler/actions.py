@@ -52,6 +52,9 @@ class Action:
     the TensorRT engine; "" for a training."""
     reported: bool = False
     """The report reads its artifacts (so a new inference never redraws it)."""
+    upload_as: Literal["", "model", "onnx", "engine", "metrics"] = ""
+    """Which of `upload.artifacts` its artifacts are pushed as ("": never); a training's is
+    its selected checkpoint only."""
     needs_gpu: bool = False
     """Deploy actions need TensorRT, i.e. a GPU and a runner with TAO's deploy image."""
     results_prefix: str = ""
@@ -129,15 +132,16 @@ ACTIONS: dict[str, Action] = {
         Action("train", "pytorch", "train", "train", "Train finished successfully.",
                (*PYTORCH_COMMON, "train"), _training("train"),
                lambda p: "distill replaces train" if p.distill else None, trains=True,
-               judge="training", reported=True),
+               judge="training", reported=True, upload_as="model"),
         Action("distill", "pytorch", "distill", "distill", "Distill finished successfully.",
                (*PYTORCH_COMMON, "train", "distill"), _training("distill"), _unless(DISTILL),
-               trains=True, judge="training", reported=True),
+               trains=True, judge="training", reported=True, upload_as="model"),
         Action("export", "pytorch", "export", "export", "Export finished successfully.",
-               (*PYTORCH_COMMON, "export"), _onnx("export"), reads="model", reported=True),
+               (*PYTORCH_COMMON, "export"), _onnx("export"), reads="model", reported=True,
+               upload_as="onnx"),
         Action("evaluate", "pytorch", "evaluate", "evaluate", "Evaluate finished successfully.",
                (*PYTORCH_COMMON, "evaluate"), _metrics("evaluate"), _unless(TEST),
-               reads="model", reported=True),
+               reads="model", reported=True, upload_as="metrics"),
         Action("inference", "pytorch", "inference", "inference",
                "Inference finished successfully.", (*PYTORCH_COMMON, "inference"),
                _summary("inference"), _unless(INFERENCE), reads="model"),
@@ -159,11 +163,12 @@ ACTIONS: dict[str, Action] = {
                judge="export", reads="quantized", results_prefix="quantized"),
         Action("gen_trt_engine", "deploy", "gen_trt_engine", "gen_trt_engine",
                "Gen_trt_engine finished successfully.", ("results_dir", "gen_trt_engine"),
-               _engine, reads="onnx", reported=True, needs_gpu=True),
+               _engine, reads="onnx", reported=True, upload_as="engine", needs_gpu=True),
         Action("trt_evaluate", "deploy", "evaluate", "trt_evaluate",
                "Trt_evaluate finished successfully.",
                ("results_dir", "dataset", "model", "evaluate"), _metrics("trt_evaluate"),
-               _unless(TEST), judge="evaluate", reads="engine", reported=True, needs_gpu=True),
+               _unless(TEST), judge="evaluate", reads="engine", reported=True,
+               upload_as="metrics", needs_gpu=True),
         Action("trt_inference", "deploy", "inference", "trt_inference",
                "Trt_inference finished successfully.",
                ("results_dir", "dataset", "model", "inference"), _summary("trt_inference"),

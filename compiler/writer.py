@@ -23,6 +23,15 @@ if TYPE_CHECKING:  # jobs use changed_keys without loading the compiler (Jinja, 
     from .layout import Layout
 
 
+IMAGE_LINE = "# tao image: "  # the spec header's line naming the TAO image (compile.spec_header)
+
+
+def spec_image(text: str) -> str | None:
+    """The TAO image a spec's header names (None: no such line)."""
+    return next((line.removeprefix(IMAGE_LINE) for line in text.splitlines()
+                 if line.startswith(IMAGE_LINE)), None)
+
+
 def settle_spec_times(root: Path, layout: Layout, actions: Iterable[str]) -> None:
     """A spec written back to exactly what its action was last built from (an edit
     reverted) gets that build's start time as its mtime (the built record's), older than

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from taomake.compiler.actions import ACTIONS
+from taomake.compiler.actions import ACTIONS, REPORTED, TRAININGS
 from taomake.compiler.errors import TaomakeError
 from taomake.compiler.layout import NAME_RE, Layout, Shared, dataset_paths
 from taomake.compiler.plan import build_in_progress, load_plan
@@ -254,10 +254,6 @@ def upload_files(w):
     return [p for files in artifact_files(exp, exp.upload["artifacts"]).values() for p in files]
 
 
-REPORTED = ("train", "distill", "evaluate", "export", "gen_trt_engine", "trt_evaluate",
-            "quantized_evaluate")
-
-
 def report_inputs():
     """What the report reads (training, evaluation, export, engines; not inference, so new
     detections never redraw it) and each sweep's winner."""
@@ -328,8 +324,8 @@ def tao_threads(action):
     core each and run side by side: a short training is mostly TAO's single-threaded start-up,
     which would leave the other cores idle.  Every other action takes one core (mostly
     start-up too); on GPU, 1 (the GPU does the work)."""
-    trainings = sum(1 for e in EXPS.values() for a in ("train", "distill") if a in e.specs)
-    if action not in ("train", "distill") or trainings > 1:
+    trainings = sum(1 for e in EXPS.values() for a in TRAININGS if a in e.specs)
+    if not ACTIONS[action].trains or trainings > 1:
         return 1
 
     def of(exp):

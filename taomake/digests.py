@@ -29,8 +29,9 @@ def _record(path: Path) -> Path:
     return path.parent / RECORDS_DIR / "sha256" / f"{path.name}.json"
 
 
-def artifact_sha256(path: Path) -> str:
-    """The file's sha256, from its record when the file is unchanged since it was hashed."""
+def artifact_sha256(path: Path, *, remember: bool = True) -> str:
+    """The file's sha256, from its record when the file is unchanged since it was hashed
+    (`remember=False`: no record written, for commands that only read)."""
     path = Path(path)
     key = stat_key(path.stat())
     record = _record(path)
@@ -41,7 +42,7 @@ def artifact_sha256(path: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     sha = sha256_file(path)
-    if (path.parent / RECORDS_DIR).is_dir() and stat_key(path.stat()) == key:
+    if remember and (path.parent / RECORDS_DIR).is_dir() and stat_key(path.stat()) == key:
         try:  # a cache: failing to write it costs a re-hash next time, nothing else
             atomic_write(record, json.dumps({"key": key, "sha256": sha}) + "\n")
         except OSError:

@@ -27,8 +27,8 @@ from taomake.compiler.plan import resources_of
 from .joblog import say
 from .progress import duration
 
-# Rules whose job resumes where it stopped: a resubmission continues, it does not repeat.
-RESUMABLE_RULES = {"train": "train", "distill": "distill", "sweep_rung_train": "train"}
+# The TAO action of a rule whose name is not the action's (rules/sweep.smk: a rung trains)
+RULE_ACTIONS = {"sweep_rung_train": "train"}
 # States in which SLURM itself still has the job (it requeued it, e.g. after a preemption)
 STILL_SLURMS = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING",
                 "RESIZING", "SUSPENDED"}
@@ -247,21 +247,21 @@ def training_of(plan, active: dict[str, Any]) -> Callable[[str], Training | None
         exp = getattr(getattr(job, "wildcards", None), "exp", None)
         if job is None or exp not in plan.experiments:
             return None
-        action = RESUMABLE_RULES.get(job.name)
+        # the TAO action the rule runs (none: a step of taomake's own); a training resumes
+        name = RULE_ACTIONS.get(job.name, job.name)
+        action = ACTIONS.get(name)
+        trains = action is not None and action.trains
         slurm = plan.job_settings(exp).hardware.slurm
         logs = list(getattr(job, "log", []) or [])
         layout = plan.experiments[exp].layout
-        # the TAO action of the rule: its folder holds the status and the attempts record
-        folder_of = action or (job.name if job.name in ACTIONS else None)
         return Training(
-            label=f"{job.name} ({exp})", resumable=action is not None,
-            resubmits=slurm.resubmits,
-            time_minutes=slurm.time_minutes if action else slurm.eval_time_minutes,
+            label=f"{job.name} ({exp})", resumable=trains, resubmits=slurm.resubmits,
+            time_minutes=slurm.time_minutes if trains else slurm.eval_time_minutes,
             log=Path(logs[0]).resolve() if logs else None,
-            status=root / layout.output(action, "status.json") if action else None,
-            attempts=root / layout.attempts_record(folder_of) if folder_of else None,
-            memory_mb=resources_of(plan.job_settings(exp).hardware, (folder_of,))[folder_of][
-                "mem_mb"] if folder_of else None)
+            status=root / layout.status(name) if trains else None,
+            attempts=root / layout.attempts_record(name) if action else None,
+            memory_mb=resources_of(plan.job_settings(exp).hardware, (name,))[name]["mem_mb"]
+            if action else None)
 
     return training
 

@@ -96,9 +96,22 @@ MATRIX = [
 
 @pytest.mark.parametrize("name,old,new,expected", MATRIX, ids=[m[0] for m in MATRIX])
 def test_rebuild_matrix(copy, name, old, new, expected):
+    """Each edit reruns exactly what it must; `taomake status`, from taomake's own records,
+    calls stale exactly what the build then reruns."""
     edit(copy, old, new)
+    assert stale_actions(copy) == expected
     snakemake(copy)
     assert {c[0] for c in calls(copy)} == expected
+    assert stale_actions(copy) == set()
+
+
+def stale_actions(folder: Path) -> set[str]:
+    """The TAO actions whose artifacts `taomake status` calls stale or missing."""
+    from taomake.compiler.plan import load_plan
+    from taomake.staleness import plan_states
+
+    plan = load_plan(folder / "project.yaml", write=False)
+    return {g.name for g in plan_states(folder, plan) if g.stale and g.name in ALL}
 
 
 def test_touching_project_yaml_rebuilds_nothing(copy):

@@ -1,6 +1,6 @@
 """Every value of every compiled spec traces back to project.yaml, and error locations agree.
 
-The project -> TAO key map is written once, in the templates; `checks.SOURCE_OF` maps back by
+The project -> TAO key map is written once, in the templates; `keymap.SOURCE_OF` maps back by
 hand (for error locations and `taomake explain`).  This test learns the forward map from the
 compiler itself: it changes one project key at a time (every leaf of the typed project, set
 or defaulted: numbers, booleans, choices, class names, the results folder, an extra class),
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 from taomake.compiler import compile_project, load_project
-from taomake.compiler.checks import ENTRIES_NAMED_BY, entry_location, project_location
 from taomake.compiler.errors import TaomakeError
+from taomake.compiler.keymap import ENTRIES_NAMED_BY, entry_location, project_location
 from taomake.compiler.package_data import schemas_dir
 
 from tests.helpers import make_project

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from taomake.compiler.actions import ACTIONS
 from taomake.compiler.files import atomic_write
 from taomake.compiler.layout import Shared
 from taomake.digests import artifact_sha256
@@ -24,15 +25,14 @@ from .s3 import S3Store
 
 def artifact_files(exp, artifacts: list[str]) -> dict[str, list[str]]:
     """Upload name -> files (relative to the project) an experiment builds, for `artifacts`."""
-    lay, built = exp.layout, exp.artifacts()
-    wanted = {
-        "model": [lay.model(exp.source_action)],
-        "onnx": built.get("export", []),
-        "engine": built.get("gen_trt_engine", []),
-        "metrics": [p for a in ("evaluate", "trt_evaluate") for p in built.get(a, [])],
+    wanted: dict[str, list[str]] = {
         # the project's report (shared by experiments; unchanged files are not re-sent)
-        "report": [Shared(exp.results).report(name) for name in Shared.REPORT_TABLES],
-    }
+        "report": [Shared(exp.results).report(name) for name in Shared.REPORT_TABLES]}
+    for action, paths in exp.artifacts().items():
+        kind = ACTIONS[action].upload_as if action in ACTIONS else ""
+        if kind:  # a training's: its selected checkpoint
+            wanted.setdefault(kind, []).extend(
+                [exp.layout.model(action)] if ACTIONS[action].trains else paths)
     return {name: wanted[name] for name in artifacts if wanted.get(name)}
 
 
