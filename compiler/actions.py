@@ -203,7 +203,7 @@ class Step:
 STEPS: dict[str, Step] = {s.name: s for s in (
     # per-class scores under the class names, and the test-image grid
     Step("detections", ("evaluate", "inference"),
-         lambda lay: [lay.detection("per_class.json"), lay.test_grid]),
+         lambda lay: [lay.per_class, lay.test_grid]),
     # the ONNX checked against PyTorch's evaluation (and its latency), shown with the export
     Step("parity", ("evaluate", "export"), lambda lay: [lay.parity], shown_with="export",
          switch="parity"),

@@ -39,6 +39,26 @@ def checkpoint_name(epoch: int) -> str:
 
 
 PROVENANCE_GLOB = "provenance-*.json"
+# A data source's folder (Shared.source_dir): its stamp and staging marker, and the records
+# the staging keeps beside them (taomake.data.identity, taomake.data.stage)
+SOURCE_STAMP, STAGED_MARKER = "source.json", "staged.json"
+SOURCE_STATE = "state.json"  # what the staged copy is now (survives a deleted marker)
+SOURCE_DOWNLOAD = "download.json"  # an archive downloaded for its identity, to extract
+HASH_CACHE = "hashes.json"  # local: relative name -> [stat key..., digest]
+ETAG_CACHE = "etags.json"  # S3: relative name ("" for one object) -> [etag, size, digest]
+# beside anything taomake moves aside (stale or damaged checkpoints): why it did
+WHY_FILE = "WHY.txt"
+SUMMARY_TABLE = "summary.md"  # the report's summary: what the default target asks for
+
+
+def digest_record(folder: str, name: str) -> str:
+    """Where the sha256 of a file `name` in `folder` is kept (taomake.digests)."""
+    return posixpath.join(folder, RECORDS_DIR, "sha256", f"{name}.json")
+
+
+def node_spec_name(stem: str, rank: int | str) -> str:
+    """Node `rank`'s own copy of a job spec (`job-train.yaml` -> `job-train.node1.yaml`)."""
+    return f"{stem}.node{rank}.yaml"
 
 
 def provenance_record(folder: str, step: str) -> str:
@@ -148,7 +168,15 @@ class Layout:
         """TAO's own output folder for an action (results_dir/<subdir>)."""
         return posixpath.join(self.root, results_subdir)
 
-    def output(self, action: str, name: str) -> str:
+    def folder(self, action: str) -> str:
+        """An action's output folder (quantized_evaluate: quantized/evaluate)."""
+        return self._output(action, "").rstrip("/")
+
+    def checkpoint_file(self, action: str, name: str) -> str:
+        """A checkpoint TAO saved in a training's folder (by its file name)."""
+        return self._output(action, name)
+
+    def _output(self, action: str, name: str) -> str:
         """A file in an action's output folder (quantized_evaluate: quantized/evaluate/).
         `action` may be the rules' `{source}` wildcard (train or distill, folders of their
         own name)."""
@@ -157,58 +185,75 @@ class Layout:
 
     def model(self, source_action: str) -> str:
         """Stable path of the selected checkpoint of train (or distill)."""
-        return self.output(source_action, "model.pth")
+        return self._output(source_action, "model.pth")
 
     def curve(self, source_action: str) -> str:
         """Per-epoch losses and validation mAPs of train (or distill)."""
-        return self.output(source_action, "curve.csv")
+        return self._output(source_action, "curve.csv")
 
     def run_record(self, source_action: str) -> str:
         """What a finished training saved (its checkpoints), written by its job."""
-        return self.output(source_action, "run.json")
+        return self._output(source_action, "run.json")
 
     def selection(self, source_action: str) -> str:
         """Which epoch became model.pth, and why."""
-        return self.output(source_action, "selection.json")
+        return self._output(source_action, "selection.json")
 
     def metrics(self, action: str = "evaluate") -> str:
         """test_mAP/test_mAP50 of an evaluation (evaluate, quantized_evaluate, trt_evaluate)."""
-        return self.output(action, "metrics.json")
+        return self._output(action, "metrics.json")
 
     def inference_summary(self, action: str = "inference") -> str:
         """Detections per class of an inference run."""
-        return self.output(action, "summary.json")
+        return self._output(action, "summary.json")
 
     def labels(self, action: str = "inference") -> str:
         """TAO inference's label files (KITTI, one per image)."""
-        return self.output(action, "labels")
+        return self._output(action, "labels")
+
+    def label_file(self, action: str, image_stem: str) -> str:
+        """The label file TAO inference writes for one image."""
+        return posixpath.join(self.labels(action), f"{image_stem}.txt")
 
     def status(self, action: str) -> str:
         """TAO's status.json of an action (JSON lines, appended by every run)."""
-        return self.output(action, "status.json")
+        return self._output(action, "status.json")
 
     def trt_results(self, action: str) -> str:
         """TAO deploy evaluate's own results (AP, AP50)."""
-        return self.output(action, "results.json")
+        return self._output(action, "results.json")
 
     @property
     def parity(self) -> str:
         """The ONNX checked against the PyTorch evaluation (and its latency)."""
-        return self.output("export", "parity.json")
+        return self._output("export", "parity.json")
 
     def rung_record(self, rung: int | str) -> str:
         """A successive-halving rung's curve of one trial (the train outputs stay the
         full training's)."""
-        return self.output("train", f"rung{rung}.json")
+        return self._output("train", f"rung{rung}.json")
 
     @property
     def upload_receipt(self) -> str:
         return posixpath.join(self.root, "upload.json")
 
-    def sweep_file(self, name: str) -> str:
-        """A sweep's own files (rung decisions, best.json, winner.json), in the folder of the
-        swept experiment's name."""
+    def _sweep(self, name: str) -> str:
         return posixpath.join(self.root, "sweep", name)
+
+    def sweep_rung(self, rung: int | str) -> str:
+        """A sweep's decision after a rung of successive halving: which trials go on (its
+        folder is the swept experiment's name)."""
+        return self._sweep(f"rung{rung}.json")
+
+    @property
+    def sweep_best(self) -> str:
+        """The sweep's winner, chosen once every finalist has trained."""
+        return self._sweep("best.json")
+
+    @property
+    def sweep_winner(self) -> str:
+        """The sweep's own up-to-date marker: its winner's artifacts are built."""
+        return self._sweep("winner.json")
 
     def log(self, name: str) -> str:
         return posixpath.join(self.root, "logs", f"{name}.log")
@@ -222,8 +267,15 @@ class Layout:
         """Per-class scores under the class names and the test-image grid (`detections`)."""
         return posixpath.join(self.root, "detections")
 
-    def detection(self, name: str) -> str:
-        return posixpath.join(self.detections, name)
+    @property
+    def per_class(self) -> str:
+        """Per-class AP of the PyTorch (and ONNX) detections on the test split."""
+        return posixpath.join(self.detections, "per_class.json")
+
+    @property
+    def per_class_table(self) -> str:
+        """The same, as a Markdown table."""
+        return posixpath.join(self.detections, "per_class.md")
 
     @property
     def test_grid(self) -> str:
@@ -243,11 +295,11 @@ class Layout:
 
     def provenance(self, action: str) -> str:
         """What an action's artifacts were built from (taomake.provenance)."""
-        return provenance_record(self.output(action, ""), action)
+        return provenance_record(self.folder(action), action)
 
     def tao_config(self, action: str) -> str:
         """The resolved config TAO writes beside its results."""
-        return self.output(action, "experiment.yaml")
+        return self._output(action, "experiment.yaml")
 
     def built_record(self, action: str) -> str:
         """The spec an action's artifacts were last built from, written by its job when it
@@ -260,20 +312,20 @@ class Layout:
 
     def lease(self, action: str) -> str:
         """The lock a job holds on its action folder for its whole life (taomake.lease)."""
-        return self.output(action, LEASE_FILE)
+        return self._output(action, LEASE_FILE)
 
     def lease_record(self, action: str) -> str:
         """Who holds (or last held) the folder's lease."""
-        return self.output(action, LEASE_RECORD)
+        return self._output(action, LEASE_RECORD)
 
     def record(self, action: str, name: str) -> str:
         """taomake's own record of an action's job (`<action dir>/.taomake/<name>`): the spec
         a job ran and built, the resume guard, provenance."""
-        return posixpath.join(self.output(action, RECORDS_DIR), name)
+        return posixpath.join(self._output(action, RECORDS_DIR), name)
 
     def onnx_of(self, action: str) -> str:
         """The ONNX an export action writes (export, quantized_export)."""
-        return self.output(action, "model.onnx")
+        return self._output(action, "model.onnx")
 
     @property
     def onnx(self) -> str:
@@ -282,8 +334,13 @@ class Layout:
     def engine(self, precision: str, bmin: int, bopt: int, bmax: int, image: str) -> str:
         """Keyed by precision, batch profile and the deploy image (an engine only runs on
         the TensorRT that built it), so variants coexist."""
-        return posixpath.join(self.root, "gen_trt_engine", f"model.{precision.lower()}"
-                              f".b{bmin}-{bopt}-{bmax}.{image_key(image)}.engine")
+        return self.engine_pattern(precision.lower(),
+                                   f"{bmin}-{bopt}-{bmax}.{image_key(image)}")
+
+    def engine_pattern(self, precision: str = "{precision}", profile: str = "{profile}") -> str:
+        """`engine`'s path with rule wildcards for its precision and profile (+ image key)."""
+        return posixpath.join(self.root, "gen_trt_engine",
+                              f"model.{precision}.b{profile}.engine")
 
     @staticmethod
     def calibration_cache(engine: str) -> str:
@@ -293,8 +350,8 @@ class Layout:
     def quantized(self, backend: str) -> str:
         """quantize's model (TAO names it after the backend, docs/tao-notes.md §7)."""
         if backend == "modelopt.onnx":
-            return self.output("quantize", "quantized_model.onnx")
-        return self.output("quantize", f"quantized_model_{backend}.pth")
+            return self._output("quantize", "quantized_model.onnx")
+        return self._output("quantize", f"quantized_model_{backend}.pth")
 
     @property
     def quantized_onnx(self) -> str:
@@ -321,11 +378,12 @@ class Shared:
 
     def source_stamp(self, key: str) -> str:
         """The source's identity, rewritten only when it changes (taomake.data.identity)."""
-        return posixpath.join(self.source_dir(key), "source.json")
+        return posixpath.join(self.source_dir(key), SOURCE_STAMP)
 
     def staged_marker(self, key: str) -> str:
         """Written by the staging job once the staged copy is complete."""
-        return posixpath.join(self.source_dir(key), "staged.json")
+        return posixpath.join(self.source_dir(key), STAGED_MARKER)
+
 
     def staged_images(self, key: str) -> str:
         return posixpath.join(self.source_dir(key), "images")
@@ -363,25 +421,60 @@ class Shared:
     def benchmark(self, name: str) -> str:
         return self._at("benchmarks", f"{name}.tsv")
 
-    # -- the report
-    REPORT_TABLES = ("results.csv", "summary.csv", "summary.md", "summary.tex")
+    # -- the report: tables (one row per run, per experiment: CSV, Markdown, LaTeX), plots
+    REPORT_TABLES = ("results.csv", "summary.csv", SUMMARY_TABLE, "summary.tex")
+    PLOTS_GLOB = "*.png"
 
     @property
     def report_dir(self) -> str:
         return self._at("report")
 
-    def report(self, name: str) -> str:
+    def _report(self, name: str) -> str:
         return posixpath.join(self.report_dir, name)
 
+    def report_tables(self) -> list[str]:
+        """The report's tables: results.csv, summary.csv, summary.md, summary.tex."""
+        return [self._report(name) for name in self.REPORT_TABLES]
+
+    @property
+    def report_results(self) -> str:
+        """One row per run, raw values."""
+        return self._report("results.csv")
+
+    @property
+    def report_summary_csv(self) -> str:
+        """Per experiment: mean and standard deviation over its runs."""
+        return self._report("summary.csv")
+
+    @property
+    def report_summary(self) -> str:
+        """The same in Markdown: what the default target asks for."""
+        return self._report(SUMMARY_TABLE)
+
+    @property
+    def report_latex(self) -> str:
+        """The same as a booktabs table."""
+        return self._report("summary.tex")
+
+    @property
+    def report_curves(self) -> str:
+        """val_mAP and losses per epoch, every run overlaid."""
+        return self._report("curves.png")
+
+    @property
+    def report_accuracy_latency(self) -> str:
+        """Accuracy against ONNX / engine latency, per experiment."""
+        return self._report("accuracy_latency.png")
+
     def sweep_plot(self, sweep: str) -> str:
-        return self.report(f"sweep_{sweep}.png")
+        return self._report(f"sweep_{sweep}.png")
 
     def rungs_plot(self, sweep: str) -> str:
-        return self.report(f"sweep_{sweep}_rungs.png")
+        return self._report(f"sweep_{sweep}_rungs.png")
 
     def test_grid(self, experiment: str) -> str:
         """Test images, ground truth next to detections: with the report's other plots."""
-        return self.report(f"test_grid_{experiment}.png")
+        return self._report(f"test_grid_{experiment}.png")
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,7 @@ def report_inputs():
 
 
 def winner(sweep):
-    return Layout(R, sweep).sweep_file("winner.json")
+    return Layout(R, sweep).sweep_winner
 
 
 def all_targets():
@@ -272,7 +272,7 @@ def all_targets():
     out = [path for e in EXPS.values() for paths in e.artifacts().values() for path in paths]
     out += [winner(name) for name in SWEEPS]
     return out + [e.layout.upload_receipt for e in EXPS.values()
-                  if e.upload] + [SH.report("summary.md")]
+                  if e.upload] + [SH.report_summary]
 
 
 # (a module's onstart is not run by Snakemake: README shows the line a user's Snakefile adds)
@@ -388,7 +388,7 @@ def rung_inputs(w):
     if rung == 0:
         return []
     return [layout(w.exp).rung_record(rung - 1),
-            Layout(R, group).sweep_file(f"rung{rung - 1}.json")]
+            Layout(R, group).sweep_rung(rung - 1)]
 
 def sweep_finalists(w):
     """The training curves the winner is chosen from (a checkpoint is selected for the
@@ -406,7 +406,7 @@ def halving_gate(w):
         return []
     last = len(sweep["rungs"]) - 2
     return [layout(w.exp).rung_record(last),
-            Layout(R, EXPS[w.exp].group).sweep_file(f"rung{last}.json")]
+            Layout(R, EXPS[w.exp].group).sweep_rung(last)]
 
 def winner_artifacts(w):
     """The winning trial's evaluation/export/inference (known once best.json exists)."""

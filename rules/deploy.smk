@@ -7,7 +7,7 @@ rule gen_trt_engine:
         unpack(tao_inputs("gen_trt_engine")),
         onnx=L.onnx,
     output:
-        engine=L.output("gen_trt_engine", "model.{precision}.b{profile}.engine"),
+        engine=L.engine_pattern(),
     wildcard_constraints:
         exp=exps_with("gen_trt_engine"),
         precision="fp32|fp16",
@@ -26,9 +26,9 @@ rule gen_trt_engine:
 
 use rule gen_trt_engine as gen_trt_engine_int8 with:
     output:
-        engine=L.output("gen_trt_engine", "model.int8.b{profile}.engine"),
+        engine=L.engine_pattern("int8"),
         # INT8 calibration cache: its own artifact (TensorRT reuses it when present)
-        calibration=L.calibration_cache(L.output("gen_trt_engine", "model.int8.b{profile}.engine")),
+        calibration=L.calibration_cache(L.engine_pattern("int8")),
     log:
         L.log("gen_trt_engine.int8.b{profile}"),
     benchmark:

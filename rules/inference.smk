@@ -28,8 +28,8 @@ rule detections:
         unpack(detections_inputs),
         data=data_inputs("evaluate"),
     output:
-        per_class=L.detection("per_class.json"),
-        table=L.detection("per_class.md"),
+        per_class=L.per_class,
+        table=L.per_class_table,
         grid=report(L.test_grid,
                     caption="../report/test_grid.rst", category="Detections"),
     params:

@@ -32,7 +32,7 @@ checkpoint sweep_rung:
     input:
         lambda w: [layout(t).rung_record(w.rung) for t in rung_survivors(w.sweep, int(w.rung))],
     output:
-        decision=S.sweep_file("rung{rung}.json"),
+        decision=S.sweep_rung("{rung}"),
     params:
         project=PROJECT,
     log:
@@ -46,7 +46,7 @@ checkpoint sweep_best:
     input:
         sweep_finalists,
     output:
-        best=S.sweep_file("best.json"),
+        best=S.sweep_best,
     params:
         project=PROJECT,
     log:
@@ -58,10 +58,10 @@ checkpoint sweep_best:
 
 rule sweep_done:
     input:
-        best=S.sweep_file("best.json"),
+        best=S.sweep_best,
         winner=winner_artifacts,
     output:
-        done=S.sweep_file("winner.json"),
+        done=S.sweep_winner,
     log:
         S.log("sweep_done"),
     shell:

@@ -205,7 +205,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     onnx = Path(args.onnx).resolve() if args.onnx else root / exp.layout.onnx
     run_parity(root, exp, out, onnx=onnx, tolerance=args.tolerance)
     _record_derived(plan, "onnx_parity", out.parent, [out],
-                    [onnx, root / exp.layout.root / "evaluate/metrics.json"], args, started)
+                    [onnx, root / exp.layout.metrics("evaluate")], args, started)
     return 0
 
 
@@ -216,11 +216,11 @@ def cmd_detections(args: argparse.Namespace) -> int:
     exp = plan.experiments.get(args.experiment)
     if exp is None or not {"evaluate", "inference"} <= set(exp.specs):
         raise UsageError(f"experiment {args.experiment!r} does not both evaluate and infer")
-    root = Path(plan.root)
-    out = root / exp.layout.detections
-    table = run_detections(root, exp, out)
+    root, lay = Path(plan.root), exp.layout
+    table = run_detections(root, exp)
     print(markdown(table), end="")
-    files = [out / "per_class.json", out / "per_class.md", root / exp.layout.test_grid]
+    out = root / lay.detections
+    files = [root / lay.per_class, root / lay.per_class_table, root / lay.test_grid]
     consumed = [root / exp.layout.inference_summary("inference"), root / exp.layout.parity]
     _record_derived(plan, "detections", out, files, [p for p in consumed if p.exists()], args,
                     started)
@@ -253,13 +253,16 @@ def cmd_sweep_rung(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from taomake.compiler.layout import Shared
+
     from .report import write_report
 
     started, plan = time.time(), _plan(args)
     files, consumed = write_report(plan, Path(args.out) if args.out else None)
-    _record_derived(plan, "report", files["summary.md"].parent, list(files.values()), consumed,
-                    args, started)
-    print((Path(files["summary.md"])).read_text(), end="")
+    summary = files[Shared(plan.results).report_summary]
+    _record_derived(plan, "report", summary.parent, list(files.values()), consumed, args,
+                    started)
+    print(summary.read_text(), end="")
     for path in files.values():
         print(f"wrote {path}")
     return 0

@@ -154,7 +154,7 @@ def plot_grid(annotations: Path, image_dir: Path, dets: list[dict[str, Any]] | N
     tmp.replace(path)
 
 
-def run_detections(root: Path, exp, out_dir: Path) -> dict[str, Any]:
+def run_detections(root: Path, exp) -> dict[str, Any]:
     """The `detections` rule: per-class scores (PyTorch labels, ONNX parity) and the grid."""
     ev = exp.specs["evaluate"].data["dataset"]["test_data_sources"]
     inf = exp.specs["inference"].data
@@ -167,7 +167,7 @@ def run_detections(root: Path, exp, out_dir: Path) -> dict[str, Any]:
     table: dict[str, Any] = {"experiment": exp.name, "annotations": ev["json_file"],
                              "classes": {}, "pytorch": None, "onnx": None, "notes": [],
                              "grid": exp.layout.test_grid}
-    labels = root / exp.layout.action_dir("inference") / "labels"
+    labels = root / exp.layout.labels("inference")
     dets: list[dict[str, Any]] = []
     same = any(d.resolve() == test_images.resolve() for d in infer_dirs)
     if same:
@@ -191,8 +191,8 @@ def run_detections(root: Path, exp, out_dir: Path) -> dict[str, Any]:
                               "= category id.")
     table["classes"] = {names[i]: {"id": i, "objects": sum(
         1 for a in doc["annotations"] if a["category_id"] == i)} for i in sorted(names)}
-    atomic_write(out_dir / "per_class.json", json.dumps(table, indent=1, sort_keys=True) + "\n")
-    atomic_write(out_dir / "per_class.md", markdown(table))
+    atomic_write(root / exp.layout.per_class, json.dumps(table, indent=1, sort_keys=True) + "\n")
+    atomic_write(root / exp.layout.per_class_table, markdown(table))
     plot_grid(annotations, test_images, dets if same else None, names,
               root / exp.layout.test_grid,
               threshold=float(inf["inference"].get("conf_threshold", 0.5)))

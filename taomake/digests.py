@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from taomake.compiler.files import atomic_write, sha256_file
-from taomake.compiler.layout import RECORDS_DIR
+from taomake.compiler.layout import RECORDS_DIR, digest_record
 
 
 def stat_key(st: os.stat_result) -> list[int]:
@@ -26,7 +26,7 @@ def stat_key(st: os.stat_result) -> list[int]:
 
 
 def _record(path: Path) -> Path:
-    return path.parent / RECORDS_DIR / "sha256" / f"{path.name}.json"
+    return Path(digest_record(str(path.parent), path.name))
 
 
 def artifact_sha256(path: Path, *, remember: bool = True) -> str:

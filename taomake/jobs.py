@@ -174,7 +174,7 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
         slurm = _slurm_attempt(run.at(run.layout.attempts_record(run.action.name)),
                                run.label, log)
         if run.action.trains:
-            out_dir = run.at(run.layout.output(run.action.name, ""))
+            out_dir = run.at(run.layout.folder(run.action.name))
             repair_checkpoints(out_dir, log)
             guard_resume(out_dir, run.spec.data, log, run.runner.runtime(run.job),
                          record=run.at(run.layout.resume_record(run.action.name)))
@@ -291,7 +291,7 @@ def _lease(root: Path, layout, action: str, label: str, log: io.BufferedWriter |
            ) -> Lease:
     """The lease on the action's folder for the whole job, or LeaseHeld (exit 1) naming the
     live job that holds it; a lease a dead holder left is taken over, and the log says so."""
-    folder = layout.output(action, "").rstrip("/")
+    folder = layout.folder(action)
     try:
         lease = take(root / layout.lease(action), root / layout.lease_record(action), label,
                      folder)
@@ -336,7 +336,7 @@ def _record_provenance(run: JobRun, started: float, rc: int,
     from .provenance import gpu_models, write_provenance
 
     lay, name, root = run.layout, run.action.name, run.root
-    folder = run.at(lay.output(name, ""))
+    folder = run.at(lay.folder(name))
     # TAO's files in the folder (taomake's own are hidden: the lease, the records folder;
     # its status, config and the hand-off's link are not artifacts) and what it wrote
     # elsewhere (the ONNX, the engine)
@@ -391,7 +391,7 @@ def select_checkpoint(project: Path, experiment: str) -> None:
         raise UsageError(f"unknown experiment {experiment!r}")
     compiled = plan.experiments[experiment]
     root, lay, source = Path(plan.root), compiled.layout, compiled.source_action
-    src_dir = root / lay.output(source, "")
+    src_dir = root / lay.folder(source)
     # the training folder is read and written: never while a training runs in it
     with _lease(root, lay, source, f"select {source} ({experiment})", None):
         curve = training_curve(read_status(root / lay.status(source)))

@@ -42,7 +42,7 @@ class Produced:
     @property
     def out_dir(self) -> Path:
         """Where TAO wrote (results/<exp>/<action folder>)."""
-        return self.root / self.layout.output(self.action.name, "")
+        return self.root / self.layout.folder(self.action.name)
 
     def at(self, rel: str) -> Path:
         return self.root / rel
@@ -127,12 +127,13 @@ def judge_inference(run: Produced) -> list[str]:
     dirs = run.spec["dataset"]["infer_data_sources"]["image_dir"]
     images = [p for d in dirs for p in images_in(run.root / d)]
     labels = run.at(run.layout.labels(run.action.name))
-    missing = [p.name for p in images if not (labels / f"{p.stem}.txt").is_file()]
+    label_of = {p: run.at(run.layout.label_file(run.action.name, p.stem)) for p in images}
+    missing = [p.name for p in images if not label_of[p].is_file()]
     if not images or missing:
         return [f"no label file for {len(missing)} of {len(images)} images in {labels}"]
     per_class: dict[str, int] = {}
     for p in images:
-        for line in (labels / f"{p.stem}.txt").read_text().splitlines():
+        for line in label_of[p].read_text().splitlines():
             if line.strip():
                 cls = line.split(" ")[0]
                 per_class[cls] = per_class.get(cls, 0) + 1

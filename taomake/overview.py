@@ -137,7 +137,7 @@ def print_status(project: Path) -> None:
         for r in (r for r in rows if r.experiment == exp):
             print(f"  {r.artifact:{width}}  {r.state:12}  {r.detail}")
     report = Path(plan.root) / Shared(plan.results).report_dir
-    shown = [str(p.relative_to(plan.root)) for p in sorted(report.glob("*.png"))]
+    shown = [str(p.relative_to(plan.root)) for p in sorted(report.glob(Shared.PLOTS_GLOB))]
     if shown:
         print("\nplots: " + ", ".join(shown))
 

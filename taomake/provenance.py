@@ -162,11 +162,11 @@ def record_selection(root: Path, layout: Layout, action: str, source: str, how: 
     record = {"action": "select_checkpoint",
               "artifacts": {model: {"sha256": artifact_sha256(root / model),
                                     "size": (root / model).stat().st_size}},
-              "checkpoint": layout.output(action, source), "published_as": how,
+              "checkpoint": layout.checkpoint_file(action, source), "published_as": how,
               "selection": layout.selection(action),
               "taomake": __version__, "host": platform.node(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trained_by": built}
-    atomic_write(root / provenance_record(layout.output(action, ""), "select"),
+    atomic_write(root / provenance_record(layout.folder(action), "select"),
                  json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 

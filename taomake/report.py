@@ -70,7 +70,7 @@ def collect(plan: BuildPlan) -> list[Run]:
     root = Path(plan.root)
     winners = {}
     for name in plan.sweeps:
-        best = _json(root / Layout(plan.results, name).sweep_file("best.json"))
+        best = _json(root / Layout(plan.results, name).sweep_best)
         if best:
             winners[best["winner"]] = name
     runs = []
@@ -83,7 +83,7 @@ def collect(plan: BuildPlan) -> list[Run]:
             ("quantized", lay.metrics("quantized_evaluate")),
             ("selection", lay.selection(source)),
             ("bench", lay.benchmark(source)),
-            ("status", lay.output(source, "status.json")),
+            ("status", lay.status(source)),
             ("onnx", lay.onnx),
             ("parity", lay.parity),
             ("trt", lay.metrics("trt_evaluate")),
@@ -284,7 +284,8 @@ def plot_rungs(decisions: list[dict[str, Any]], path: Path) -> None:
 
 def write_report(plan: BuildPlan,
                  out_dir: Path | None = None) -> tuple[dict[str, Path], list[Path]]:
-    """Write every report file; returns them by name, and the files they were made from."""
+    """Write every report file; returns them (by their place under the project: Shared),
+    and the files they were made from."""
     root = Path(plan.root)
     shared = Shared(plan.results)
 
@@ -295,9 +296,9 @@ def write_report(plan: BuildPlan,
     read = [p for r in runs for p in r.read]
     summary = summarize(runs)
     keys = [k for k, _, _ in COLUMNS]
-    files = {name: at(shared.report(name))
-             for name in (*Shared.REPORT_TABLES, "curves.png", "accuracy_latency.png")}
-    atomic_write(files["results.csv"], _csv(
+    files = {rel: at(rel) for rel in (*shared.report_tables(), shared.report_curves,
+                                      shared.report_accuracy_latency)}
+    atomic_write(files[shared.report_results], _csv(
         [{"experiment": r.experiment, "group": r.group, "seed": r.seed, **r.values}
          for r in runs], ["experiment", "group", "seed", *keys]))
     flat = []
@@ -307,22 +308,22 @@ def write_report(plan: BuildPlan,
             f[f"{k}_mean"] = row[k][0] if row[k] else None
             f[f"{k}_std"] = row[k][1] if row[k] else None
         flat.append(f)
-    atomic_write(files["summary.csv"], _csv(flat, ["experiment", "runs"] + [
+    atomic_write(files[shared.report_summary_csv], _csv(flat, ["experiment", "runs"] + [
         f"{k}_{s}" for k in keys for s in ("mean", "std")]))
-    atomic_write(files["summary.md"], markdown(summary))
-    atomic_write(files["summary.tex"], latex(summary, plan.name or "project"))
-    plot_curves(runs, files["curves.png"])
-    plot_accuracy_latency(summary, files["accuracy_latency.png"])
+    atomic_write(files[shared.report_summary], markdown(summary))
+    atomic_write(files[shared.report_latex], latex(summary, plan.name or "project"))
+    plot_curves(runs, files[shared.report_curves])
+    plot_accuracy_latency(summary, files[shared.report_accuracy_latency])
     for name in plan.sweeps:
-        best_file = root / Layout(plan.results, name).sweep_file("best.json")
+        best_file = root / Layout(plan.results, name).sweep_best
         best = _json(best_file)
         if best:
             read.append(best_file)
-            files[f"sweep_{name}.png"] = at(shared.sweep_plot(name))
-            plot_sweep(best, files[f"sweep_{name}.png"])
-        decisions = [_json(root / Layout(plan.results, name).sweep_file(f"rung{r}.json"))
+            files[shared.sweep_plot(name)] = at(shared.sweep_plot(name))
+            plot_sweep(best, files[shared.sweep_plot(name)])
+        decisions = [_json(root / Layout(plan.results, name).sweep_rung(r))
                      for r in range(max(0, len(plan.sweeps[name]["rungs"]) - 1))]
         if decisions and all(decisions):
-            files[f"sweep_{name}_rungs.png"] = at(shared.rungs_plot(name))
-            plot_rungs(decisions, files[f"sweep_{name}_rungs.png"])
+            files[shared.rungs_plot(name)] = at(shared.rungs_plot(name))
+            plot_rungs(decisions, files[shared.rungs_plot(name)])
     return files, read

@@ -30,11 +30,12 @@ from taomake.compiler.layout import (
     LATEST_GLOB,
     LEASE_FILE,
     LEASE_RECORD,
+    WHY_FILE,
     checkpoint_name,
 )
 from taomake.compiler.writer import changed_keys
 
-from .handoff import checkpoints
+from .handoff import checkpoint_files, checkpoints
 from .joblog import note
 
 # train-spec keys whose change still allows continuing from the saved checkpoints
@@ -110,7 +111,7 @@ def repair_checkpoints(out_dir: Path, log: IO[bytes] | None) -> int | None:
         dest.mkdir(parents=True, exist_ok=True)
         for path in damaged:
             shutil.move(str(path), dest / path.name)
-        (dest / "WHY.txt").write_text(
+        (dest / WHY_FILE).write_text(
             "Moved aside by taomake before resuming: TAO would have resumed from these and "
             "failed.\n" + "".join(f"  {p.name}: {why}\n" for p, why in damaged.items()))
         cut = sorted(p.name for p, why in damaged.items()
@@ -151,7 +152,7 @@ def guard_resume(out_dir: Path, spec: dict[str, Any], log: IO[bytes] | None,
     """Keep checkpoints only if they were made by a compatible spec and the same TAO runtime
     (`Runner.runtime`: a new image or TAO version trains from scratch); else move them
     aside.  `record`: what the checkpoints were made with (Layout.resume_record)."""
-    saved = sorted(out_dir.glob("*.pth"))
+    saved = sorted(checkpoint_files(out_dir)) + sorted(out_dir.glob(LATEST_GLOB))
     spec = {**spec, RUNTIME_KEY: runtime} if runtime else spec
     if saved:
         old = _yaml().load(record.read_text(encoding="utf-8")) if record.exists() else None
@@ -170,7 +171,7 @@ def guard_resume(out_dir: Path, spec: dict[str, Any], log: IO[bytes] | None,
             for entry in out_dir.iterdir():
                 if entry.name not in KEPT_IN_PLACE:
                     shutil.move(str(entry), dest / entry.name)
-            (dest / "WHY.txt").write_text(
+            (dest / WHY_FILE).write_text(
                 "These checkpoints were made with a different train spec; moved aside by "
                 "taomake instead of being resumed with the new one.\nChanged keys:\n"
                 + "".join(f"  {k}\n" for k in diff))

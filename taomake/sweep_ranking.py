@@ -43,7 +43,7 @@ def _sweep(plan: BuildPlan, sweep: str) -> dict[str, Any]:
 
 
 def rung_file(plan: BuildPlan, sweep: str, rung: int) -> Path:
-    return Path(plan.root) / Layout(plan.results, sweep).sweep_file(f"rung{rung}.json")
+    return Path(plan.root) / Layout(plan.results, sweep).sweep_rung(rung)
 
 
 def survivors(plan: BuildPlan, sweep: str, rung: int) -> list[str]:

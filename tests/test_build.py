@@ -108,6 +108,7 @@ def test_rebuild_matrix(copy, name, old, new, expected):
 def stale_actions(folder: Path) -> set[str]:
     """The TAO actions whose artifacts `taomake status` calls stale or missing."""
     from taomake.compiler.plan import load_plan
+
     from taomake.staleness import plan_states
 
     plan = load_plan(folder / "project.yaml", write=False)

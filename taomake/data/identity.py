@@ -37,16 +37,20 @@ from taomake.compiler.files import (
     sha256_file,
     write_if_changed,
 )
-from taomake.compiler.layout import DataSource, Shared, is_archive
+from taomake.compiler.layout import (
+    ETAG_CACHE,
+    HASH_CACHE,
+    SOURCE_DOWNLOAD,
+    DataSource,
+    Shared,
+    is_archive,
+)
 from taomake.digests import stat_key
 from taomake.errors import UnsafeArchiveError
 
 from .archive import Limits, archive_identity, ensure_free
 from .s3 import ObjectId, S3Store
 from .tree import NameProblem, Tree
-
-HASH_CACHE = "hashes.json"  # local: relative name -> [stat key..., digest]
-ETAG_CACHE = "etags.json"  # S3: relative name ("" for one object) -> [etag, size, digest]
 
 
 class _Cache:
@@ -233,7 +237,7 @@ def remote_identity(source: DataSource, store: S3Store, folder: Path, ledger: Pa
             found = named(source.uri, fetch(source.uri, name, obj),
                           lambda path: archive_identity(path, limits))
             # staging extracts this download rather than fetching it again
-            atomic_write(folder / "download.json", json.dumps({"id": identity_id(found)}))
+            atomic_write(folder / SOURCE_DOWNLOAD, json.dumps({"id": identity_id(found)}))
             return found
 
         identity = cache.get("", [obj.etag, obj.size], compute, obj.size)

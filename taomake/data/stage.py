@@ -30,13 +30,19 @@ from typing import Any
 
 from taomake.compiler.errors import DataError
 from taomake.compiler.files import atomic_write, replace_with_link
-from taomake.compiler.layout import DataSource, Shared
+from taomake.compiler.layout import (
+    ETAG_CACHE,
+    HASH_CACHE,
+    SOURCE_DOWNLOAD,
+    SOURCE_STAMP,
+    SOURCE_STATE,
+    DataSource,
+    Shared,
+)
 
 from .archive import Limits, ensure_free, extract_archive
 from .identity import (
     DOWNLOADS,
-    ETAG_CACHE,
-    HASH_CACHE,
     check_listing,
     identity_id,
     log_transfer,
@@ -116,7 +122,7 @@ class Stager:
                             f"before staging {source.uri}\n    fix: run snakemake (or "
                             "`taomake data stage`) instead of this step alone") from exc
         want = identity_id(identity)
-        state = _read_json(folder / "state.json")
+        state = _read_json(folder / SOURCE_STATE)
         target = self.root / source.target(self.results)
         marker.unlink(missing_ok=True)
         reused = state.get("id") == want and target.exists()
@@ -132,7 +138,7 @@ class Stager:
                                     "version)")
             downloaded, extra = self._materialise(source, identity, now, want, folder, state)
             new_state = {"id": want, "uri": source.uri, "identity": identity, **extra}
-            atomic_write(folder / "state.json", json.dumps(new_state, indent=1, sort_keys=True))
+            atomic_write(folder / SOURCE_STATE, json.dumps(new_state, indent=1, sort_keys=True))
         record = {"uri": source.uri, "kind": source.kind, "identity": identity,
                   "target": source.target(self.results), "downloaded_bytes": downloaded}
         atomic_write(marker, json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -147,13 +153,14 @@ class Stager:
         learning their identity downloaded (`download/`) is taken instead."""
         folder.mkdir(parents=True, exist_ok=True)
         if source.kind == "file":  # remote annotations
+            target = self.root / source.target(self.results)  # Shared.staged_annotations
             fetched = _fetched(folder, _read_json(folder / ETAG_CACHE), "",
                                source.uri.rsplit("/", 1)[-1], now)
             if fetched is not None:
-                os.replace(fetched, folder / "annotations.json")
+                os.replace(fetched, target)
                 return 0, {}
             ensure_free(f"download {source.uri}", now.size, folder)
-            n = self.store.download(source.uri, folder / "annotations.json", now)
+            n = self.store.download(source.uri, target, now)
             log_transfer(self.ledger, source.uri, n)
             return n, {}
         version = f"v-{want}"
@@ -162,12 +169,12 @@ class Stager:
             archive = self.root / source.uri
             if source.remote:
                 archive = folder / DOWNLOADS / source.uri.rsplit("/", 1)[-1]
-                if _read_json(folder / "download.json").get("id") != want or \
+                if _read_json(folder / SOURCE_DOWNLOAD).get("id") != want or \
                         not archive.is_file():
                     ensure_free(f"download {source.uri}", now.size, folder)
                     downloaded = self.store.download(source.uri, archive, now)
                     log_transfer(self.ledger, source.uri, downloaded)
-                    atomic_write(folder / "download.json", json.dumps({"id": want}))
+                    atomic_write(folder / SOURCE_DOWNLOAD, json.dumps({"id": want}))
             if (folder / version).exists():
                 shutil.rmtree(folder / version)  # an interrupted swap: extract again
             extracted = extract_archive(archive, folder / version, self.limits)
@@ -177,7 +184,7 @@ class Stager:
         else:  # an s3:// folder of images
             downloaded, extra["etags"] = self._sync_folder(source, now, folder, version, state)
         replace_with_link(folder / "images", version)
-        _clean(folder, keep={version, "images", "source.json", "state.json", HASH_CACHE,
+        _clean(folder, keep={version, "images", SOURCE_STAMP, SOURCE_STATE, HASH_CACHE,
                              ETAG_CACHE})
         return downloaded, extra
 

@@ -27,7 +27,7 @@ def artifact_files(exp, artifacts: list[str]) -> dict[str, list[str]]:
     """Upload name -> files (relative to the project) an experiment builds, for `artifacts`."""
     wanted: dict[str, list[str]] = {
         # the project's report (shared by experiments; unchanged files are not re-sent)
-        "report": [Shared(exp.results).report(name) for name in Shared.REPORT_TABLES]}
+        "report": Shared(exp.results).report_tables()}
     for action, paths in exp.artifacts().items():
         kind = ACTIONS[action].upload_as if action in ACTIONS else ""
         if kind:  # a training's: its selected checkpoint

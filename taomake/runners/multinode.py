@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from taomake.compiler.layout import node_spec_name
+
 DEFAULT_PORT = 29500
 
 
@@ -106,7 +108,7 @@ NODE_SPEC_MARK = ".node-RANK.yaml"
 
 def node_spec(spec: Path, rank: int | str) -> Path:
     """Node `rank`'s own copy of a job spec (`job-train.yaml` -> `job-train.node1.yaml`)."""
-    return spec.with_name(f"{spec.stem}.node{rank}.yaml")
+    return spec.with_name(node_spec_name(spec.stem, rank))
 
 
 def marked_spec(spec: Path) -> Path:
