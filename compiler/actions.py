@@ -57,6 +57,9 @@ class Action:
     its selected checkpoint only."""
     needs_gpu: bool = False
     """Deploy actions need TensorRT, i.e. a GPU and a runner with TAO's deploy image."""
+    overwrites: bool = True
+    """TAO writes over what an earlier run left; False: it refuses (export asserts its ONNX
+    is absent), so the job removes its artifacts first."""
     results_prefix: str = ""
     """Folder under the experiment's results that TAO gets as `results_dir` (TAO adds its
     subcommand): the quantized model's evaluate/export/inference write beside the float
@@ -138,7 +141,7 @@ ACTIONS: dict[str, Action] = {
                trains=True, judge="training", reported=True, upload_as="model"),
         Action("export", "pytorch", "export", "export", "Export finished successfully.",
                (*PYTORCH_COMMON, "export"), _onnx("export"), reads="model", reported=True,
-               upload_as="onnx"),
+               upload_as="onnx", overwrites=False),
         Action("evaluate", "pytorch", "evaluate", "evaluate", "Evaluate finished successfully.",
                (*PYTORCH_COMMON, "evaluate"), _metrics("evaluate"), _unless(TEST),
                reads="model", reported=True, upload_as="metrics"),
@@ -160,7 +163,7 @@ ACTIONS: dict[str, Action] = {
         Action("quantized_export", "pytorch", "export", "quantized/export",
                "Export finished successfully.", (*PYTORCH_COMMON, "export", "quantize"),
                _onnx("quantized_export"), _unless(QUANTIZE, EXPORTABLE_QUANTIZED),
-               judge="export", reads="quantized", results_prefix="quantized"),
+               judge="export", reads="quantized", results_prefix="quantized", overwrites=False),
         Action("gen_trt_engine", "deploy", "gen_trt_engine", "gen_trt_engine",
                "Gen_trt_engine finished successfully.", ("results_dir", "gen_trt_engine"),
                _engine, reads="onnx", reported=True, upload_as="engine", needs_gpu=True),

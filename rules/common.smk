@@ -301,13 +301,14 @@ IMAGE_FILES = {path: ref for images in RUNTIME_IMAGES.values()
 
 
 def image_conversion(w):
-    """`apptainer build` / `enroot import` of one image into <file>.part (rules/images.smk)."""
+    """The runner's conversion of one image into <file>.part (apptainer build, enroot
+    import: rules/images.smk)."""
     import shlex
 
-    from taomake.runners.apptainer import conversion_argv
+    from taomake.runners.registry import kind_of_image_file, runner_module
 
-    kind = "apptainer" if w.image.endswith(".sif") else "pyxis"
-    return shlex.join(conversion_argv(IMAGE_FILES[w.image], f"{PREFIX}{w.image}.part", kind))
+    convert = runner_module(kind_of_image_file(w.image)).conversion_argv
+    return shlex.join(convert(IMAGE_FILES[w.image], f"{PREFIX}{w.image}.part"))
 
 
 # Every core of this host: what a job that should run alone asks for (Snakemake lowers a

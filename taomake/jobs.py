@@ -195,8 +195,9 @@ def _run_until_judged(run: JobRun, log, log_path: Path, lease: Lease,
     retries = run.plan.job_settings(run.experiment).hardware.runner.retries
     attempt = 0
     while True:
-        if action.judged_as == "export":  # TAO asserts the ONNX is absent
-            (run.root / run.spec.data["export"]["onnx_file"]).unlink(missing_ok=True)
+        if not action.overwrites:  # TAO refuses to write over them (export: its ONNX)
+            for path in action.produces(run.layout, run.spec.data):
+                run.at(path).unlink(missing_ok=True)
         before = len(read_status(status))
         log.flush()
         log_start = log.tell()

@@ -71,7 +71,8 @@ def _summary(root: Path, lay: Layout, action: str, main: Path) -> str:
 
 
 def _onnx(root: Path, lay: Layout, action: str, main: Path) -> str:
-    parity = _json(root / lay.parity) if action == "export" else {}
+    # the ONNX checked against PyTorch's evaluation, when that step is shown with it
+    parity = _json(root / lay.parity) if STEPS["parity"].shown_with == action else {}
     verdict = "ok" if parity.get("ok") else "FAILED"
     checked = (f", ONNX Runtime: mAP gap {parity['gap']:.4f} ({verdict}), "
                f"{parity['latency_ms_median']:.1f} ms median"

@@ -131,32 +131,40 @@ def _which(name: str, what: str, fix: str) -> Check:
     return _ok(what, path) if path else Check("FAIL", what, f"{name} is not on PATH", fix)
 
 
+def _apptainer_tools() -> Iterator[Check]:
+    yield _which("apptainer", "apptainer", "install Apptainer or load its module (e.g. "
+                 "`module load apptainer`)")
+
+
+def _pyxis_tools() -> Iterator[Check]:
+    srun = _which("srun", "srun", "run on a SLURM cluster with Pyxis, or use another "
+                  "hardware.runner.kind")
+    yield srun
+    if srun.level == "PASS":
+        try:
+            text = subprocess.run(["srun", "--help"], capture_output=True, text=True,
+                                  timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            text = ""
+        yield (_ok("pyxis plugin", "srun --help lists --container-image")
+               if "--container-image" in text else
+               Check("FAIL", "pyxis plugin", "srun --help does not mention "
+                     "--container-image", "ask the cluster admins for Pyxis "
+                     "(github.com/NVIDIA/pyxis), or use hardware.runner.kind: apptainer"))
+
+
+# the tools an image-file runner needs (RUNNERS' image_file), by kind
+CONTAINER_TOOLS = {"apptainer": _apptainer_tools, "pyxis": _pyxis_tools}
+
+
 def check_container(kind: str, root: Path, images: dict[str, str]) -> Iterator[Check]:
-    """apptainer or pyxis: the program, the Pyxis plugin, the converted images."""
-    if kind == "apptainer":
-        tool = _which("apptainer", "apptainer", "install Apptainer or load its module "
-                      "(e.g. `module load apptainer`)")
-        yield tool
-        converter_ok = tool.level == "PASS"
-        converter = "apptainer build"
-    else:
-        srun = _which("srun", "srun", "run on a SLURM cluster with Pyxis, or use another "
-                      "hardware.runner.kind")
-        yield srun
-        if srun.level == "PASS":
-            try:
-                text = subprocess.run(["srun", "--help"], capture_output=True, text=True,
-                                      timeout=30).stdout
-            except (OSError, subprocess.TimeoutExpired):
-                text = ""
-            yield (_ok("pyxis plugin", "srun --help lists --container-image")
-                   if "--container-image" in text else
-                   Check("FAIL", "pyxis plugin", "srun --help does not mention "
-                         "--container-image", "ask the cluster admins for Pyxis "
-                         "(github.com/NVIDIA/pyxis), or use hardware.runner.kind: apptainer"))
-        enroot = shutil.which("enroot")
-        converter_ok = enroot is not None
-        converter = "enroot import"
+    """apptainer or pyxis: the program (and the Pyxis plugin), the converted images, and
+    the converter that makes them (the runner's)."""
+    from .runners.registry import runner_module
+
+    yield from CONTAINER_TOOLS[kind]()
+    converter = runner_module(kind).CONVERTER
+    converter_ok = shutil.which(converter.split()[0]) is not None
     for rel, ref in sorted(images.items()):
         path = root / rel
         if path.is_file():

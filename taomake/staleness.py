@@ -152,7 +152,8 @@ def action_reasons(root: Path, plan: BuildPlan, e: ExperimentPlan, action: str,
     reasons = data_changed(root, plan, e, action, record) + input_changed(root, record)
     if ACTIONS[action].trains:
         reasons += selection_changed(root, e, action)
-    if action == "export" and e.parity:
+    parity = STEPS["parity"]  # shown with the export: its tolerance is the export's setting
+    if parity.shown_with == action and getattr(e, parity.switch):
         reasons += parity_changed(root, e)
     return reasons
 

@@ -14,8 +14,8 @@ from taomake.compiler.actions import ACTIONS
 from taomake.compiler.layout import image_file
 from taomake.compiler.plan import load_plan
 
-from taomake.runners import TaoJob
-from taomake.runners.apptainer import apptainer_argv, conversion_argv, host_env
+from taomake.runners import TaoJob, apptainer, pyxis
+from taomake.runners.apptainer import apptainer_argv, host_env
 from taomake.runners.container_env import container_env
 from taomake.runners.mounts import Mount, job_mounts, spec_paths
 from taomake.runners.pyxis import exported_names, pyxis_argv, srun_env
@@ -119,12 +119,12 @@ def test_image_files_and_conversion():
     assert image_file(ref, "images", "pyxis") == \
         "images/nvcr.io_nvidia_tao_tao-toolkit_6.26.3-pyt.sqsh"
     assert image_file("repo/img@sha256:ab12", "i", "apptainer") == "i/repo_img_sha256_ab12.sif"
-    assert conversion_argv(ref, "x.sif", "apptainer") == [
+    assert apptainer.conversion_argv(ref, "x.sif") == [
         "apptainer", "build", "--force", "x.sif", f"docker://{ref}"]
-    assert conversion_argv(ref, "x.sqsh", "pyxis") == [
+    assert pyxis.conversion_argv(ref, "x.sqsh") == [
         "enroot", "import", "--output", "x.sqsh",
         "docker://nvcr.io#nvidia/tao/tao-toolkit:6.26.3-pyt"]
-    assert conversion_argv("ubuntu:22.04", "u.sqsh", "pyxis")[-1] == "docker://ubuntu:22.04"
+    assert pyxis.conversion_argv("ubuntu:22.04", "u.sqsh")[-1] == "docker://ubuntu:22.04"
 
 
 def test_mounts_cover_every_spec_path(tmp_path):

@@ -42,21 +42,13 @@ HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME")
 # --------------------------------------------------------------------------- images
 
 
-def enroot_uri(image_ref: str) -> str:
-    """enroot separates the registry with '#': docker://nvcr.io#nvidia/tao/tao-toolkit:TAG."""
-    first, _, rest = image_ref.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return f"docker://{first}#{rest}"
-    return f"docker://{image_ref}"
+CONVERTER = "apptainer build"  # what makes its image file (preflight names it)
 
 
-def conversion_argv(image_ref: str, output: str, kind: str) -> list[str]:
-    """The one-time conversion from the registry (never run inside a GPU job)."""
-    if kind == "apptainer":
-        return ["apptainer", "build", "--force", output, f"docker://{image_ref}"]
-    if kind == "pyxis":
-        return ["enroot", "import", "--output", output, enroot_uri(image_ref)]
-    raise ValueError(f"no image conversion for runner kind {kind!r}")
+def conversion_argv(image_ref: str, output: str) -> list[str]:
+    """The one-time conversion of the registry's image into a .sif (never inside a GPU job:
+    rules/images.smk)."""
+    return ["apptainer", "build", "--force", output, f"docker://{image_ref}"]
 
 
 # --------------------------------------------------------------------------- environment

@@ -85,6 +85,23 @@ def exported_names(job: TaoJob, values: Mapping[str, str]) -> list[str]:
     return [*values, *(n for n in job.env_names if n not in values)]
 
 
+CONVERTER = "enroot import"  # what makes its image file (preflight names it)
+
+
+def enroot_uri(image_ref: str) -> str:
+    """enroot separates the registry with '#': docker://nvcr.io#nvidia/tao/tao-toolkit:TAG."""
+    first, _, rest = image_ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return f"docker://{first}#{rest}"
+    return f"docker://{image_ref}"
+
+
+def conversion_argv(image_ref: str, output: str) -> list[str]:
+    """The one-time import of the registry's image into a .sqsh (never inside a GPU job:
+    rules/images.smk)."""
+    return ["enroot", "import", "--output", output, enroot_uri(image_ref)]
+
+
 @dataclass
 class PyxisRunner(NothingToReclaim):
     image_dir: Path
