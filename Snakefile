@@ -7,7 +7,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+include: "rules/plan.smk"
 include: "rules/common.smk"
+include: "rules/resources.smk"
 include: "rules/images.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"

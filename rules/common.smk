@@ -1,140 +1,11 @@
-# Shared helpers.  The build plan (compiled specs, paths, per-experiment settings) comes from
-# taomake.compiler.plan: compiled and validated when project.yaml or anything it reads changed, read
-# from a small cache otherwise.  Specs are written only when their content changes, so file
-# mtimes tell Snakemake the truth.
-import gc
-import os
+# Input functions of the rules: what each job reads, from the plan (rules/plan.smk).  No side
+# effects: nothing here writes a file or reaches a data source.
 import re
-import sys
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from taomake.compiler.actions import ACTIONS, REPORTED, TRAININGS
-from taomake.compiler.errors import TaomakeError
-from taomake.compiler.layout import NAME_RE, Layout, Shared, dataset_paths
-from taomake.compiler.plan import build_in_progress, load_plan
-from taomake.snakemake_support import forward_graceful_stop
-
-# A graceful stop of this Snakemake (SIGTERM, here or in a cluster job's own Snakemake)
-# stops its running jobs too
-forward_graceful_stop()
-
-
-# `snakemake --lint` reads the rules and builds no DAG (Snakemake makes its workflow with
-# check_envvars=False for that alone) and `taomake status` only reads (it passes
-# taomake_read_only): neither writes a file nor reaches a data source.
-READ_ONLY = not workflow.check_envvars or bool(config.get("taomake_read_only"))
-PROJECT_FILE = Path(config.get("project", "project.yaml")).resolve()
-# A build holds this folder (Snakemake's lock): this parse (a dry run, a second build the lock
-# will refuse, a cluster job's own Snakemake) must not rewrite the specs and data stamps that
-# build is judged by, or the build's jobs would be recorded as built from edits made while
-# they ran.  Edits of project.yaml take effect in the next build.
-HELD = build_in_progress(Path.cwd(), PROJECT_FILE.parent)
-if HELD and not READ_ONLY and not workflow.remote_exec:
-    sys.stderr.write("taomake: a build is running in this folder (Snakemake's lock): specs "
-                     "and data stamps stay as it planned them, edits of project.yaml take "
-                     "effect in the next build (a build killed hard leaves the lock: "
-                     "`snakemake --unlock`)\n")
-
-
-def _load(project_file):
-    try:
-        return load_plan(project_file, write=not (READ_ONLY or HELD))
-    except TaomakeError as exc:  # a user error: message, exit 2, no traceback
-        sys.stderr.write(f"error: {exc.render()}\n")
-        sys.exit(exc.exit_code)
-
-
-PLAN = _load(PROJECT_FILE)
-EXPS = PLAN.experiments
-# Everything alive now (Snakemake's modules, the plan: a 1000-trial sweep's is ~10^6 objects)
-# lives as long as this process: kept out of the cyclic garbage collector, which otherwise
-# walks all of it on each of its many passes while Snakemake builds the DAG (a fifth of a
-# cached 1000-trial `snakemake -n`: benchmarks/README.md, sweep_scale.py).
-gc.freeze()
-
-# Every path below is relative to the project folder.  Run on its own (or included), the
-# workflow works there; loaded as a module of the user's workflow it must not move the
-# user's rules, so the module's `prefix:` points Snakemake at the project folder instead.
-if workflow.modifier.is_main_snakefile():
-
-    workdir: PLAN.root
-
-else:
-    from taomake.workflow import module_prefix_error
-
-    _problem = module_prefix_error(PLAN.root, Path.cwd(), workflow.modifier.path_modifier.prefix)
-    if _problem:
-        sys.stderr.write(f"error: {_problem}\n")
-        sys.exit(2)
-PREFIX = os.path.join(os.path.relpath(PLAN.root), "") if Path.cwd() != Path(PLAN.root) else ""
-
-if all("gen_trt_engine" in e.skipped for e in EXPS.values()):
-    sys.stderr.write("taomake: TensorRT targets left out: "
-                     f"{next(iter(EXPS.values())).skipped['gen_trt_engine']}\n")
-
-R = PLAN.results
-L = Layout(R, "{exp}")  # every experiment's paths, as rule patterns (the `exp` wildcard)
-S = Layout(R, "{sweep}")  # a sweep's own files (rules/sweep.smk)
-SH = Shared(R)  # what experiments share: data, checks, runtime markers, the report
-PROJECT = PREFIX + PLAN.project_file  # jobs run in Snakemake's working directory
-SWEEPS = PLAN.sweeps  # swept experiment -> trials (experiments of their own), metric
-DATA_SOURCE_OF = PLAN.source_of()  # path a spec reads -> its data source
-STAGED_KEYS = sorted({s.key for s in DATA_SOURCE_OF.values() if s.staged})
-# dataset check key -> (an experiment it checks for, split role): experiments, seeds and
-# trials reading the same data with the same classes share one check
-CHECKS = {key: (e.name, role) for e in reversed(list(EXPS.values()))
-          for role, key in e.checks.items()}
-
-
-def refresh_data_stamps():
-    """Record each data source's content identity before the DAG is built (the plan, loaded
-    above, already pointed the local sources' links at them); a stamp is rewritten only when
-    the content changed, so jobs rerun exactly when their data did, wherever it lies now.
-    Cluster jobs skip it: the main Snakemake process already looked; so do `--lint` and a
-    parse beside a running build (HELD)."""
-    if workflow.remote_exec or READ_ONLY or HELD:
-        return
-    from taomake.data.archive import Limits
-    from taomake.data.commands import store_of
-    from taomake.data.identity import refresh_stamps
-
-    try:
-        changed = refresh_stamps(Path(PLAN.root), R, PLAN.data_sources(), store_of(PLAN),
-                                 Limits.of(PLAN.storage))
-    except TaomakeError as exc:
-        sys.stderr.write(f"error: {exc.render()}\n")
-        sys.exit(exc.exit_code)
-    for source in changed:
-        sys.stderr.write(f"taomake: data source recorded: {source.uri}\n")
-
-
-refresh_data_stamps()
-
-
-envvars:
-    "PATH",
-
-
-# Jobs call the `taomake` installed next to this Python, whatever PATH the caller had.
-os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
-
-
-# `exp` is any experiment-shaped name, not the list of experiments: Snakemake copies a
-# constraint into every output pattern and rescans it on each wildcard substitution, so a
-# list of 10 000 trial names would make building the DAG quadratic in the trials.  Names
-# starting with `_` or `.` (the shared data and records folders) never match.
-EXP_NAME = NAME_RE.removeprefix("^").removesuffix("$")
-
-
-wildcard_constraints:
-    exp=EXP_NAME,
-    source="train|distill",
-    source_key="|".join(map(re.escape, STAGED_KEYS)) or "(?!)",  # (?!) matches nothing
-    check="|".join(map(re.escape, CHECKS)) or "(?!)",
-    sweep="|".join(map(re.escape, SWEEPS)) or "(?!)",
-    rung=r"\d+",
+from taomake.compiler.actions import ACTIONS, REPORTED
+from taomake.compiler.layout import Layout, dataset_paths
 
 
 def exps_with(action):
@@ -275,21 +146,6 @@ def all_targets():
                   if e.upload] + [SH.report_summary]
 
 
-# (a module's onstart is not run by Snakemake: README shows the line a user's Snakefile adds)
-onstart:
-    from taomake.workflow import on_start
-
-    on_start(workflow, PROJECT)
-
-
-# Container images (apptainer .sif / pyxis .sqsh), converted once by rules/images.smk before
-# any TAO job; {} unless an experiment's runner is apptainer or pyxis.
-# A runtime marker per experiment, shared by a sweep's trials (they differ in TAO keys only,
-# never in runner or image): a thousand-trial sweep needs one marker job, not a thousand.
-RUNTIME_OF = {name: (e.group if e.trial is not None else name) for name, e in EXPS.items()}
-RUNTIME_IMAGES = {RUNTIME_OF[name]: e.images for name, e in EXPS.items() if e.images}
-
-
 def runtime_image(w):
     """The converted image behind a runtime marker, or [] (local/docker runners)."""
     entry = RUNTIME_IMAGES.get(w.runtime, {}).get(w.flavor)
@@ -309,64 +165,6 @@ def image_conversion(w):
 
     convert = runner_module(kind_of_image_file(w.image)).conversion_argv
     return shlex.join(convert(IMAGE_FILES[w.image], f"{PREFIX}{w.image}.part"))
-
-
-# Every core of this host: what a job that should run alone asks for (Snakemake lowers a
-# rule's threads to `--cores` itself, so `--cores 1` still runs everything)
-CORES = os.cpu_count() or 1
-
-
-def tao_threads(action):
-    """CPU threads of a TAO job.  Snakemake gives a job's shell OMP_NUM_THREADS = threads and
-    `taomake run` passes it on to TAO on CPU (torch follows it), so jobs never share a core.
-    On CPU, a project's only training takes every core `--cores` allows, up to
-    `hardware.slurm.cpus_per_gpu` (the CPUs a job is given on CPU): it is the slowest step
-    and runs alone.  Several trainings (seeds, sweeps, a teacher and its student) take one
-    core each and run side by side: a short training is mostly TAO's single-threaded start-up,
-    which would leave the other cores idle.  Every other action takes one core (mostly
-    start-up too); on GPU, 1 (the GPU does the work)."""
-    trainings = sum(1 for e in EXPS.values() for a in TRAININGS if a in e.specs)
-    if not ACTIONS[action].trains or trainings > 1:
-        return 1
-
-    def of(exp):
-        r = EXPS[exp].resources.get(action, {})
-        return 1 if "gres" in r else max(1, min(CORES, r.get("cpus_per_task", 1)))
-
-    values = {of(exp) for exp in EXPS}
-    if len(values) == 1:
-        return values.pop()
-    return lambda w: of(w.exp)
-
-
-def resources_for(action):
-    """Snakemake resources of a TAO action, from project.yaml `hardware` (+ `hardware.slurm`)
-    via the plan: used with `--profile profiles/slurm` (GPUs, CPUs, memory, wall time,
-    partition, account, constraint, requeue).  Resources are not rerun triggers and do not
-    touch specs.  A value every experiment shares is given as is; one that differs is a
-    callable (Snakemake calls those per job, which costs time in large sweeps)."""
-    neutral = {"gres": "", "slurm_partition": "", "slurm_account": "", "constraint": "",
-               "slurm_extra": ""}  # absent (e.g. no GPU on CPU projects)
-    # resources follow `hardware` alone: experiments with the same job settings (a sweep's
-    # trials) have the same, so one of each is enough to tell whether they all agree
-    kinds = list({e.settings: name for name, e in EXPS.items()}.values())
-    keys = sorted({k for exp in kinds for k in EXPS[exp].resources.get(action, {})})
-
-    def value_of(exp, key):
-        value = EXPS[exp].resources.get(action, {}).get(key)
-        return neutral.get(key, 0) if value is None else value
-
-    def one(key):
-        values = {repr(value_of(exp, key)) for exp in kinds}
-        if len(values) == 1:
-            return value_of(kinds[0], key)
-
-        def get(wildcards, attempt=1):
-            return value_of(wildcards.exp, key)
-
-        return get
-
-    return {key: one(key) for key in keys}
 
 
 # --------------------------------------------------------------------------- sweeps
