@@ -340,6 +340,20 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
     cat_records = _check_categories(norm["categories"], err)
     sizes, files = _check_images(images, err, warn)
     per_cat, cat_images = _check_annotations(annotations, sizes, cat_records, err, warn)
+    _check_classes(report, cat_records, per_cat, bool(images), declared, num_classes, err,
+                   warn)
+    report.annotations_per_category = dict(sorted(per_cat.items()))
+    report.images_per_category = dict(sorted(Counter(c for c, _ in cat_images).items()))
+
+    if image_dir is not None:
+        _check_image_files(Path(image_dir), files, open_images, report, err, decoder)
+    return report
+
+
+def _check_classes(report: CocoReport, cat_records: dict[int, str], per_cat: Counter[int],
+                   has_images: bool, declared: dict[int, str] | None,
+                   num_classes: int | None, err: Report, warn: Report) -> None:
+    """The file's classes against the project's (`declared`) and the model's count."""
     mismatch = compare_classes(report.summary, declared, num_classes)
     for cid in mismatch.ids:  # located at the category record, else the first box using it
         _report_class_id(err, warn, cat_records.get(cid) or report.summary.first_use[cid], cid,
@@ -348,15 +362,9 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
         warn("categories", f"project class {cid} {declared[cid]!r} is not in this file",
              code="class-not-in-file")
     for cid, name in sorted((declared or {}).items()):
-        if cid in cat_records and images and per_cat[cid] == 0:
+        if cid in cat_records and has_images and per_cat[cid] == 0:
             warn("annotations", f"no annotations of project class {cid} {name!r}",
                  code="class-without-annotations")
-    report.annotations_per_category = dict(sorted(per_cat.items()))
-    report.images_per_category = dict(sorted(Counter(c for c, _ in cat_images).items()))
-
-    if image_dir is not None:
-        _check_image_files(Path(image_dir), files, open_images, report, err, decoder)
-    return report
 
 
 def _check_categories(categories: list[Any], err: Report) -> dict[int, str]:
@@ -479,25 +487,7 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
                 cat_images.add((cid, iid))
             if cid not in cat_records:
                 bad_cats.setdefault(cid, [rec(i, a), 0])[1] += 1
-        bbox: Any = a.get("bbox")
-        if not _is_box(bbox):
-            err(rec(i, a), f"'bbox' must be 4 numbers [x, y, w, h] (got {bbox!r})",
-                code="bbox-format")
-        else:
-            x, y, bw, bh = bbox
-            if bw <= 0 or bh <= 0:
-                err(rec(i, a), f"degenerate bbox {bbox} (width and height must be > 0)",
-                    "TAO silently drops such boxes; fix or remove the annotation",
-                    "bbox-degenerate")
-            elif size is not None and (x < -tol or y < -tol or x + bw > size[0] + tol
-                                       or y + bh > size[1] + tol):
-                err(rec(i, a), f"bbox {bbox} is outside the {size[0]}x{size[1]} image {iid}",
-                    "bbox is [x, y, width, height] in pixels of that image", "bbox-outside")
-        area = a.get("area")
-        if area is None or not _is_num(area):
-            err(rec(i, a), "has no 'area'" if "area" not in a
-                else f"'area' must be a number (got {area!r})",
-                "TAO raises KeyError without it; use w*h of the bbox", "missing-area")
+        _check_box(a, size, iid, lambda *f, i=i, a=a: err(rec(i, a), *f), tol)
         if a.get("iscrowd", 0):
             if crowd:
                 crowd[1] += 1
@@ -507,6 +497,35 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
             err(rec(i, a), f"'ignore' is {a['ignore']!r}", "TAO needs ignore absent or 0",
                 "ignore")
 
+    _report_counted(crowd, bad_cats, err, warn)
+    return per_cat, cat_images
+
+
+def _check_box(a: dict[str, Any], size: tuple[int, int] | None, iid: Any,
+               err: Callable[..., None], tol: float) -> None:
+    """One annotation's bbox (format, degenerate, inside its image) and area."""
+    bbox: Any = a.get("bbox")
+    if not _is_box(bbox):
+        err(f"'bbox' must be 4 numbers [x, y, w, h] (got {bbox!r})", "", "bbox-format")
+    else:
+        x, y, bw, bh = bbox
+        if bw <= 0 or bh <= 0:
+            err(f"degenerate bbox {bbox} (width and height must be > 0)",
+                "TAO silently drops such boxes; fix or remove the annotation",
+                "bbox-degenerate")
+        elif size is not None and (x < -tol or y < -tol or x + bw > size[0] + tol
+                                   or y + bh > size[1] + tol):
+            err(f"bbox {bbox} is outside the {size[0]}x{size[1]} image {iid}",
+                "bbox is [x, y, width, height] in pixels of that image", "bbox-outside")
+    area = a.get("area")
+    if area is None or not _is_num(area):
+        err("has no 'area'" if "area" not in a else f"'area' must be a number (got {area!r})",
+            "TAO raises KeyError without it; use w*h of the bbox", "missing-area")
+
+
+def _report_counted(crowd: list[Any], bad_cats: dict[int, list[Any]], err: Report,
+                    warn: Report) -> None:
+    """What is said once for many annotations: crowd boxes, unknown category ids."""
     if crowd:
         first, n = crowd
         warn(first, f"{n} annotation{'s have' if n != 1 else ' has'} iscrowd set (this is the "
@@ -520,7 +539,6 @@ def _check_annotations(annotations: list[Any], sizes: dict[Any, tuple[int, int] 
         err(first, f"category_id {cid} is not in this file's categories (used by {n} "
             f"annotation{'s' if n != 1 else ''})", "add the category or fix the annotations",
             "unknown-category")
-    return per_cat, cat_images
 
 
 def _report_class_id(err: Report, warn: Report, rec: str, cid: int, mismatch: ClassMismatch,

@@ -161,24 +161,9 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
         "calibration": p.engine.calibration or DEFAULT_CALIBRATION,
     }
     d["cal_cache_file"] = lay.calibration_cache(d["engine_file"])
-    if p.dataset.test:
-        d["test_source"] = _source_paths(p.results, sources, "dataset.test")
-    if p.dataset.inference:
-        d["infer_dirs"] = [_source_paths(p.results, sources, "dataset.inference")["image_dir"]]
-    if p.dataset.calibration:
-        cal = _source_paths(p.results, sources, "dataset.calibration")
-        d["calibration_dir"] = cal["image_dir"]
-        d["calibration_json"] = cal.get("json_file")
+    d.update(_optional_sources(p, sources))
     if p.distill:
-        teacher = p.distill.teacher.checkpoint
-        if teacher.startswith("experiment:"):
-            other = teacher.split(":", 1)[1]
-            tp = lp.experiments[other].project if other in lp.experiments else p
-            teacher = Layout(p.results, other).model(source_action(tp))
-            d["teacher_model"] = _model_values(tp.model, p.distill.teacher.model)
-        else:
-            d["teacher_model"] = _model_values(p.model, p.distill.teacher.model)
-        d["teacher_checkpoint"] = teacher
+        d.update(_teacher(lp, p))
     d["is_quantized"] = False
     if p.quantize:
         d["quantize_device"] = p.quantize.device if not (cpu and p.quantize.device == "cuda") \
@@ -194,6 +179,33 @@ def derive(lp: LoadedProject, exp: Experiment) -> dict[str, Any]:
                              "checkpoint": lay.quantized(p.quantize.backend),
                              "onnx_file": lay.quantized_onnx}
     return d
+
+
+def _optional_sources(p, sources: dict[str, DataSource]) -> dict[str, Any]:
+    """Where the test, inference and calibration data are, for the splits the project has."""
+    d: dict[str, Any] = {}
+    if p.dataset.test:
+        d["test_source"] = _source_paths(p.results, sources, "dataset.test")
+    if p.dataset.inference:
+        d["infer_dirs"] = [_source_paths(p.results, sources, "dataset.inference")["image_dir"]]
+    if p.dataset.calibration:
+        cal = _source_paths(p.results, sources, "dataset.calibration")
+        d["calibration_dir"] = cal["image_dir"]
+        d["calibration_json"] = cal.get("json_file")
+    return d
+
+
+def _teacher(lp: LoadedProject, p) -> dict[str, Any]:
+    """Distillation's teacher: its checkpoint (another experiment's model, or a file) and its
+    model settings."""
+    teacher = p.distill.teacher.checkpoint
+    if teacher.startswith("experiment:"):
+        other = teacher.split(":", 1)[1]
+        tp = lp.experiments[other].project if other in lp.experiments else p
+        return {"teacher_checkpoint": Layout(p.results, other).model(source_action(tp)),
+                "teacher_model": _model_values(tp.model, p.distill.teacher.model)}
+    return {"teacher_checkpoint": teacher,
+            "teacher_model": _model_values(p.model, p.distill.teacher.model)}
 
 
 # --------------------------------------------------------------------------- rendering

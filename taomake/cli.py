@@ -288,6 +288,9 @@ def cmd_node_env(args: argparse.Namespace) -> int:
     return exec_with_task_env(argv)
 
 
+Adder = Callable[..., argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taomake", description="Compile project.yaml into TAO RT-DETR specs and build "
@@ -307,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    _spec_commands(add)
+    _build_commands(add)
+    _step_commands(add)
+    from .data.commands import add_parser as add_data_parser
+
+    add_data_parser(sub, lambda p: p.add_argument(
+        "-p", "--project", default=DEFAULT_PROJECT, help="project file (default: %(default)s)"))
+    _tool_commands(add)
+    return parser
+
+
+def _spec_commands(add: Adder) -> None:
+    """What project.yaml compiles to."""
     add("validate", cmd_validate, "check project.yaml and every spec it compiles to",
         experiments=True)
     p = add("compile", cmd_compile, "write the specs (only files whose content changed)",
@@ -318,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("diff", cmd_diff, "list specs that would change, with the differing keys",
             experiments=True)
     p.add_argument("--exit-code", action="store_true", help="exit 1 when something changes")
+
+
+def _build_commands(add: Adder) -> None:
+    """A build's jobs and what people ask of a build."""
     p = add("run", cmd_run, "run one TAO action of one experiment and judge its outputs "
             "(what the build rules call)")
     p.add_argument("action", choices=list(ACTIONS))
@@ -330,17 +350,23 @@ def build_parser() -> argparse.ArgumentParser:
             "(train.use_checkpoint)")
     p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
     add("status", cmd_status, "per experiment: each artifact, up to date or not, key metric")
+    p = add("explain", cmd_explain, "why a target is stale, down to the project.yaml keys")
+    p.add_argument("target", help="a file under results/, e.g. results/base/export/model.onnx")
     p = add("preflight", cmd_preflight, "check that this machine can run the project's jobs "
             "(runner, images, SLURM, disk, data); exit 1 on a failure")
     p.add_argument("--slurm", action=argparse.BooleanOptionalAction, default=None,
                    help="check the SLURM commands (default: when hardware.slurm.partition "
                    "is set)")
-    p = add("report", cmd_report, "tables (CSV, Markdown, LaTeX) and plots of every "
-            "experiment's results (also the `report` rule)")
-    p.add_argument("--out", help="folder (default: <results>/report)")
     p = add("provenance", cmd_provenance, "what an artifact was built from: spec hash, image, "
             "data identities, git commit, command, host, times")
     p.add_argument("artifact", help="e.g. results/base/export/model.onnx")
+
+
+def _step_commands(add: Adder) -> None:
+    """taomake's own steps (each a rule's job)."""
+    p = add("report", cmd_report, "tables (CSV, Markdown, LaTeX) and plots of every "
+            "experiment's results (also the `report` rule)")
+    p.add_argument("--out", help="folder (default: <results>/report)")
     p = add("parity", cmd_parity, "ONNX Runtime vs PyTorch test mAP, and ONNX latency "
             "(the `onnx_parity` rule)")
     p.add_argument("-e", "--experiment", default="base", help="default: %(default)s")
@@ -359,12 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", required=True, help="the swept experiment")
     p.add_argument("--rung", type=int, required=True, help="0, 1, ...")
     p.add_argument("--out", required=True, help="rung decision JSON to write")
-    p = add("explain", cmd_explain, "why a target is stale, down to the project.yaml keys")
-    p.add_argument("target", help="a file under results/, e.g. results/base/export/model.onnx")
-    from .data.commands import add_parser as add_data_parser
 
-    add_data_parser(sub, lambda p: p.add_argument(
-        "-p", "--project", default=DEFAULT_PROJECT, help="project file (default: %(default)s)"))
+
+def _tool_commands(add: Adder) -> None:
+    """Set-up and tools around a project."""
     p = add("schemas", cmd_schemas, "regenerate schemas/ from TAO's config dataclasses",
             project=False)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the generator (--help)")
@@ -392,7 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
             "MASTER_ADDR/PORT and this task's NODE_RANK, then exec the command after --",
             project=False)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
-    return parser
 
 
 # their options belong to the sub-tool

@@ -260,19 +260,7 @@ class DockerRunner:
             try:
                 container.start()
             except docker.errors.APIError as ex:
-                text = str(ex.explanation or ex)
-                if NO_GPU_RUNTIME in text or "nvidia" in text.lower():
-                    raise RunError(
-                        f"no NVIDIA container runtime: this job asks for GPUs "
-                        f"{list(job.gpu_ids)} but Docker cannot give them ({text}); install "
-                        "nvidia-container-toolkit and run `nvidia-ctk runtime configure "
-                        "--runtime=docker`, then restart dockerd (or set "
-                        "hardware.gpus_per_node: 0)") from None
-                if "rlimit" in text:
-                    raise RunError(f"docker could not apply hardware.runner.docker.ulimits "
-                                   f"{self.settings.ulimits} on this host ({text}); lower them "
-                                   "or set `ulimits: {}`") from None
-                raise RunError(f"docker could not start {job.image}: {text}") from None
+                raise self._start_error(job, str(ex.explanation or ex)) from None
             streamer = threading.Thread(target=_stream, args=(container, log), daemon=True)
             streamer.start()
             result: dict[str, Any] = {}
@@ -294,6 +282,21 @@ class DockerRunner:
                 _remove(container, self.settings.stop_timeout, running=not exited)
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+    def _start_error(self, job: TaoJob, text: str) -> RunError:
+        """Why Docker would not start the container, and the fix."""
+        if NO_GPU_RUNTIME in text or "nvidia" in text.lower():
+            return RunError(
+                f"no NVIDIA container runtime: this job asks for GPUs {list(job.gpu_ids)} but "
+                f"Docker cannot give them ({text}); install nvidia-container-toolkit and run "
+                "`nvidia-ctk runtime configure --runtime=docker`, then restart dockerd (or set "
+                "hardware.gpus_per_node: 0)")
+        if "rlimit" in text:
+            return RunError(f"docker could not apply hardware.runner.docker.ulimits "
+                            f"{self.settings.ulimits} on this host ({text}); lower them or set "
+                            "`ulimits: {}`")
+        return RunError(f"docker could not start {job.image}: {text}")
 
 
 def _write(log: IO[bytes], text: str) -> None:
