@@ -151,17 +151,21 @@ class Layout:
 
     @property
     def root(self) -> str:
+        """The experiment's results folder."""
         return posixpath.join(self.results, self.experiment)
 
     def spec(self, action: str) -> str:
+        """An action's compiled TAO spec (written only when its content changes)."""
         return posixpath.join(self.root, "specs", f"{action}.yaml")
 
     @property
     def classmap(self) -> str:
+        """The class map PyTorch inference reads (line k names label k)."""
         return posixpath.join(self.root, "specs", "classmap.txt")
 
     @property
     def classmap_deploy(self) -> str:
+        """The class map TensorRT inference reads (line k names label k-1)."""
         return posixpath.join(self.root, "specs", "classmap_deploy.txt")
 
     def action_dir(self, results_subdir: str) -> str:
@@ -235,6 +239,7 @@ class Layout:
 
     @property
     def upload_receipt(self) -> str:
+        """What was pushed to `upload.to`, with checksums."""
         return posixpath.join(self.root, "upload.json")
 
     def _sweep(self, name: str) -> str:
@@ -256,6 +261,7 @@ class Layout:
         return self._sweep("winner.json")
 
     def log(self, name: str) -> str:
+        """A job's log (TAO's output, taomake's notes)."""
         return posixpath.join(self.root, "logs", f"{name}.log")
 
     def benchmark(self, name: str) -> str:
@@ -279,6 +285,7 @@ class Layout:
 
     @property
     def test_grid(self) -> str:
+        """Test images, ground truth next to the detections, with the report's plots."""
         return Shared(self.results).test_grid(self.experiment)
 
     def job_spec(self, action: str) -> str:
@@ -329,6 +336,7 @@ class Layout:
 
     @property
     def onnx(self) -> str:
+        """The exported ONNX of the selected checkpoint."""
         return self.onnx_of("export")
 
     def engine(self, precision: str, bmin: int, bopt: int, bmax: int, image: str) -> str:
@@ -386,9 +394,11 @@ class Shared:
 
 
     def staged_images(self, key: str) -> str:
+        """Where TAO reads a source's images: a link, or the staged copy."""
         return posixpath.join(self.source_dir(key), "images")
 
     def staged_annotations(self, key: str) -> str:
+        """Where TAO reads a source's annotations: a link, or the staged copy."""
         return posixpath.join(self.source_dir(key), "annotations.json")
 
     @property
@@ -397,6 +407,7 @@ class Shared:
         return self._at("_data", "checks")
 
     def data_check(self, check: str) -> str:
+        """A dataset check's report (shared by experiments reading the same data)."""
         return posixpath.join(self.checks_dir, f"{check}.json")
 
     @property
@@ -405,13 +416,17 @@ class Shared:
         return self._at("_data", "transfers.jsonl")
 
     def data_log(self, name: str) -> str:
+        """A data job's log."""
         return self._at("_data", "logs", f"{name}.log")
 
     def data_benchmark(self, name: str) -> str:
+        """Snakemake's benchmark record of a data job (staging, a check)."""
         return self._at("_data", "benchmarks", f"{name}.tsv")
 
     # -- runtimes: a marker per (experiment or sweep, pytorch|deploy) TAO jobs wait for
     def runtime_marker(self, runtime: str, flavor: str) -> str:
+        """The TAO runtime of an experiment (or sweep) and flavor is ready: its converted
+        image exists (apptainer, pyxis); TAO jobs wait for it."""
         return self._at(RECORDS_DIR, "runtime", f"{runtime}.{flavor}.ready")
 
     def log(self, name: str) -> str:
@@ -419,6 +434,7 @@ class Shared:
         return self._at("logs", f"{name}.log")
 
     def benchmark(self, name: str) -> str:
+        """Snakemake's benchmark record of a job that is no experiment's."""
         return self._at("benchmarks", f"{name}.tsv")
 
     # -- the report: tables (one row per run, per experiment: CSV, Markdown, LaTeX), plots
@@ -427,6 +443,7 @@ class Shared:
 
     @property
     def report_dir(self) -> str:
+        """The report: tables and plots of every experiment."""
         return self._at("report")
 
     def _report(self, name: str) -> str:
@@ -467,9 +484,11 @@ class Shared:
         return self._report("accuracy_latency.png")
 
     def sweep_plot(self, sweep: str) -> str:
+        """A sweep's trials: the metric against each swept value."""
         return self._report(f"sweep_{sweep}.png")
 
     def rungs_plot(self, sweep: str) -> str:
+        """Successive halving: each trial's score per rung."""
         return self._report(f"sweep_{sweep}_rungs.png")
 
     def test_grid(self, experiment: str) -> str:

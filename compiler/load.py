@@ -151,7 +151,7 @@ def problems_from_validation(exc: ValidationError, smap: SourceMap,
             problems.append(Problem(smap.locate(path), f"unknown key {str(loc[-1])!r}", hint))
         elif kind == "missing":
             problems.append(Problem(smap.locate(path), "required key is missing",
-                                    f"add `{dotted(path)}` (see README: project.yaml reference)"))
+                                    f"add `{dotted(path)}` (see docs/reference.md)"))
         else:
             msg = err["msg"].removeprefix("Value error, ")
             shown = "" if isinstance(given, (dict, list)) else f" (got {redact(repr(given))})"
@@ -234,7 +234,7 @@ def _experiment_data(raw: dict[str, Any], name: str, overrides: dict[str, Any],
 def _validate(data: Any, smap: SourceMap, context: str = "") -> Project:
     if not isinstance(data, dict):
         raise ProjectError([Problem(Location(smap.file, 1, 1), "the project must be a mapping "
-                                    "of keys (name, dataset, ...)", "see README")])
+                                    "of keys (name, dataset, ...)", "see docs/reference.md")])
     try:
         return Project.model_validate(data)
     except ValidationError as exc:
@@ -292,7 +292,7 @@ def _expand(experiments: dict[str, Experiment]
             found, errors = sweep_trials(p.sweep)
             problems += [Problem(exp.smap.locate(("sweep", "parameters"),
                                                  key="sweep.parameters"), e,
-                                 "see docs/tao-notes.md §12 / README 'Sweeps'") for e in errors]
+                                 "see docs/tao-notes.md §12 / docs/experiments.md") for e in errors]
             plan_trials = {}
             for t in found:
                 overrides = p.overrides.model_copy(update={"all": {**p.overrides.all,

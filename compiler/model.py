@@ -1,7 +1,7 @@
 """The typed project model: what a user writes in project.yaml.
 
 Every model forbids unknown keys (typos are errors with a "did you mean").  Field descriptions
-are the reference documentation: README's project.yaml reference is generated from them.
+are the reference documentation: docs/reference.md (project.yaml's keys) is generated from them.
 Values that users get wrong are *derived* (num_classes, feat_channels, export size, classmaps,
 gpu ids inside the job) instead of asked for; see `taomake.compiler.compile`.
 """

@@ -117,12 +117,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     if (folder / "Snakefile").is_file():
         print(f"check it with `taomake validate -p {out}`, then build with "
               f"`{where}snakemake --cores all`")
-    else:  # --no-snakefile: the user's own workflow loads taomake (README: as a module)
+    else:  # --no-snakefile: the user's own workflow loads taomake (docs/module.md)
         rel = os.path.relpath(folder)
         print(f"check it with `taomake validate -p {out}`, then load it in your Snakefile as "
               f"a module (snakefile: taomake.workflow.snakefile(), config: {{\"project\": "
-              f"\"{os.path.relpath(out)}\"}}, prefix: \"{rel}\"; README: \"As a Snakemake "
-              f"module\")")
+              f"\"{os.path.relpath(out)}\"}}, prefix: \"{rel}\"; docs/module.md)")
     return 0
 
 

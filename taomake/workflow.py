@@ -4,7 +4,7 @@ own workflow needs to use it.
 A project folder made by `taomake init` has a two-line Snakefile that includes the installed
 workflow (so `snakemake --cores all` works there as written), and copies of the profiles
 (`--profile profiles/slurm`), which are the user's to edit.  A paper pipeline loads the
-workflow as a Snakemake module (README, "Use it in your own project"):
+workflow as a Snakemake module (docs/module.md):
 
     module taomake:
         snakefile: taomake.workflow.snakefile()

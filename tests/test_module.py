@@ -1,6 +1,6 @@
-"""taomake as a Snakemake module inside a user's own workflow (README, "Use it in your own
-project"): the user's Snakefile loads the installed workflow with `module taomake:` and a
-`prefix:` naming the project folder, adds a rule of its own that plots
+"""taomake as a Snakemake module inside a user's own workflow (docs/module.md): the user's
+Snakefile loads the installed workflow with `module taomake:` and a `prefix:` naming the
+project folder, adds a rule of its own that plots
 `results/<exp>/evaluate/metrics.json`, and one `snakemake --cores` builds both.  Staleness,
 failure judging and resume must behave as in a project folder of its own (test_build.py),
 with the test double of TAO (tests/fake_tao)."""
@@ -23,7 +23,7 @@ from tests.test_build import fake_project_text
 
 pytestmark = [pytest.mark.slow]
 
-# The user's Snakefile, as README shows it (README's copy is checked against this one).
+# The user's Snakefile, as README and docs/module.md show it (tests/test_docs.py checks).
 USER_SNAKEFILE = '''\
 from taomake.workflow import on_start, snakefile
 
