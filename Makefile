@@ -9,4 +9,4 @@ test:  ## set up everything the tests need, then run them
 
 lint:
 	.venv/bin/ruff check compiler taomake tests benchmarks
-	.venv/bin/python -m pytest -q -p no:cacheprovider tests/test_lint.py  # snakemake --lint: see there
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_lint.py  # snakemake --lint: see there

@@ -52,7 +52,7 @@ def load_plan_cost(project: Path) -> tuple[float, float, int]:
 
 
 def project(folder: Path, text: str) -> Path:
-    from tests.test_build import fake_project_text
+    from tests.func.test_build import fake_project_text
 
     folder.mkdir(parents=True)
     (folder / "data").symlink_to(REPO / "data")

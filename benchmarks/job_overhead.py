@@ -38,7 +38,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args()
-    from tests.test_build import fake_project_text
+    from tests.func.test_build import fake_project_text
 
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "compiler"),
                     str(REPO / "taomake")], check=True, capture_output=True)

@@ -64,7 +64,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from tests.test_build import fake_project_text
+    from tests.func.test_build import fake_project_text
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

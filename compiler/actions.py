@@ -6,7 +6,7 @@ settings never changes another's spec), whether it trains, what built model it r
 project builds it (and why not), which files it produces (from Layout), how its result is
 judged and whether the report reads it.  Adding an action is a row here, a template
 (references/spec_template_<name>.yaml.j2), a rule (rules/*.smk) and its generated schema
-(tests/test_actions.py checks every row has them).
+(tests/unit/test_actions.py checks every row has them).
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ class _Yaml12Resolver(Resolver):
     """ruamel's YAML 1.2 tags without its per-scalar version lookup: the default
     VersionedResolver asks the document's YAML version for every scalar, a third of the time
     spent reading a rendered spec (200 experiments compile 800).  A rendered spec never has a
-    `%YAML` directive, so its version is always 1.2 (tests/test_compile.py compares both)."""
+    `%YAML` directive, so its version is always 1.2 (tests/unit/test_compile.py compares both)."""
 
     processing_version = (1, 2)
 

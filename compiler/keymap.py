@@ -14,7 +14,7 @@ from .yamlsource import KeyPath
 
 # TAO spec key (prefix) -> the project.yaml key that produces it, for error locations and
 # `taomake explain`; a pair is (the key, what it is derived from when the file leaves the key
-# out).  tests/test_key_map.py checks every entry against what the compiler really does.
+# out).  tests/unit/test_key_map.py checks every entry against what the compiler really does.
 SOURCE_OF: dict[str, str | tuple[str, str]] = {
     "results_dir": "results",
     "wandb": "wandb",

@@ -4,7 +4,7 @@ The pure compiler (project.yaml -> specs) is `taomake.compiler`.  The wheel inst
 (pyproject.toml maps the repository's top-level `compiler/` folder to `taomake/compiler/`), so
 an installed taomake owns one top-level import name; a source checkout registers the same name
 for its `compiler/` folder below.  Nothing imports a top-level `compiler` (another project's
-may be installed next to taomake; tests/test_installed.py checks both).
+may be installed next to taomake; tests/func/test_installed.py checks both).
 """
 
 import sys as _sys

@@ -3,7 +3,7 @@
 TAO exits 0 after some failures (docs/tao-notes.md §0), so a run counts only if its status.json
 ends well *and* its judge finds the expected files (non-empty).  One judge per kind of output,
 looked up by `Action.judged_as` (compiler/actions.py: the quantized model's evaluate is judged
-as an evaluate); tests/test_judges.py checks every action has one.
+as an evaluate); tests/unit/test_judges.py checks every action has one.
 """
 
 from __future__ import annotations

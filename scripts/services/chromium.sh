@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install (if missing) Debian's Chromium and ChromeDriver, which tests/test_installed.py uses to
+# Install (if missing) Debian's Chromium and ChromeDriver, which tests/func/test_installed.py uses to
 # open `snakemake --report` pages headless.  Idempotent; run as root.
 set -euo pipefail
 

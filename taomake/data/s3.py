@@ -54,7 +54,7 @@ class ObjectId:
 @dataclass(frozen=True)
 class S3Settings:
     """The connection part of project.yaml `storage` (compiler.model.Storage: its defaults and
-    help; tests/test_data_s3.py checks these agree), light enough for Snakemake's parse; no
+    help; tests/func/test_data_s3.py checks these agree), light enough for Snakemake's parse; no
     secrets here by construction."""
 
     endpoint_url: str | None = None

@@ -1,7 +1,7 @@
 """Long runs on the real SLURM cluster (scripts/services/slurm.sh) with the fake TAO
 (tests/fake_tao: a training whose epochs take a set time): what happens when people act
 around the pipeline: its job cancelled, Snakemake stopped or killed.  The cluster's own
-limits (requeue, time limit, memory) are in tests/test_slurm_limits.py."""
+limits (requeue, time limit, memory) are in tests/func/test_slurm_limits.py."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.func.test_slurm import SLURM_HW
 from tests.helpers import REPO, make_project
-from tests.test_slurm import SLURM_HW
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def fake_slurm_project(folder: Path, account: str, epochs: int, hardware: str = "") -> Path:
-    from tests.test_build import fake_project_text
+    from tests.func.test_build import fake_project_text
 
     text = fake_project_text(", FAKE_TAO_MEMORY_MB").replace(
         "  epochs: 2", f"  epochs: {epochs}").replace(

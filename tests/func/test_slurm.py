@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.func.test_e2e_tao import job_counts, project_text
 from tests.helpers import REPO, SMOKE_PROJECT, make_project, work_budget
-from tests.test_e2e_tao import job_counts, project_text
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -188,7 +188,7 @@ def test_preflight_refuses_more_nodes_than_the_partition_has(slurm_cluster, tmp_
 def test_gpu_and_requeue_settings_reach_sbatch(slurm_cluster, tmp_path):
     """A 1-GPU project (the cluster's fake gres) with requeue off: the train job asks for the
     GPU and is not requeueable.  The TAO test double keeps it fast."""
-    from tests.test_build import fake_project_text
+    from tests.func.test_build import fake_project_text
 
     text = fake_project_text().replace(
         "  gpus_per_node: 0             # CPU: TAO runs in the venv made by `taomake setup "
@@ -260,7 +260,7 @@ def test_pyxis_single_node_step_runs_nested_in_the_plugins_step(slurm_cluster, t
     from dataclasses import replace
 
     from taomake.runners.pyxis import nested_prefix
-    from tests.test_container_argv import job as container_job
+    from tests.unit.test_container_argv import job as container_job
 
     step = [*nested_prefix(replace(container_job(1), gpus=1)), "sh", "-c",
             'echo INNER "$SLURM_JOB_ID" "$SLURM_STEP_ID"']

@@ -210,7 +210,7 @@ def test_sigterm_stops_and_removes_the_container(docker_client, test_image, tmp_
         import sys
         from pathlib import Path
         from taomake.errors import Interrupted
-        from tests.test_docker_runner import fake_job
+        from tests.func.test_docker_runner import fake_job
         runner, job = fake_job(Path({str(tmp_path)!r}), {test_image!r}, label={label!r},
                                stop_timeout=20, FAKE_SLEEP=300)
         try:

@@ -17,9 +17,9 @@ from taomake.compiler import compile_project, load_project
 from taomake.compiler.errors import ProjectError
 from taomake.compiler.plan import load_plan
 
+from tests.func.test_build import calls, fake_project_text, snakemake
 from tests.helpers import REPO, make_project
-from tests.test_build import calls, fake_project_text, snakemake
-from tests.test_tao_acceptance import variant
+from tests.unit.test_tao_acceptance import variant
 
 SEEDS_AND_SWEEP = """
 experiments:
@@ -314,7 +314,7 @@ def test_successive_halving_interrupted_mid_rung_resumes(tmp_path):
     import signal
     import time
 
-    from tests.test_build import SNAKEMAKE
+    from tests.func.test_build import SNAKEMAKE
 
     folder = tmp_path / "sh"
     halving_project(folder)

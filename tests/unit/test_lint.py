@@ -124,8 +124,8 @@ def test_no_import_cycles_and_no_private_names_across_modules():
 def test_snakemake_lint_writes_nothing_and_reaches_no_data_source(tmp_path):
     """A new project whose data is in S3, with the S3 endpoint closed: `--lint` still passes
     (no request was made) and leaves the folder as it was (no specs, stamps or plan cache)."""
+    from tests.func.test_data_s3 import s3_project_text
     from tests.helpers import make_project
-    from tests.test_data_s3 import s3_project_text
 
     folder = tmp_path / "proj"
     make_project(folder, s3_project_text("no-such-bucket"))

@@ -161,7 +161,7 @@ def test_pyxis_runner_uses_the_multinode_prefix_for_two_nodes():
     assert prefix == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
                       "--kill-on-bad-exit=1", "--gpus-per-node=4", "--cpus-per-task=32"]
     # nothing of taomake's inside NVIDIA's image: POSIX sh sets the rank per task
-    # (tests/test_multinode.py runs that one-liner under sh, dash and bash)
+    # (tests/unit/test_multinode.py runs that one-liner under sh, dash and bash)
     from taomake.runners.multinode import RANK_FROM_PROCID
 
     assert wrapper == RANK_FROM_PROCID and wrapper[:2] == ["sh", "-c"]

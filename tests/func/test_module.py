@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.func.test_build import calls as build_calls
+from tests.func.test_build import fake_project_text
 from tests.helpers import make_project, processes_matching
-from tests.test_build import calls as build_calls
-from tests.test_build import fake_project_text
 
 pytestmark = [pytest.mark.slow]
 
-# The user's Snakefile, as README and docs/module.md show it (tests/test_docs.py checks).
+# The user's Snakefile, as README and docs/module.md show it (tests/unit/test_docs.py checks).
 USER_SNAKEFILE = '''\
 from taomake.workflow import on_start, snakefile
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.func.test_build import fake_project_text
 from tests.helpers import IN_CI, REPO, make_project
-from tests.test_build import fake_project_text
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ from taomake.compiler.keymap import ENTRIES_NAMED_BY, entry_location, project_lo
 from taomake.compiler.package_data import schemas_dir
 
 from tests.helpers import make_project
-from tests.test_tao_acceptance import variant
+from tests.unit.test_tao_acceptance import variant
 
 # Spec values taomake writes on purpose that no project key changes and that differ from (or
 # are absent in) TAO's defaults; anything else untraced fails the test.

@@ -5,9 +5,9 @@ ONNX parity compares real numbers; the selected epoch is the best validation epo
 of the build: a second run does nothing (the copy is up to date), an edit rebuilds only what
 depends on it.
 
-The build is shared with tests/test_e2e_learning_checkpoints.py (a student distilled from the
-demo model; another checkpoint selected), tests/test_e2e_learning_onnx.py (the ONNX in ONNX
-Runtime, a deleted ONNX rebuilt alone) and tests/test_e2e_learning_quantize.py (torchao and
+The build is shared with tests/func/test_e2e_learning_checkpoints.py (a student distilled from the
+demo model; another checkpoint selected), tests/func/test_e2e_learning_onnx.py (the ONNX in ONNX
+Runtime, a deleted ONNX rebuilt alone) and tests/func/test_e2e_learning_quantize.py (torchao and
 modelopt quantization): tests/learned_demo.py builds it once per session (30 epochs, minutes)
 and each file works on its own copy, so the four run side by side.  A TAO job costs ~20
 CPU-seconds of start-up before it does anything, so a second pipeline for the smoke checks
@@ -21,9 +21,9 @@ import re
 
 import pytest
 
+from tests.func.test_e2e_tao import job_counts
 from tests.helpers import REPO
 from tests.learned_demo import CLASSES, build
-from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 

@@ -19,8 +19,8 @@ from taomake.compiler.layout import DataSource
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Store
 from taomake.data.stage import Stager
+from tests.func.test_build import calls, fake_project_text, snakemake
 from tests.helpers import REPO, SMOKE_PROJECT, make_project
-from tests.test_build import calls, fake_project_text, snakemake
 
 
 def make_tar(folder: Path, archive: Path, top: str | None = "images") -> Path:

@@ -2,7 +2,7 @@
 project (2 epochs on data/shapes): interruption and resume, and training on data staged from
 S3.  The helpers here (the smoke project, a build, its job counts) serve the other real-TAO
 tests; the demo pipeline itself, its no-op and minimal rebuilds and distillation are tested on
-the learned demo build (tests/test_e2e_learning.py)."""
+the learned demo build (tests/func/test_e2e_learning.py)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_demo_with_train_and_val_data_in_s3(tao_venv, s3_env, s3_bucket, tmp_pat
     """TAO reads neither S3 nor archives: the build stages images.tar.gz + annotations.json
     from the bucket, and the real TAO trains and validates on the staged folders (the
     checkpoint is the target: the test split, evaluated later, is local)."""
-    from tests.test_data_s3 import run, tar_gz
+    from tests.func.test_data_s3 import run, tar_gz
 
     bucket, client = s3_bucket
     text = project_text(tao_venv)

@@ -1,6 +1,6 @@
 """The docs stay true: the generated references are current (the project.yaml keys from the
 model, the results layout from Layout), the module example is the Snakefile
-tests/test_module.py runs, README stays a front door, and every link resolves."""
+tests/func/test_module.py runs, README stays a front door, and every link resolves."""
 
 import re
 
@@ -20,7 +20,7 @@ def _examples(text: str) -> list[str]:
 
 
 def test_the_module_example_is_the_tested_snakefile():
-    from tests.test_module import PLOT_SCRIPT, USER_SNAKEFILE
+    from tests.func.test_module import PLOT_SCRIPT, USER_SNAKEFILE
 
     assert _examples((REPO / "docs/module.md").read_text()) == [USER_SNAKEFILE, PLOT_SCRIPT]
     readme = (REPO / "README.md").read_text()

@@ -1,7 +1,7 @@
 """Long runs and the people around them, on one machine (the fake TAO; the SLURM side is
-tests/test_slurm_faults.py, Docker's tests/test_docker_runner.py): an edit made while a build
-trains is never lost, a reverted edit rebuilds nothing, one trainer per folder, a killed
-`taomake run` leaves no trainer behind."""
+tests/func/test_slurm_faults.py, Docker's tests/func/test_docker_runner.py): an edit made
+while a build trains is never lost, a reverted edit rebuilds nothing, one trainer per folder,
+a killed `taomake run` leaves no trainer behind."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.func.test_build import SNAKEMAKE, calls, edit, fake_project_text, snakemake
 from tests.helpers import make_project, processes_matching
-from tests.test_build import SNAKEMAKE, calls, edit, fake_project_text, snakemake
 
 pytestmark = pytest.mark.slow
 

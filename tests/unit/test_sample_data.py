@@ -11,7 +11,7 @@ from taomake.compiler.coco import check_coco, read_coco_summary
 from taomake import sample_data
 from taomake.sample_data import DEFAULT_CLASSES, main, make_shapes_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test")
 
 

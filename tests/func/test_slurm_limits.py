@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.test_slurm import scontrol_job
-from tests.test_slurm_faults import (
+from tests.func.test_slurm import scontrol_job
+from tests.func.test_slurm_faults import (
     fake_slurm_project,
     nothing_left_of,
     running_train_job,

@@ -29,9 +29,9 @@ from taomake.data.archive import Limits, extract_archive
 from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Store
 from taomake.errors import DiskSpaceError
+from tests.func.test_build import calls, fake_project_text, snakemake
 from tests.helpers import IN_CI, REPO, make_project
 from tests.hostile_corpus import ARCHIVES, ESCAPE_NAME, deep_json
-from tests.test_build import calls, fake_project_text, snakemake
 
 TRAIN = REPO / "data/shapes/train/images"
 

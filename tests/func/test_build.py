@@ -342,7 +342,7 @@ def test_status_writes_nothing_and_sees_a_changed_spec(copy):
 def test_status_reaches_no_data_source(tmp_path):
     """A project whose data is in S3, the endpoint closed: status still answers (every
     artifact missing) and writes nothing."""
-    from tests.test_data_s3 import s3_project_text
+    from tests.func.test_data_s3 import s3_project_text
 
     folder = tmp_path / "proj"
     make_project(folder, s3_project_text("no-such-bucket"))

@@ -1,5 +1,5 @@
 """The time-limit and preemption chain's policy and its words (taomake.slurm_chain); the real
-cluster's TIMEOUT is in tests/test_slurm_faults.py."""
+cluster's TIMEOUT is in tests/func/test_slurm_faults.py."""
 
 from __future__ import annotations
 

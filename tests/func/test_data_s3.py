@@ -22,8 +22,8 @@ from taomake.data.identity import refresh_stamps
 from taomake.data.s3 import S3Settings, S3Store
 from taomake.data.stage import Stager, downloaded_bytes
 from taomake.errors import StorageAccessError, StorageError
+from tests.func.test_build import SNAKEMAKE, calls, fake_project_text
 from tests.helpers import REPO, make_project
-from tests.test_build import SNAKEMAKE, calls, fake_project_text
 
 SPLITS = ("train", "val", "test")
 

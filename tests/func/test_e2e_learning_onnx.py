@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.func.test_e2e_tao import job_counts
 from tests.learned_demo import build
-from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 

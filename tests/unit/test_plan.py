@@ -12,7 +12,7 @@ from taomake.compiler.errors import ProjectError
 from taomake.compiler.plan import load_plan
 
 from tests.helpers import make_project
-from tests.test_tao_acceptance import VARIANTS, variant
+from tests.unit.test_tao_acceptance import VARIANTS, variant
 
 
 def test_plan_cache_hit_imports_no_heavy_modules(tmp_path):

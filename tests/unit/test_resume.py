@@ -1,5 +1,6 @@
-"""Before a training resumes: damaged checkpoints are moved aside and TAO's latest link points
-at the newest whole epoch (taomake.resume.repair_checkpoints)."""
+"""Before a training resumes (taomake.resume): damaged checkpoints are moved aside and TAO's
+latest link points at the newest whole epoch; checkpoints of another spec or TAO runtime are
+moved aside, not resumed."""
 
 from __future__ import annotations
 
@@ -122,3 +123,68 @@ def test_damage_names_what_is_wrong(tmp_path, content, expected):
     path.write_bytes(content)
     assert expected in damage(path)
     assert damage(checkpoint(tmp_path, 1)) is None
+
+
+# --------------------------------------------------------------------------- a compatible spec
+
+GUARD_CASES = [
+    # (name, recorded spec, recorded runtime, new spec, new runtime, resumed?)
+    ("same spec, same runtime", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 4}}, "img:1", True),
+    ("more epochs", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 8}}, "img:1", True),
+    ("fewer epochs than saved", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 1}}, "img:1", False),
+    ("another learning rate", {"train": {"num_epochs": 4, "lr": 1}}, "img:1",
+     {"train": {"num_epochs": 4, "lr": 2}}, "img:1", False),
+    ("a new TAO image", {"train": {"num_epochs": 4}}, "img:1",
+     {"train": {"num_epochs": 4}}, "img:2", False),
+    ("recorded before runtimes were", {"train": {"num_epochs": 4}}, None,
+     {"train": {"num_epochs": 4}}, "img:1", True),
+    ("no record at all", None, None, {"train": {"num_epochs": 4}}, "img:1", False),
+]
+
+
+@pytest.mark.parametrize("name,old,old_runtime,new,runtime,resumed", GUARD_CASES,
+                         ids=[c[0] for c in GUARD_CASES])
+def test_resume_guard(tmp_path, name, old, old_runtime, new, runtime, resumed):
+    import io
+
+    from ruamel.yaml import YAML
+
+    from taomake.resume import RUNTIME_KEY, guard_resume
+
+    out = tmp_path / "train"
+    (out / ".taomake").mkdir(parents=True)
+    for epoch in range(3):
+        checkpoint(out, epoch)
+    if old is not None:
+        buf = io.StringIO()
+        YAML(typ="safe", pure=True).dump({**old, **({RUNTIME_KEY: old_runtime}
+                                                    if old_runtime else {})}, buf)
+        (out / ".taomake" / "checkpoints-spec.yaml").write_text(buf.getvalue())
+    log = io.BytesIO()
+    guard_resume(out, new, log, runtime, record=out / ".taomake" / "checkpoints-spec.yaml")
+    kept = sorted(p.name for p in out.glob("*.pth"))
+    assert (kept == ["model_epoch_000.pth", "model_epoch_001.pth", "model_epoch_002.pth"]) \
+        is resumed, log.getvalue()
+    if not resumed:
+        [moved] = (out / ".stale").iterdir()
+        assert len(list(moved.glob("*.pth"))) == 3  # kept aside, never deleted
+        if runtime != old_runtime and old_runtime:
+            assert "the TAO runtime" in log.getvalue().decode()
+            assert RUNTIME_KEY in (moved / "WHY.txt").read_text()
+    record = YAML(typ="safe", pure=True).load((out / ".taomake/checkpoints-spec.yaml").read_text())
+    assert record[RUNTIME_KEY] == runtime
+
+
+def test_the_local_runners_runtime_is_its_venvs_tao_version(tmp_path):
+    """The local runner ignores tao.version (it names container images): what decides
+    whether checkpoints resume is the nvidia-tao-pytorch installed in its venv."""
+    from taomake.runners.local import LocalRunner
+
+    runner = LocalRunner(venv=tmp_path)
+    assert runner.runtime(None) == f"the TAO of {tmp_path}"
+    (tmp_path / "lib/python3.12/site-packages/nvidia_tao_pytorch-7.3.0.dist-info").mkdir(
+        parents=True)
+    assert runner.runtime(None) == "nvidia-tao-pytorch 7.3.0"

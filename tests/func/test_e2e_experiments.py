@@ -3,9 +3,9 @@ sweep (a second experiment, its trials overriding training and augmentation keys
 project, end to end, with the report, ONNX parity, provenance and the sweep's rung decision
 checked against the files TAO wrote.  (One build serves every test: a TAO job costs 15-20
 CPU-seconds of start-up before it does anything, so no third experiment: that a model key
-reaches TAO is tests/test_tao_acceptance.py's, against TAO's own config classes.  An ONNX of
+reaches TAO is tests/unit/test_tao_acceptance.py's, against TAO's own config classes.  An ONNX of
 another checkpoint failing parity at the default tolerance needs models that learned:
-tests/test_e2e_learning.py.)"""
+tests/func/test_e2e_learning.py.)"""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from taomake.tao_status import read_status, run_seconds
+from tests.func.test_e2e_tao import job_counts, project_text, snakemake
 from tests.helpers import make_project
-from tests.test_e2e_tao import job_counts, project_text, snakemake
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 

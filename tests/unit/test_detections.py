@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from taomake.detections import kitti_detections, per_class_ap, plot_grid, read_classmap
-from taomake.progress import Progress, duration
 
 CLASSES = {1: "circle", 3: "triangle", 4: "square"}
 
@@ -96,43 +95,3 @@ def test_grid_is_a_png(split, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     plot_grid(split, tmp_path, None, CLASSES, out, threshold=0.3)  # inference elsewhere
     assert out.stat().st_size > 1000
-
-
-def test_progress_line_has_scores_and_eta(tmp_path, capsys, monkeypatch):
-    status = tmp_path / "status.json"
-    lines = []
-    clock = [100.0]
-    monkeypatch.setattr("taomake.progress.time.monotonic", lambda: clock[0])
-    progress = Progress(status, 0, "train (base)", epochs=10)
-    for epoch, now in ((0, 130.0), (1, 140.0), (2, 150.0)):
-        # the records TAO 7.3.0 writes per epoch (taken from a real train/status.json)
-        lines.append({"message": "Eval metrics generated.", "status": "RUNNING",
-                      "kpi": {"val_mAP": "0.25", "val_mAP50": "0.5", "val_loss": 1.0}})
-        lines.append({"epoch": epoch, "max_epoch": 9, "message": "Training loop in progress",
-                      "status": "RUNNING"})
-        lines.append({"message": "Train metrics generated.", "status": "RUNNING",
-                      "kpi": {"train_loss": 3.0}})
-        status.write_text("".join(json.dumps(x) + "\n" for x in lines))
-        clock[0] = now
-        progress()
-    err = capsys.readouterr().err
-    assert "epoch 0 done (1/10), train_loss 3.0000, val_mAP 0.2500, val_mAP50 0.5000\n" in err
-    assert "epoch 1 done (2/10), train_loss 3.0000, val_mAP 0.2500, val_mAP50 0.5000, " \
-           "ETA 1 min 20 s" in err  # 10 s per epoch since the first, 8 to go
-    assert "epoch 2 done (3/10)" in err and "ETA 1 min 10 s" in err
-    assert duration(59.6) == "1 min 00 s" and duration(5) == "5 s"
-
-
-def test_engine_provenance_names_the_gpu(tmp_path, monkeypatch):
-    """Which GPU built an engine goes into provenance (an engine runs only on that model)."""
-    from taomake.provenance import gpu_models
-
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\necho '0, NVIDIA A100-SXM4-80GB, 550.54.15'\n"
-                    "echo '1, NVIDIA L4, 550.54.15'\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    assert gpu_models((1,)) == ["NVIDIA L4 (driver 550.54.15)"]
-    assert len(gpu_models()) == 2
-    monkeypatch.setenv("PATH", "/nonexistent")
-    assert gpu_models() == []

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
+from tests.func.test_e2e_tao import job_counts
 from tests.helpers import work_budget
 from tests.learned_demo import build
-from tests.test_e2e_tao import job_counts
 
 pytestmark = [pytest.mark.tao, pytest.mark.slow]
 
