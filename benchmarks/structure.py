@@ -29,8 +29,12 @@ RUNNER_NAMES = {"local", "docker", "apptainer", "pyxis"}
 ARTIFACT_RE = re.compile(
     r"^[\w{}.*-]*\.(json|jsonl|csv|pth|onnx|engine|yaml|txt|png|tsv|md|tex|ready|sif|sqsh)$")
 NOT_ARTIFACTS = {"project.yaml", "config.yaml", "annotations.json", "requirements.txt",
-                 "pyproject.toml", "spec.yaml", "x.yaml"}
-TABLES = {"compiler/layout.py", "compiler/actions.py", "taomake/runners/registry.py"}
+                 "pyproject.toml", "spec.yaml", "x.yaml",
+                 "modelopt.onnx"}  # a quantize backend's name, not a file
+# files of the repository itself (docs, schemas), not of a build
+REPO_FILE_RE = re.compile(r"(\.schema\.json|\.md)$")
+TABLES = {"compiler/layout.py", "compiler/actions.py", "compiler/runners.py",
+          "taomake/runners/registry.py"}
 
 
 def git(*args: str) -> str:
@@ -69,8 +73,10 @@ def name_branches(tree: ast.AST) -> int:
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             for right in node.comparators:
+                # `split.role == "train"` names a data split, not an action
                 if _names(right) & (ACTION_NAMES | RUNNER_NAMES) and not isinstance(
-                        node.left, ast.Constant):
+                        node.left, ast.Constant) and not ast.unparse(
+                        node.left).endswith("role"):
                     count += 1
     return count
 
@@ -79,7 +85,8 @@ def artifact_literals(text: str) -> list[str]:
     found = []
     for literal in re.findall(r"""(?<![\w])f?["']([^"'\n]{3,80})["']""", text):
         name = literal.rsplit("/", 1)[-1]
-        if ARTIFACT_RE.match(name) and name not in NOT_ARTIFACTS and not name.startswith("."):
+        if (ARTIFACT_RE.match(name) and name not in NOT_ARTIFACTS
+                and not REPO_FILE_RE.search(name) and not name.startswith(".")):
             found.append(name)
     return found
 
