@@ -299,6 +299,22 @@ class Upload(Strict):
         description="Which artifacts to push (those an experiment does not build are skipped).")
 
 
+class Cache(Strict):
+    """A build cache shared by a team (taomake.cache, docs/cache.md): before a TAO job runs,
+    an entry with the same key (the spec as TAO reads it, the data's content, the upstream
+    artifacts, the TAO runtime) is fetched and verified instead; after a job succeeds, its
+    artifacts are published.  Environment: TAOMAKE_CACHE_URL and TAOMAKE_CACHE_MODE override
+    both keys (TAOMAKE_CACHE_MODE=off turns it off for one build)."""
+
+    url: PathOrUrl = Field(
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$",
+        description="s3://bucket/prefix (reached with `storage` and the standard AWS "
+        "credential chain) or file:///shared/folder.")
+    mode: Literal["read-write", "read-only", "off"] = Field(
+        "read-write", description="read-write: fetch hits and publish what this machine "
+        "builds; read-only: fetch hits, never write (CI, reviewers); off: neither.")
+
+
 class SweepParameter(Strict):
     """One AutoML parameter: a list of values, or a range (default: TAO's bounds)."""
 
@@ -374,6 +390,8 @@ class Project(Strict):
     sweep: Sweep | None = Field(None, description="Hyper-parameter sweep of the training.")
     upload: Upload | None = Field(None, description="Push artifacts to s3:// when built; "
                                   "none: nothing leaves the machine.")
+    cache: Cache | None = Field(None, description="A team's shared build cache: identical "
+                                "jobs are fetched, never redone. Default: none (off).")
     overrides: Overrides = Field(
         Overrides(), description="Escape hatch: action (or `all`) -> {dotted TAO key: "
         "value}, applied last and checked against TAO's schema.")

@@ -178,6 +178,7 @@ class BuildPlan:
     name: str = ""  # project name
     sources: list[dict[str, str]] = field(default_factory=list)  # DataSource fields, all exps
     storage: dict[str, Any] = field(default_factory=dict)  # project.yaml `storage`
+    cache: dict[str, Any] | None = None  # project.yaml `cache` (taomake.cache)
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)  # compiler.load.SweepPlan
     # JobSettings fields, JSON: experiments with the same settings (a sweep's trials) share one
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -358,6 +359,7 @@ def plan_from(lp, compiled, reused: BuildPlan | None = None,
                      _code_deps() + _data_deps(lp),
                      name=lp.base.name, sources=sources,
                      storage=lp.base.storage.model_dump(),
+                     cache=lp.base.cache.model_dump() if lp.base.cache else None,
                      sweeps={n: asdict(sw) for n, sw in lp.sweeps.items()}, settings=settings)
 
 
@@ -400,8 +402,8 @@ def _from_json(raw: dict[str, Any], texts: Callable[[], dict[str, str]]) -> Buil
                       for a, s in e["specs"].items()}
         exps[name] = ExperimentPlan(**e)
     return BuildPlan(raw["root"], raw["project_file"], raw["results"], exps, raw["deps"],
-                     raw["name"], raw["sources"], raw["storage"], raw["sweeps"],
-                     raw["settings"])
+                     raw["name"], raw["sources"], raw["storage"], raw.get("cache"),
+                     raw["sweeps"], raw["settings"])
 
 
 def _cache_path(project: Path) -> Path:

@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub, lambda p: p.add_argument(
         "-p", "--project", default=DEFAULT_PROJECT, help="project file (default: %(default)s)"))
+    from .cache.commands import add_parser as add_cache_parser
+
+    add_cache_parser(sub, lambda p: p.add_argument(
+        "-p", "--project", default=DEFAULT_PROJECT, help="project file (default: %(default)s)"))
     _tool_commands(add)
     return parser
 

@@ -48,3 +48,16 @@ def artifact_sha256(path: Path, *, remember: bool = True) -> str:
         except OSError:
             pass
     return sha
+
+
+def remember_sha256(path: Path, sha: str) -> None:
+    """Record the digest of a file just checked against it (a fetched cache blob), so the
+    next `artifact_sha256` does not read it again."""
+    path = Path(path)
+    if not (path.parent / RECORDS_DIR).is_dir():
+        return
+    try:
+        atomic_write(_record(path), json.dumps({"key": stat_key(path.stat()),
+                                                "sha256": sha}) + "\n")
+    except OSError:
+        pass

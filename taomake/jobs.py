@@ -178,11 +178,21 @@ def run_action(project: Path, experiment: str, action_name: str, log_path: Path,
             repair_checkpoints(out_dir, log)
             guard_resume(out_dir, run.spec.data, log, run.runner.runtime(run.job),
                          record=run.at(run.layout.resume_record(run.action.name)))
+        cache = _job_cache(run) if epochs is None else None  # a rung is never shared
+        hit = cache.lookup(run.root, run.layout, log, run.label) if cache else None
+        if hit is not None:
+            _record_hit(run, cache, hit, job_started, slurm)
+            note_edited_project(project, run, log)
+            return
         atomic_write(run.job.spec, run.spec.text)
         for copy in run.job.node_specs():
             atomic_write(copy, run.spec.text)
         rc, elapsed, started = _run_until_judged(run, log, log_path, lease, rung_out)
-        _record(run, rc, elapsed, started, job_started, slurm, rung=epochs is not None)
+        if cache is not None:  # judged successful: only now may it be shared
+            cache.publish(run.root, run.layout, run.action, run.spec.data, _about(run), log,
+                          run.label)
+        _record(run, rc, elapsed, started, job_started, slurm, rung=epochs is not None,
+                cache=cache.record if cache is not None else None)
         _note(log, f"{run.label}: finished in {elapsed:.0f} s")
         note_edited_project(project, run, log)
 
@@ -252,7 +262,8 @@ def _failed(run: JobRun, log, log_path: Path, failure, problems: list[str],
 
 
 def _record(run: JobRun, rc: int, elapsed: float, started: float, job_started: int,
-            slurm: dict[str, Any] | None, *, rung: bool) -> None:
+            slurm: dict[str, Any] | None, *, rung: bool,
+            cache: dict[str, Any] | None = None) -> None:
     """What this artifact was built from (`taomake explain`, compiler.writer), dated when the
     job started; how long TAO took; provenance.  A rung builds its rung record only."""
     name, lay = run.action.name, run.layout
@@ -263,7 +274,53 @@ def _record(run: JobRun, rc: int, elapsed: float, started: float, job_started: i
     atomic_write(run.at(lay.tao_run(name)), json.dumps(
         {"runner": run.runner.name, "tao_seconds": round(elapsed, 3),
          "argv": run.job.tao_argv()}, indent=2) + "\n")
-    _record_provenance(run, started, rc, slurm)
+    _record_provenance(run, started, rc, slurm, cache)
+
+
+def _job_cache(run: JobRun):
+    """The team cache as this job sees it (taomake.cache), None without one."""
+    from .cache import job_cache
+
+    return job_cache(run.plan.cache, run.plan.storage, action=run.action,
+                     spec=run.spec.data, layout=run.layout, root=run.root,
+                     results=run.plan.results, sources=run.plan.data_sources(),
+                     consumed=run.compiled.consumed(run.action.name),
+                     runtime=run.runner.cache_runtime(run.job))
+
+
+def _about(run: JobRun) -> dict[str, Any]:
+    """What a published entry says of the job that made it (never a path or a secret)."""
+    from .provenance import git_state
+
+    return {"job": run.label, "project": run.plan.name, "experiment": run.experiment,
+            "git": git_state(run.root).get("commit"),
+            "runner": run.runner.name}
+
+
+def _record_hit(run: JobRun, cache, hit, job_started: int,
+                slurm: dict[str, Any] | None) -> None:
+    """A job fetched from the cache is recorded as one built here: the spec it stands for,
+    its provenance (from cache: key, publisher, when, which job)."""
+    from .provenance import write_provenance
+
+    name, lay = run.action.name, run.layout
+    built = run.at(lay.built_record(name))
+    atomic_write(built, run.spec.text)
+    os.utime(built, ns=(job_started, job_started))
+    atomic_write(run.at(lay.tao_run(name)), json.dumps(
+        {"runner": "cache", "tao_seconds": 0, "cache_seconds": cache.record.get("seconds"),
+         "argv": []}, indent=2) + "\n")
+    runtime: dict[str, Any] = {"runner": run.runner.name,
+                               "built_with": cache.key.parts["runtime"]}
+    if slurm:
+        runtime["slurm"] = slurm
+    now = time.time()
+    write_provenance(run.at(lay.provenance(name)), name, root=run.root,
+                     artifacts=sorted(a for a in hit.placed if run.at(a).is_file()),
+                     spec_text=run.spec.text, spec=run.spec.data, runtime=runtime,
+                     sources=run.plan.data_sources(), results=run.compiled.results,
+                     consumed=run.compiled.consumed(name), argv=[], env_names=[],
+                     started=job_started / 1e9, ended=now, exit_status=0, cache=cache.record)
 
 
 def note_edited_project(project: Path, run: JobRun, log: io.BufferedWriter | None) -> None:
@@ -333,7 +390,8 @@ def _slurm_attempt(record: Path, label: str, log) -> dict[str, Any] | None:
 
 
 def _record_provenance(run: JobRun, started: float, rc: int,
-                       slurm: dict[str, Any] | None = None) -> None:
+                       slurm: dict[str, Any] | None = None,
+                       cache: dict[str, Any] | None = None) -> None:
     from .provenance import gpu_models, write_provenance
 
     lay, name, root = run.layout, run.action.name, run.root
@@ -358,7 +416,7 @@ def _record_provenance(run: JobRun, started: float, rc: int,
                      runtime=runtime, sources=run.plan.data_sources(),
                      results=run.compiled.results, consumed=run.compiled.consumed(name),
                      argv=run.job.tao_argv(), env_names=list(run.job.env_names),
-                     started=started, ended=time.time(), exit_status=rc)
+                     started=started, ended=time.time(), exit_status=rc, cache=cache)
 
 
 def _tail_from(path: Path, offset: int, n: int) -> list[str]:

@@ -34,6 +34,7 @@ class Row:
     artifact: str
     state: str
     detail: str
+    cache: str = ""  # the team cache: "from cache", "published", "miss" ("": none)
 
 
 def _json(path: Path) -> dict:
@@ -120,23 +121,41 @@ def _state(group: GroupState) -> str:
     return f"stale ({group.reasons[0].kind})"
 
 
+CACHE_STATES = {"hit": "from cache", "published": "published", "miss": "miss",
+                "publish failed": "miss (publish failed)", "not keyed": "not keyed"}
+
+
+def cache_state(root: Path, e: ExperimentPlan, group: str) -> str:
+    """How the team cache served the group's last build (its provenance), "" without one."""
+    if group not in ACTIONS:
+        return ""
+    record = _json(root / e.layout.provenance(group)).get("cache") or {}
+    return CACHE_STATES.get(record.get("state", ""), record.get("state", ""))
+
+
 def status_rows(plan: BuildPlan) -> list[Row]:
     """Each artifact group's state (its main artifact's row), from taomake's records."""
     root = Path(plan.root)
-    return [Row(g.experiment, g.paths[0], _state(g), _detail(root, plan.experiments[
-        g.experiment], g)) for g in plan_states(root, plan)]
+    rows = []
+    for g in plan_states(root, plan):
+        e = plan.experiments[g.experiment]
+        rows.append(Row(g.experiment, g.paths[0], _state(g), _detail(root, e, g),
+                        cache_state(root, e, g.name) if not g.missing else ""))
+    return rows
 
 
 def print_status(project: Path) -> None:
     plan = load_plan(project, write=False)
     rows = status_rows(plan)
     width = max(len(r.artifact) for r in rows)
+    cache_width = max(len(r.cache) for r in rows)
     print(f"project {plan.name} ({plan.project_file}); results under "
           f"{Path(plan.root) / plan.results}")
     for exp in dict.fromkeys(r.experiment for r in rows):
         print(f"\nexperiment {exp}")
         for r in (r for r in rows if r.experiment == exp):
-            print(f"  {r.artifact:{width}}  {r.state:12}  {r.detail}")
+            cache = f"{r.cache:{cache_width}}  " if cache_width else ""
+            print(f"  {r.artifact:{width}}  {r.state:12}  {cache}{r.detail}")
     report = Path(plan.root) / Shared(plan.results).report_dir
     shown = [str(p.relative_to(plan.root)) for p in sorted(report.glob(Shared.PLOTS_GLOB))]
     if shown:
@@ -176,16 +195,56 @@ def explain(project: Path, target: str) -> list[str]:
             chain.append(group)
 
     visit(name)
-    if not chain:
-        return [f"{target} is up to date: nothing would run"]
     lp = load_project(project)  # positions, for the project.yaml lines
-    lines = [f"{target} is stale; {len(chain)} step(s) to build again:"]
+    lines = [f"{target} is stale; {len(chain)} step(s) to build again:"] if chain else \
+        [f"{target} is up to date: nothing would run"]
     for group in chain:
         reasons = "; ".join(r.text() for r in states[group].reasons)
         lines.append(f"  {group} ({e.name}): {reasons}")
         if any(r.kind == "spec changed" for r in states[group].reasons):
             lines += [f"      {d}" for d in _spec_changes(lp, e, group)]
-    return lines
+    return lines + _cache_lines(lp, e, name)
+
+
+def _cache_lines(lp, e: ExperimentPlan, name: str) -> list[str]:
+    """For the target and what it reads: how the team cache served their last build, and for
+    a miss, what differs from the nearest published entry (spec keys with their project.yaml
+    lines, data sources, upstream artifacts, runtime)."""
+    from .cache import describe
+    from .staleness import upstream_of
+
+    order: list[str] = []
+
+    def visit(group: str) -> None:
+        for up in upstream_of(e, group):
+            visit(up)
+        if group in ACTIONS and group not in order:
+            order.append(group)
+
+    visit(name)
+    out = []
+    for group in order:
+        record = _json(lp.root / e.layout.provenance(group)).get("cache")
+        if not record:
+            continue
+        state = CACHE_STATES.get(record.get("state", ""), record.get("state", ""))
+        if record.get("state") == "hit":
+            pub = record.get("published", {})
+            out.append(f"  {group} ({e.name}): from cache {record['key'][:12]}, published by "
+                       f"{pub.get('by', '?')} on {pub.get('when', '?')} ({pub.get('job', '')})")
+            continue
+        near = record.get("nearest")
+        line = f"  {group} ({e.name}): built here, cache {state}"
+        if record.get("refused"):
+            line += f" (entry refused: {record['refused']})"
+        if near:
+            line += (f"; the nearest entry {near['key'][:12]} (published by "
+                     f"{near.get('published', {}).get('by', '?')}) differs in "
+                     f"{describe(near['differs'])}")
+        out.append(line)
+        for key in (near or {}).get("differs", {}).get("spec", []):
+            out.append(f"      {key}  <- {project_location(lp, e.name, group, key)}")
+    return ["", "team cache:", *out] if out else []
 
 
 def _spec_changes(lp, c: ExperimentPlan, action: str) -> list[str]:

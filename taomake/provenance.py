@@ -97,7 +97,7 @@ def write_provenance(path: Path, action: str, *, root: Path, artifacts: list[str
                      spec_text: str, spec: dict[str, Any], runtime: dict[str, Any],
                      sources: list[DataSource], results: str, consumed: list[str],
                      argv: list[str], env_names: list[str], started: float, ended: float,
-                     exit_status: int) -> dict[str, Any]:
+                     exit_status: int, cache: dict[str, Any] | None = None) -> dict[str, Any]:
     body = spec_text.split("\n", 1)
     record = {
         "action": action,
@@ -118,6 +118,8 @@ def write_provenance(path: Path, action: str, *, root: Path, artifacts: list[str
         "seconds": round(ended - started, 3),
         "exit_status": exit_status,
     }
+    if cache:  # fetched from (or published to) the team cache: key, publisher, when
+        record["cache"] = cache
     atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 

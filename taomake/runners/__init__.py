@@ -65,6 +65,12 @@ class Runner(Protocol):
         image (and its digest where the runtime tells it)."""
         ...
 
+    def cache_runtime(self, job: TaoJob) -> dict[str, Any] | None:
+        """What identifies the TAO that runs the job, the same on every machine (taomake.cache
+        keys on it): an image's content digest, a venv's TAO and torch versions and compat
+        layer; None when it cannot be told (the job is then neither fetched nor published)."""
+        ...
+
     def reclaim(self, job: TaoJob) -> list[str]:
         """Stop and remove what an earlier run of this job left running outside taomake's
         process tree (its `taomake run` was killed hard), before the job starts again; say

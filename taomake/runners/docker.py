@@ -197,6 +197,13 @@ class DockerRunner:
 
         return {"runner": self.name, "image": job.image, "digest": image_digest(job.image)}
 
+    def cache_runtime(self, job: TaoJob) -> dict[str, str] | None:
+        """The image's content digest (a tag can move)."""
+        from ..provenance import image_digest
+
+        found = image_digest(job.image)
+        return {"image": found.rsplit("@", 1)[-1]} if found else None
+
     @staticmethod
     def job_labels(job: TaoJob) -> dict[str, str]:
         """The labels that name a job's containers (`create_kwargs`), as list filters."""

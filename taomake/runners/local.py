@@ -91,6 +91,26 @@ class LocalRunner(NothingToReclaim):
     def provenance(self, job: TaoJob) -> dict[str, str]:
         return {"runner": self.name, "venv": str(self.venv)}
 
+    def cache_runtime(self, job: TaoJob) -> dict[str, str | None] | None:
+        """The venv's TAO and torch versions and, for taomake's CPU venv, its compat layer
+        (the marker `taomake setup tao-cpu` writes): never the venv's path."""
+        import json
+
+        from ..tao_cpu.setup import MARKER
+
+        versions = {}
+        for dist in ("nvidia_tao_pytorch", "torch"):
+            found = sorted(self.venv.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
+            if not found:
+                return None
+            versions[dist] = found[-1].name.removesuffix(".dist-info").split("-", 1)[1]
+        try:
+            compat = json.loads((self.venv / MARKER).read_text()).get("compat_sha256")
+        except (OSError, ValueError):
+            compat = None  # a venv of the user's own: its TAO and torch versions alone
+        return {"tao": versions["nvidia_tao_pytorch"], "torch": versions["torch"],
+                "compat": compat}
+
     def check(self) -> None:
         if not (self.venv / "bin" / "rtdetr").exists():
             raise UsageError(f"no TAO installation at {self.venv} (bin/rtdetr missing); "

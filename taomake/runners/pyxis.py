@@ -136,6 +136,22 @@ class PyxisRunner(NothingToReclaim):
     def provenance(self, job: TaoJob) -> dict[str, str | None]:
         return {"runner": self.name, "image": job.image, "digest": None}
 
+    def cache_runtime(self, job: TaoJob) -> dict[str, str] | None:
+        """The sha256 of the converted image file (its bytes are what runs), hashed once
+        and remembered beside it (taomake.digests)."""
+        from taomake.compiler.layout import RECORDS_DIR
+
+        from ..digests import artifact_sha256
+
+        image = Path(self.image(job))
+        if not image.is_file():
+            return None
+        try:
+            (image.parent / RECORDS_DIR).mkdir(exist_ok=True)
+        except OSError:
+            pass  # a read-only image folder: hashed each time
+        return {"image_file": artifact_sha256(image)}
+
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
             lease: Lease | None = None) -> int:
         self.check(job)
