@@ -203,10 +203,10 @@ def explain(project: Path, target: str) -> list[str]:
         lines.append(f"  {group} ({e.name}): {reasons}")
         if any(r.kind == "spec changed" for r in states[group].reasons):
             lines += [f"      {d}" for d in _spec_changes(lp, e, group)]
-    return lines + _cache_lines(lp, e, name)
+    return lines + _cache_lines(lp, plan, e, name)
 
 
-def _cache_lines(lp, e: ExperimentPlan, name: str) -> list[str]:
+def _cache_lines(lp, plan: BuildPlan, e: ExperimentPlan, name: str) -> list[str]:
     """For the target and what it reads: how the team cache served their last build, and for
     a miss, what differs from the nearest published entry (spec keys with their project.yaml
     lines, data sources, upstream artifacts, runtime)."""
@@ -242,8 +242,14 @@ def _cache_lines(lp, e: ExperimentPlan, name: str) -> list[str]:
                      f"{near.get('published', {}).get('by', '?')}) differs in "
                      f"{describe(near['differs'])}")
         out.append(line)
-        for key in (near or {}).get("differs", {}).get("spec", []):
+        differs = (near or {}).get("differs", {})
+        for key in differs.get("spec", []):
             out.append(f"      {key}  <- {project_location(lp, e.name, group, key)}")
+        sources = plan.source_of()
+        for path in differs.get("data", []):
+            local = path.replace("@results/", f"{plan.results}/", 1)
+            source = sources.get(local)
+            out.append(f"      data {source.uri if source else local}: its content differs")
     return ["", "team cache:", *out] if out else []
 
 

@@ -48,6 +48,7 @@ class Run:
     values: dict[str, float | None] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
     read: list[Path] = field(default_factory=list)  # the files its numbers come from
+    cache: list[str] = field(default_factory=list)  # how the team cache served each TAO job
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -107,8 +108,30 @@ def collect(plan: BuildPlan) -> list[Run]:
         curve = at["curve"]
         read = list(at.values())
         runs.append(Run(exp.name, group, exp.seed, v, _curve(curve),
-                        [p for p in read if p.exists()]))
+                        [p for p in read if p.exists()], _cache_states(root, exp)))
     return runs
+
+
+def _cache_states(root: Path, exp) -> list[str]:
+    """Each TAO job's cache state from its provenance (taomake.cache): hit, published..."""
+    out = []
+    for action in exp.specs:
+        record = (_json(root / exp.layout.provenance(action)) or {}).get("cache")
+        if record and record.get("state"):
+            out.append(record["state"])
+    return out
+
+
+CACHE_WORDS = {"hit": "from cache", "published": "published", "miss": "built here"}
+
+
+def cache_cell(states: list[str]) -> str:
+    """`4 from cache`, `3 from cache, 1 published`; "–" without a cache."""
+    counts = {}
+    for state in states:
+        word = CACHE_WORDS.get(state, state)
+        counts[word] = counts.get(word, 0) + 1
+    return ", ".join(f"{n} {word}" for word, n in counts.items()) or "–"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -120,7 +143,8 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
     for group in dict.fromkeys(r.group for r in runs):
         members = [r for r in runs if r.group == group]
-        row: dict[str, Any] = {"experiment": group, "runs": len(members)}
+        row: dict[str, Any] = {"experiment": group, "runs": len(members),
+                               "cache": cache_cell([s for r in members for s in r.cache])}
         for key, _, _ in COLUMNS:
             vals = [r.values[key] for r in members if r.values.get(key) is not None]
             row[key] = _mean_std(vals) if vals else None
@@ -136,12 +160,13 @@ def _cell(value: tuple[float, float | None] | None, fmt: str, pm: str) -> str:
 
 
 def markdown(summary: list[dict[str, Any]]) -> str:
-    head = ["experiment", "runs"] + [h for _, h, _ in COLUMNS]
+    cached = any(row.get("cache", "–") != "–" for row in summary)  # a column with a cache
+    head = ["experiment", "runs"] + [h for _, h, _ in COLUMNS] + (["cache"] if cached else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary:
         cells = [row["experiment"], str(row["runs"])] + [_cell(row[k], f, "±")
                                                           for k, _, f in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells + ([row["cache"]] if cached else [])) + " |")
     return "\n".join(lines) + "\n"
 
 

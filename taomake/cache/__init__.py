@@ -24,7 +24,7 @@ from taomake.errors import StorageError
 
 from ..joblog import note
 from .entry import BadEntry, Fetched, Nearest, fetch, nearest, publish
-from .key import JobKey, NoKey, job_key
+from .key import JobKey, NoKey, digest, job_key
 from .store import Store, open_store
 
 ENV_URL, ENV_MODE = "TAOMAKE_CACHE_URL", "TAOMAKE_CACHE_MODE"
@@ -87,6 +87,14 @@ class JobCache:
             note(log, f"{label}: cache not used for this job: {self.why}")
             self.record = {"state": "not keyed", "why": self.why}
             return None
+        try:
+            return self._fetch(root, lay, log, label)
+        finally:  # what the key is made of, part by part, kept with the artifact
+            self.record["parts"] = {name: digest(part)
+                                    for name, part in self.key.parts.items()}
+
+    def _fetch(self, root: Path, lay: Layout, log: IO[bytes] | None, label: str
+               ) -> Fetched | None:
         try:
             hit = fetch(self.store, self.key, root, lay)
         except BadEntry as exc:

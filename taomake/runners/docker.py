@@ -198,11 +198,21 @@ class DockerRunner:
         return {"runner": self.name, "image": job.image, "digest": image_digest(job.image)}
 
     def cache_runtime(self, job: TaoJob) -> dict[str, str] | None:
-        """The image's content digest (a tag can move)."""
+        """The image's content digest (a tag can move), and the TAO mounted into it
+        (`docker.tao_bin`: a venv's bin/) when there is one."""
         from ..provenance import image_digest
+        from .local import venv_identity
 
         found = image_digest(job.image)
-        return {"image": found.rsplit("@", 1)[-1]} if found else None
+        if not found:
+            return None
+        runtime: dict[str, Any] = {"image": found.rsplit("@", 1)[-1]}
+        if self.settings.tao_bin:
+            mounted = venv_identity(Path(self.settings.tao_bin).parent)
+            if mounted is None:
+                return None
+            runtime["tao_bin"] = mounted
+        return runtime
 
     @staticmethod
     def job_labels(job: TaoJob) -> dict[str, str]:

@@ -92,24 +92,7 @@ class LocalRunner(NothingToReclaim):
         return {"runner": self.name, "venv": str(self.venv)}
 
     def cache_runtime(self, job: TaoJob) -> dict[str, str | None] | None:
-        """The venv's TAO and torch versions and, for taomake's CPU venv, its compat layer
-        (the marker `taomake setup tao-cpu` writes): never the venv's path."""
-        import json
-
-        from ..tao_cpu.setup import MARKER
-
-        versions = {}
-        for dist in ("nvidia_tao_pytorch", "torch"):
-            found = sorted(self.venv.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
-            if not found:
-                return None
-            versions[dist] = found[-1].name.removesuffix(".dist-info").split("-", 1)[1]
-        try:
-            compat = json.loads((self.venv / MARKER).read_text()).get("compat_sha256")
-        except (OSError, ValueError):
-            compat = None  # a venv of the user's own: its TAO and torch versions alone
-        return {"tao": versions["nvidia_tao_pytorch"], "torch": versions["torch"],
-                "compat": compat}
+        return venv_identity(self.venv)
 
     def check(self) -> None:
         if not (self.venv / "bin" / "rtdetr").exists():
@@ -129,6 +112,26 @@ class LocalRunner(NothingToReclaim):
                       f"{env.get('SLURM_JOB_ID', '?')})\n".encode())
         return run_tree(argv, cwd=job.workdir, env=env, log=log, on_tick=on_tick,
                         **held_by_tree(lease))
+
+
+def venv_identity(venv: Path) -> dict[str, str | None] | None:
+    """A venv's TAO and torch versions and, for taomake's CPU venv, its compat layer (the
+    marker `taomake setup tao-cpu` writes): never its path.  None without both packages."""
+    import json
+
+    from ..tao_cpu.setup import MARKER
+
+    versions = {}
+    for dist in ("nvidia_tao_pytorch", "torch"):
+        found = sorted(venv.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
+        if not found:
+            return None
+        versions[dist] = found[-1].name.removesuffix(".dist-info").split("-", 1)[1]
+    try:
+        compat = json.loads((venv / MARKER).read_text()).get("compat_sha256")
+    except (OSError, ValueError):
+        compat = None  # a venv of the user's own: its TAO and torch versions alone
+    return {"tao": versions["nvidia_tao_pytorch"], "torch": versions["torch"], "compat": compat}
 
 
 def from_settings(runner, root: Path) -> LocalRunner:

@@ -138,7 +138,7 @@ def test_a_changed_data_file_misses_train_and_names_it(published, tmp_path):
     assert "train" in tao_actions(second)
     assert "data (@results/_data/train-0-annotations" in out.stderr, out.stderr[-3000:]
     why = taomake(second, "explain", "results/base/train/curve.csv").stdout
-    assert "train-0-annotations" in why, why
+    assert "data data/shapes/train/annotations.json: its content differs" in why, why
 
 
 def test_a_changed_spec_misses_and_names_the_key_and_line(published, tmp_path):

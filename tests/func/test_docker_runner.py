@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pwd
 import shutil
@@ -274,8 +275,9 @@ def test_demo_pipeline_in_docker(docker_client, test_image, tao_venv, tmp_path):
     user = ci_user()
     top = Path(tempfile.mkdtemp(prefix="taomake-docker-e2e-")) if user else tmp_path
     folder = top / "demo"
-    make_project(folder, docker_project_text(tao_venv, base, allow_root=os.getuid() == 0
-                                             and user is None), copy_data=True)
+    text = docker_project_text(tao_venv, base, allow_root=os.getuid() == 0 and user is None)
+    # a team cache: keyed by the image's digest and the TAO mounted into it
+    make_project(folder, text + f"\ncache:\n  url: file://{top}/cache\n", copy_data=True)
     argv = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *ONE_THREAD,
             "--cores", "2"]
     uid = os.getuid()
@@ -298,6 +300,12 @@ def test_demo_pipeline_in_docker(docker_client, test_image, tao_venv, tmp_path):
         log = (results / "logs/train.log").read_text()
         assert "via the docker runner" in log and f"image {IMAGE}" in log
         assert f"user {uid}:" in log
+        assert out.count("published to the cache") == 4, out[-3000:]
+        record = json.loads((results / "train/.taomake/provenance-train.json").read_text())
+        assert record["cache"]["state"] == "published"
+        manifest = next((top / "cache/v1/manifests/train").glob("*.json"))
+        runtime = json.loads(manifest.read_text())["parts"]["runtime"]
+        assert runtime["image"].startswith("sha256:") and runtime["tao_bin"]["tao"]
         assert container_states(docker_client, f"taomake.project={folder}") == []
     finally:
         if user:

@@ -53,6 +53,8 @@ def slurm_demo(slurm_cluster, tao_venv, tmp_path_factory):
     text = project_text(tao_venv).replace(
         "  shm_size: 2g\n", "  shm_size: 2g\n" + SLURM_HW.format(account=slurm_cluster))
     assert "partition: debug" in text
+    # a team cache its jobs publish to (test_a_second_clone_fetches_on_slurm)
+    text += f"\ncache:\n  url: file://{folder.parent / 'cache'}\n"
     make_project(folder, text, copy_data=True)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
     rc, out = run_snakemake(folder)
@@ -72,6 +74,27 @@ def test_sample_pipeline_on_slurm(slurm_demo):
     assert (base / "export/model.onnx").exists() and (base / "evaluate/metrics.json").exists()
     jobs = sacct_jobs(folder, since)
     assert len(jobs) >= 5 and all(j["State"] == "COMPLETED" for j in jobs), jobs
+
+
+def test_a_second_clone_fetches_on_slurm(slurm_demo, tmp_path):
+    """The SLURM jobs of the first build published to the team cache; a second clone's build
+    through the profile fetches each TAO job's artifacts inside its SLURM job, runs no TAO."""
+    folder, _, out = slurm_demo
+    first_logs = "".join((folder / "results/base/logs" / f"{rule}.log").read_text()
+                         for rule in ("train", "evaluate", "export", "inference"))
+    assert first_logs.count("published to the cache") == 4, first_logs[-3000:]
+    second = tmp_path / "second"
+    make_project(second, (folder / "project.yaml").read_text(), copy_data=True)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    rc, out = run_snakemake(second)
+    assert rc == 0, out[-5000:]
+    logs = "".join((second / "results/base/logs" / f"{rule}.log").read_text()
+                   for rule in ("train", "evaluate", "export", "inference"))
+    assert logs.count("from cache") == 4 and "via the local runner" not in logs, logs[-3000:]
+    assert (second / "results/base/export/model.onnx").read_bytes() == \
+        (folder / "results/base/export/model.onnx").read_bytes()
+    jobs = sacct_jobs(second, since)
+    assert len(jobs) >= 4 and all(j["State"] == "COMPLETED" for j in jobs), jobs
 
 
 def scontrol_job(job_id: str) -> dict[str, str]:

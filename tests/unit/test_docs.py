@@ -33,6 +33,7 @@ def test_readme_is_a_front_door():
     assert readme.count("\n") <= 250
     for section in ("## Two commands", "## What the demo prints", "## Use it on your own data",
                     "## Use it as a Snakemake module", "## When a build is interrupted",
+                    "## Share a cache with your team",
                     "## Read more"):
         assert section in readme, section
     linked = {m for m in LINK.findall(readme) if m.startswith("docs/") and m.endswith(".md")}
