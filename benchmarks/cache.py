@@ -78,12 +78,13 @@ def job_numbers(folder: Path) -> dict[str, dict[str, float]]:
 
 def republish(folder: Path, url: str) -> tuple[int, int]:
     """Publish every entry again from clone A's files: (bytes sent, manifest bytes)."""
+    from taomake.compiler.actions import ACTIONS
+    from taomake.compiler.plan import load_plan
+
     from taomake.cache import cache_settings
     from taomake.cache.entry import publish
     from taomake.cache.key import JobKey
     from taomake.cache.store import manifest_name, open_store
-    from taomake.compiler.actions import ACTIONS
-    from taomake.compiler.plan import load_plan
 
     plan = load_plan(folder / "project.yaml", write=False)
     store = open_store(cache_settings(plan.cache, {"TAOMAKE_CACHE_URL": url}).url,
