@@ -21,6 +21,7 @@ from taomake.cache.store import FolderStore, blob_name, manifest_name
 from tests.helpers import SMOKE_PROJECT, make_project
 
 RUNTIME = {"tao": "7.3.0", "torch": "2.5.0", "compat": "abc"}
+BASE = Layout("results", "base")
 
 
 def specs(tmp_path: Path, text: str) -> dict[str, dict]:
@@ -29,7 +30,7 @@ def specs(tmp_path: Path, text: str) -> dict[str, dict]:
     return {a: s.data for a, s in compile_project(lp)["base"].specs.items()}
 
 
-def key_of(spec: dict, lay: Layout = Layout("results", "base"), action: str = "train",
+def key_of(spec: dict, lay: Layout = BASE, action: str = "train",
            runtime=RUNTIME, root: Path = Path("/nowhere")) -> JobKey:
     return job_key(ACTIONS[action], spec, lay, root=root, results=lay.results, sources=[],
                    consumed=[], runtime=runtime)
