@@ -86,6 +86,22 @@ class Runner(Protocol):
         ...
 
 
+def image_file_identity(image: Path) -> dict[str, str] | None:
+    """A converted image's cache identity (apptainer .sif, enroot .sqsh): the sha256 of its
+    bytes, hashed once and remembered beside it (taomake.digests); None when it is missing."""
+    from taomake.compiler.layout import RECORDS_DIR
+
+    from ..digests import artifact_sha256
+
+    if not image.is_file():
+        return None
+    try:
+        (image.parent / RECORDS_DIR).mkdir(exist_ok=True)
+    except OSError:
+        pass  # a read-only image folder: hashed each time
+    return {"image_file": artifact_sha256(image)}
+
+
 def held_by_tree(lease: Lease | None) -> dict[str, Any]:
     """`run_tree` arguments that make TAO's process tree hold the job's lease (and put its
     process group in the lease's record)."""

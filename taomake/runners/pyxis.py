@@ -24,7 +24,7 @@ from taomake.compiler.layout import image_file
 from taomake.errors import RunError
 
 from ..process import run_tree
-from . import NothingToReclaim, TaoJob, held_by_tree
+from . import NothingToReclaim, TaoJob, held_by_tree, image_file_identity
 from .apptainer import host_env
 from .container_env import container_env, make_env_dirs
 from .multinode import RANK_FROM_PROCID, shared_env, srun_prefix, step_cpus
@@ -137,20 +137,7 @@ class PyxisRunner(NothingToReclaim):
         return {"runner": self.name, "image": job.image, "digest": None}
 
     def cache_runtime(self, job: TaoJob) -> dict[str, str] | None:
-        """The sha256 of the converted image file (its bytes are what runs), hashed once
-        and remembered beside it (taomake.digests)."""
-        from taomake.compiler.layout import RECORDS_DIR
-
-        from ..digests import artifact_sha256
-
-        image = Path(self.image(job))
-        if not image.is_file():
-            return None
-        try:
-            (image.parent / RECORDS_DIR).mkdir(exist_ok=True)
-        except OSError:
-            pass  # a read-only image folder: hashed each time
-        return {"image_file": artifact_sha256(image)}
+        return image_file_identity(Path(self.image(job)))
 
     def run(self, job: TaoJob, log: IO[bytes], on_tick: Callable[[], None] | None = None,
             lease: Lease | None = None) -> int:

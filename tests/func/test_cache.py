@@ -38,6 +38,13 @@ def cached_project(folder: Path, venv: Path, cache: Path, mode: str = "read-writ
     return make_project(folder, text)
 
 
+def clone(tmp_path: Path, venv: Path, cache: Path, mode: str = "read-write",
+          name: str = "second") -> Path:
+    """Another clone of the project, in its own folder, on the same cache."""
+    cached_project(tmp_path / name, venv, cache, mode)
+    return tmp_path / name
+
+
 def taomake(folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "taomake.cli", *args], cwd=folder,
                           capture_output=True, text=True)
@@ -95,8 +102,7 @@ def test_second_clone_fetches_everything_and_runs_no_tao(published, tmp_path):
 
 def test_an_inference_edit_runs_and_publishes_inference_only(published, tmp_path):
     first, cache, venv = published
-    second = tmp_path / "second"
-    cached_project(second, venv, cache)
+    second = clone(tmp_path, venv, cache)
     snakemake(second)
     calls(second)
     edit(second, "conf_threshold: 0.1", "conf_threshold: 0.2")
@@ -115,8 +121,7 @@ def test_an_inference_edit_runs_and_publishes_inference_only(published, tmp_path
 def test_a_changed_tao_version_misses_and_explain_names_it(published, tmp_path):
     first, cache, _ = published
     other = fake_venv(tmp_path / "venv", tao="7.4.0")
-    second = tmp_path / "second"
-    cached_project(second, other, cache, mode="read-only")
+    second = clone(tmp_path, other, cache, "read-only")
     out = snakemake(second)
     assert tao_actions(second) == ["evaluate", "export", "inference", "train"]
     assert "cache miss" in out.stderr and "runtime (tao)" in out.stderr, out.stderr[-3000:]
@@ -126,8 +131,7 @@ def test_a_changed_tao_version_misses_and_explain_names_it(published, tmp_path):
 
 def test_a_changed_data_file_misses_train_and_names_it(published, tmp_path):
     first, cache, venv = published
-    second = tmp_path / "second"
-    cached_project(second, venv, cache, mode="read-only")
+    second = clone(tmp_path, venv, cache, "read-only")
     (second / "data").unlink()
     shutil.copytree(Path(os.readlink(first / "data")), second / "data")
     ann = second / "data/shapes/train/annotations.json"
@@ -143,8 +147,7 @@ def test_a_changed_data_file_misses_train_and_names_it(published, tmp_path):
 
 def test_a_changed_spec_misses_and_names_the_key_and_line(published, tmp_path):
     first, cache, venv = published
-    second = tmp_path / "second"
-    cached_project(second, venv, cache, mode="read-only")
+    second = clone(tmp_path, venv, cache, "read-only")
     edit(second, "  lr: 0.0002", "  lr: 0.0003")
     snakemake(second)
     why = taomake(second, "explain", "results/base/train/curve.csv").stdout
@@ -154,8 +157,7 @@ def test_a_changed_spec_misses_and_names_the_key_and_line(published, tmp_path):
 def test_read_only_writes_nothing(published, tmp_path):
     first, cache, venv = published
     before = listing(cache)
-    second = tmp_path / "second"
-    cached_project(second, venv, cache, mode="read-only")
+    second = clone(tmp_path, venv, cache, "read-only")
     edit(second, "  epochs: 2", "  epochs: 3")  # a miss: trains, and may not publish
     out = snakemake(second)
     assert "train" in tao_actions(second)
@@ -171,8 +173,7 @@ def test_a_tampered_blob_is_refused_and_the_job_runs(published, tmp_path):
     sha = json.loads(manifest.read_text())["files"]["export/model.onnx"]["sha256"]
     blob = copy / "v1/blobs" / sha[:2] / sha
     blob.write_bytes(blob.read_bytes() + b"tampered")
-    second = tmp_path / "second"
-    cached_project(second, venv, copy, mode="read-only")
+    second = clone(tmp_path, venv, copy, "read-only")
     out = snakemake(second)
     assert tao_actions(second) == ["export"], out.stderr[-3000:]
     assert "cache entry refused" in out.stderr and sha[:12] in out.stderr
@@ -186,8 +187,7 @@ def test_an_interrupted_publish_is_a_miss(published, tmp_path):
     shutil.copytree(cache, copy)
     for manifest in (copy / "v1/manifests/train").glob("*.json"):
         manifest.unlink()
-    second = tmp_path / "second"
-    cached_project(second, venv, copy, mode="read-only")
+    second = clone(tmp_path, venv, copy, "read-only")
     snakemake(second)
     assert tao_actions(second) == ["evaluate", "export", "inference", "train"]
 

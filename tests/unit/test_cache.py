@@ -215,3 +215,15 @@ def test_nearest_names_what_differs(built, tmp_path):
     near = nearest(store, key_of({"export": {"opset_version": 17}}, action="export",
                                  runtime={**RUNTIME, "tao": "8"}))
     assert near.differs == {"runtime": ["tao"]}
+
+
+def test_a_converted_image_is_keyed_by_its_bytes(tmp_path):
+    from taomake.runners import image_file_identity
+
+    sif = tmp_path / "images" / "tao.sif"
+    assert image_file_identity(sif) is None
+    sif.parent.mkdir()
+    sif.write_bytes(b"image one")
+    one = image_file_identity(sif)
+    sif.write_bytes(b"image two")
+    assert image_file_identity(sif) != one and set(one) == {"image_file"}
