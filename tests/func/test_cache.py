@@ -238,3 +238,16 @@ def test_cache_ls_and_gc(published, tmp_path):
             if "sha256" in entry:
                 assert (copy / "v1/blobs" / entry["sha256"][:2] / entry["sha256"]).exists()
     assert len(kept) == entries - 1
+
+
+def test_a_changed_upstream_artifact_misses_downstream(published, tmp_path):
+    """Another checkpoint selected (no retraining: train is a hit) changes model.pth: what
+    reads it misses, and explain names the artifact."""
+    first, cache, venv = published
+    second = clone(tmp_path, venv, cache, "read-only")
+    edit(second, "  use_checkpoint: best", "  use_checkpoint: last")  # fake: best is 0
+    out = snakemake(second)
+    assert tao_actions(second) == ["evaluate", "export", "inference"], out.stderr[-3000:]
+    why = taomake(second, "explain", "results/base/evaluate/metrics.json").stdout
+    assert "train (base): from cache" in why, why
+    assert "upstream (@experiment/train/model.pth)" in why, why

@@ -208,3 +208,23 @@ def test_a_wrong_prefix_is_refused_with_the_fix(tmp_path):
     assert out.returncode != 0
     assert 'declare `prefix: "detector"` in the module' in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_the_team_cache_serves_a_second_paper(tmp_path):
+    """taomake as a module with a team cache: a second paper's build fetches every TAO job
+    the first one published and runs none."""
+    from tests.func.test_cache import cached_project, fake_venv
+
+    venv, cache = fake_venv(tmp_path / "venv"), tmp_path / "cache"
+    papers = []
+    for name in ("first", "second"):
+        folder = write_paper(tmp_path / name / "paper")
+        cached_project(folder / "detector", venv, cache)
+        snakemake(folder)
+        papers.append(folder)
+    first, second = papers
+    assert set(calls(first)) == {"train", "evaluate", "export", "inference"}
+    assert calls(second) == []
+    assert (second / "figures/map.png").is_file()
+    assert (second / "detector/results/base/export/model.onnx").read_bytes() == \
+        (first / "detector/results/base/export/model.onnx").read_bytes()
