@@ -21,7 +21,7 @@ from ruamel.yaml.resolver import Resolver
 from .actions import ACTIONS
 from .context import CompileContext
 from .errors import Problem, ProjectError
-from .facts import dataset_sources, num_classes, source_action
+from .facts import dataset_sources, num_classes, source_action, tao_label, tao_labels
 from .keymap import locate, override_scope
 from .layout import DataSource, Layout, is_archive
 from .load import Experiment, LoadedProject
@@ -76,15 +76,15 @@ def classmap_lines(classes: dict[int, str], *, deploy: bool) -> list[str]:
     """Line k names label k (PyTorch); deploy reads line k as label k-1 (docs/tao-notes.md §5).
 
     Gaps in the ids get unique placeholders because deploy turns names into dict keys."""
-    labels = range(-1 if deploy else 0, max(classes) + 1)
-    return [classes.get(i, f"__label_{i}__") for i in labels]
+    labels, names = range(-1 if deploy else 0, max(classes) + 1), tao_labels(classes)
+    return [names.get(i, f"__label_{i}__") for i in labels]
 
 
 def color_map(classes: dict[int, str], colors: dict[str, str] | None) -> dict[str, str]:
-    """A box color per class name: yours where `inference.colors` names one, else picked by
-    the class *id* (reordering or renaming classes leaves every other color, and so the
-    inference spec, as it was)."""
-    return {name: (colors or {}).get(name, PALETTE[cid % len(PALETTE)])
+    """A box color per class label: yours where `inference.colors` names the class, else
+    picked by the class *id* (reordering or renaming classes leaves every other color, and so
+    the inference spec, as it was)."""
+    return {tao_label(name): (colors or {}).get(name, PALETTE[cid % len(PALETTE)])
             for cid, name in sorted(classes.items())}
 
 

@@ -3,6 +3,8 @@ definition each, so the spec, the SLURM request and the job never disagree."""
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 from .actions import ACTIONS, TRAININGS
@@ -68,6 +70,23 @@ def splits(dataset, roles: tuple[str, ...] = SPLIT_ROLES) -> list[Split]:
     if "test" in roles and dataset.test:
         out.append(Split("test", "test", dataset.test))
     return out
+
+
+# What a class is called inside TAO: its KITTI label files are space-separated (`<name> 0.00 0
+# ...`) and DeepStream's labels file is one name per line, so a name carries letters, digits,
+# `_ - .` only.  A name with anything else ("traffic light", COCO's own) gets a label with `_`
+# for each run of other characters; the name itself stays for reports, plots and tables.
+_NOT_IN_LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def tao_label(name: str) -> str:
+    """The TAO-safe label of a class name ("traffic light" -> "traffic_light")."""
+    return _NOT_IN_LABEL.sub("_", name.strip()).strip("_") or "class"
+
+
+def tao_labels(classes: dict[int, str]) -> dict[int, str]:
+    """Class id -> the label TAO writes and reads for it."""
+    return {cid: tao_label(name) for cid, name in classes.items()}
 
 
 def num_classes(dataset) -> int:

@@ -150,7 +150,9 @@ def entry_location(lp, experiment: str, tao_path: str) -> Location | None:
     if section is None:
         return None
     exp = lp.experiments[experiment]
-    ids = [i for i, n in exp.project.dataset.classes.items() if n == name]
+    from .facts import tao_label
+
+    ids = [i for i, n in exp.project.dataset.classes.items() if tao_label(n) == name]
     key = (*key_path(section), ids[0]) if ids else key_path(section)
     return exp.smap.locate(key, key=".".join(map(str, key)))
 

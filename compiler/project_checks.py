@@ -11,7 +11,7 @@ from typing import Any
 from .coco import compare_classes, read_coco_summary
 from .context import CompileContext
 from .errors import DataError
-from .facts import input_paths, min_train_images, num_classes, splits
+from .facts import input_paths, min_train_images, num_classes, splits, tao_label
 from .keymap import at as _at
 from .keymap import err as _err
 from .keymap import warn as _warn
@@ -42,17 +42,15 @@ def check_class_ids(ctx: CompileContext) -> None:
         if not name.strip():
             _err(ctx, where, f"class {cid} has an empty name", "give every class a name",
                  "class_ids")
-        elif any(c.isspace() for c in name):
-            # TAO writes KITTI label lines "<name> 0.00 0 ...": a space splits the name into
-            # two fields, so every downstream reader (and summary.json counts) gets it wrong
-            _err(ctx, where, f"class {cid} name {name!r} contains whitespace, which breaks "
-                 "TAO's KITTI label files (the name is the first space-separated field)",
-                 f"use {'_'.join(name.split())!r} (underscores or hyphens instead of spaces)",
-                 "class_ids")
-        if name in seen:
-            _err(ctx, where, f"class name {name!r} is used by ids {seen[name]} and {cid}",
-                 "class names must be unique (inference maps names to labels)", "class_ids")
-        seen.setdefault(name, cid)
+        label = tao_label(name)  # what TAO writes: "traffic light" -> traffic_light
+        if label in seen:
+            other = classes[seen[label]]
+            _err(ctx, where, f"class name {name!r} (id {cid}) is used by id {seen[label]}"
+                 if other == name else f"classes {other!r} (id {seen[label]}) and {name!r} "
+                 f"(id {cid}) both become TAO label {label!r}",
+                 "class names must be unique, also once spaces and punctuation become `_` "
+                 "(inference maps labels back to classes)", "class_ids")
+        seen.setdefault(label, cid)
 
 
 def check_hardware(ctx: CompileContext) -> None:

@@ -108,10 +108,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     from .init import init_project
     from .workflow import write_project_files
 
-    out = init_project(Path(args.annotations), Path(args.images) if args.images else None,
-                       Path(args.output), force=args.force)
+    done = init_project(Path(args.annotations), Path(args.images) if args.images else None,
+                        Path(args.output), force=args.force, preset=args.preset,
+                        val_fraction=args.val_fraction, budget_minutes=args.budget_minutes)
+    out = done.path
     extra = [] if args.no_snakefile else write_project_files(out, force=args.force)
     print(f"wrote {out}" + "".join(f", {p}" for p in extra))
+    print(f"preset {done.preset}: {done.why_preset}")
+    for note in done.notes:
+        print(f"  {note}")
     folder = out.resolve().parent
     where = "" if folder == Path.cwd().resolve() else f"cd {os.path.relpath(folder)} && "
     if (folder / "Snakefile").is_file():
@@ -401,6 +406,15 @@ def _tool_commands(add: Adder) -> None:
     p.add_argument("images", nargs="?", help="image folder (default: images/ beside it)")
     p.add_argument("-o", "--output", default=DEFAULT_PROJECT, help="default: %(default)s")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--preset", choices=["cpu", "gpu"], help="cpu: a tiny model that learns "
+                   "on a CPU within --budget-minutes; gpu: TAO's recipe on docker (default: "
+                   "gpu when this machine has an NVIDIA GPU and docker, else cpu)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="without a validation "
+                   "split beside the training one: this share of the training images, by a "
+                   "hash of their id (default: %(default)s)")
+    p.add_argument("--budget-minutes", type=float, default=20, help="cpu preset: the "
+                   "training's time on this machine, which sets the epochs (default: "
+                   "%(default)s)")
     p.add_argument("--no-snakefile", action="store_true",
                    help="write project.yaml only (no Snakefile, no profiles/)")
     p = add("snakefile", cmd_snakefile, "print the installed workflow's Snakefile (for "

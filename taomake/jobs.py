@@ -216,8 +216,8 @@ def _run_until_judged(run: JobRun, log, log_path: Path, lease: Lease,
                    + (f", retry {attempt} of {retries}" if attempt else ""))
         started, started_wall = time.monotonic(), time.time()
         progress = Progress(status, before, run.label,
-                            run.spec.data.get("train", {}).get("num_epochs")) \
-            if action.trains else None
+                            run.spec.data.get("train", {}).get("num_epochs"),
+                            downstream(run)) if action.trains else None
         try:
             rc = run.runner.run(run.job, log, on_tick=progress, lease=lease)
         except Interrupted as exc:
@@ -243,6 +243,20 @@ def _run_until_judged(run: JobRun, log, log_path: Path, lease: Lease,
                        "from the saved checkpoints where there are any")
             continue
         raise _failed(run, log, log_path, failure, problems, records, elapsed, retries)
+
+
+def downstream(run: JobRun):
+    """The experiment's TAO jobs after this training, and the images they and an epoch read
+    (for the whole build's ETA: taomake.progress)."""
+    from taomake.compiler.layout import dataset_paths
+
+    from .progress import Downstream, count_images
+
+    after = [a for a in run.compiled.specs if ACTIONS[a].reads]
+    images = sum(count_images(dataset_paths(run.compiled.specs[a].data), run.root)
+                 for a in after if ACTIONS[a].flavor == "pytorch")
+    epoch = count_images(dataset_paths(run.spec.data), run.root)
+    return Downstream(len(after), images, epoch)
 
 
 def _failed(run: JobRun, log, log_path: Path, failure, problems: list[str],

@@ -160,6 +160,14 @@ def print_status(project: Path) -> None:
     shown = [str(p.relative_to(plan.root)) for p in sorted(report.glob(Shared.PLOTS_GLOB))]
     if shown:
         print("\nplots: " + ", ".join(shown))
+    from .advice import advice
+
+    todo = advice(plan, sum(1 for r in rows if r.state != "up to date"))
+    if todo:
+        print("\nnext:")
+        for a in todo:
+            print(f"  {a.experiment + ': ' if a.experiment and len(plan.experiments) > 1 else ''}"
+                  f"{a.text}")
 
 
 # --------------------------------------------------------------------------- explain

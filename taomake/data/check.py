@@ -23,6 +23,8 @@ from taomake.compiler.facts import (
     splits,
 )
 
+from .summary import SplitSummary, findings, summarize_split
+
 
 @dataclass
 class SplitCheck:
@@ -37,10 +39,13 @@ class DatasetCheck:
     splits: list[SplitCheck] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # experiment-level
     classes: dict[int, str] = field(default_factory=dict)
+    summaries: list[SplitSummary] = field(default_factory=list)  # what TAO will see
+    train_size: tuple[int, int] = (640, 640)
 
     @property
     def ok(self) -> bool:
-        return not self.errors and all(s.report.ok for s in self.splits)
+        return not self.errors and all(s.report.ok for s in self.splits) and not any(
+            x.errors for x in self.summaries)
 
     def table(self) -> str:
         """Counts per class and split: annotations (images)."""
@@ -60,15 +65,21 @@ class DatasetCheck:
     def render(self) -> str:
         parts = [f"experiment {self.experiment}: annotations (images) per class and split"]
         parts.append(self.table())
+        for summary in self.summaries:
+            parts += summary.lines(self.classes, self.train_size)
         for s in self.splits:
             findings = s.report.render()
             body = "\n".join(line for line in findings.splitlines()
                              if line.startswith(("error", "warning")))
             if body:
                 parts.append(body)
-        parts += [f"error: {e}" for e in self.errors]
-        n_err = len(self.errors) + sum(len(s.report.errors) for s in self.splits)
-        n_warn = sum(len(s.report.warnings) for s in self.splits)
+        parts += [f"warning: {w}" for x in self.summaries for w in x.warnings]
+        parts += [f"error: {e}" for e in self.errors + [e for x in self.summaries
+                                                          for e in x.errors]]
+        n_err = len(self.errors) + sum(len(s.report.errors) for s in self.splits) + sum(
+            len(x.errors) for x in self.summaries)
+        n_warn = sum(len(s.report.warnings) for s in self.splits) + sum(
+            len(x.warnings) for x in self.summaries)
         parts.append(f"{'ok' if self.ok else 'FAILED'}: {n_err} errors, {n_warn} warnings")
         return "\n".join(parts)
 
@@ -85,7 +96,11 @@ class DatasetCheck:
                                      s.report.images_per_category.items()},
                 "errors": [str(f) for f in s.report.errors],
                 "warnings": [str(f) for f in s.report.warnings],
-            } for s in self.splits]}
+            } for s in self.splits],
+            "summary": [{"split": x.name, "images": x.images, "modes": dict(x.modes),
+                         "formats": dict(x.formats), "without_boxes": x.empty,
+                         "box_px_p5_p50_p95": x.percentiles(), "warnings": x.warnings,
+                         "errors": x.errors} for x in self.summaries]}
 
 
 ROLES = SPLIT_ROLES
@@ -99,7 +114,8 @@ def check_dataset(project: Any, experiment: str, root: Path, base: Any = None, *
     re-checks (and re-evaluates) without retraining."""
     ds = project.dataset
     classes = dict(ds.classes)
-    result = DatasetCheck(experiment, classes=classes)
+    result = DatasetCheck(experiment, classes=classes,
+                          train_size=tuple(ds.augmentation.train_size))
     sources = dataset_sources(project, base)
     for s in splits(ds, roles):
         name, split = s.name, s.source
@@ -114,6 +130,11 @@ def check_dataset(project: Any, experiment: str, root: Path, base: Any = None, *
         report = check_coco(ann_path, img_path, num_classes=num_classes(ds), declared=classes,
                             open_images=open_images, decoder=decoder, name=split.annotations)
         result.splits.append(SplitCheck(name, split.annotations, report))
+        if report.summary is not None:  # the file parsed: what TAO will see of it
+            summary = summarize_split(name, ann_path, img_path, result.train_size,
+                                      open_images=open_images)
+            findings(summary, classes, result.train_size, training=s.role == "train")
+            result.summaries.append(summary)
     if "train" not in roles:
         return result
     need = min_train_images(project)
