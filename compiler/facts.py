@@ -4,7 +4,6 @@ definition each, so the spec, the SLURM request and the job never disagree."""
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 
 from .actions import ACTIONS, TRAININGS

@@ -5,6 +5,7 @@ there), with the TAO test double (tests/fake_tao) as the runner's venv."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -83,16 +84,17 @@ def built(installed, tmp_path_factory):
     run([taomake, "sample-data", "data", "--train", "32", "--val", "8", "--test", "8",
          "--infer", "4"], cwd=work)
     out = run([taomake, "init", "data/train/annotations.json", "data/train/images", "-o",
-               "proj/project.yaml"], cwd=work)
+               "proj/project.yaml", "--preset", "cpu"], cwd=work)
     assert "cd proj && snakemake --cores all" in out, out
+    assert "validation split: " in out and "test split: " in out, out  # data/val, data/test
     proj = work / "proj"
     assert (proj / "Snakefile").is_file() and (proj / "profiles/slurm/config.yaml").is_file()
-    # CPU, the fake TAO, a tiny model (init writes a GPU/docker starter)
+    # the fake TAO, 2 epochs (init's CPU project runs the real TAO for its time budget)
     text = (proj / "project.yaml").read_text()
-    text = text.replace("gpus_per_node: 1 ", "gpus_per_node: 0 ").replace(
-        "    kind: docker", f"    kind: local\n    local: {{venv: {FAKE_VENV}}}")
-    text = text.replace("train:\n  epochs: 72", "train:\n  epochs: 2\nexport:\n  parity: false")
-    (proj / "project.yaml").write_text(text)
+    text = text.replace("    kind: local", f"    kind: local\n    local: {{venv: {FAKE_VENV}}}")
+    text = re.sub(r"\n  epochs: \d+ ", "\n  epochs: 2 ", text)
+    text = re.sub(r"\n    steps: \[\d+\]", "\n    steps: [1]", text)
+    (proj / "project.yaml").write_text(text + "\nexport:\n  parity: false\n")
     env = {**os.environ, "PATH": f"{installed}{os.pathsep}{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)
     run([taomake, "validate"], cwd=proj, env=env)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from taomake.advice import advice
 from taomake.compiler.plan import load_plan
 
+from taomake.advice import advice
 from tests.helpers import make_project
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from taomake.cli import main as cli
 from taomake.data.summary import findings, summarize_split
-
 from tests.datagen import write_dataset, write_split
 
 CLASSES = {2: "round ball", 5: "square box", 9: "plus sign"}

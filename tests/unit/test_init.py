@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from taomake.cli import main as cli
 from taomake.compiler import compile_project, load_project
 from taomake.compiler.facts import tao_label
+
+from taomake.cli import main as cli
 from taomake.init import init_project
 from taomake.init.preset import DataShape, cpu_epochs, input_size
-
 from tests.datagen import CATEGORIES, write_dataset, write_split
 
 COCO_80 = [

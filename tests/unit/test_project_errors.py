@@ -87,8 +87,10 @@ CASES = [
     Case("quantize with modelopt.onnx", [("  opset: 17", "  opset: 17\nquantize:\n"
                                          "  backend: modelopt.onnx\n  algorithm: max\n")],
          "backend: modelopt.onnx", "quantize.backend", "not wired up yet"),
-    Case("class name with a space", [("    3: triangle", "    3: red triangle")],
-         "3: red triangle", "dataset.classes.3", "breaks TAO's KITTI label files"),
+    # a space is fine ("red triangle" reaches TAO as red_triangle); two names with one label
+    # are not
+    Case("class names with one TAO label", [("    3: triangle", "    3: circle!")],
+         "3: circle!", "dataset.classes.3", "both become TAO label 'circle'"),
     Case("name missing", [("name: shapes-demo\n", "")], "# The tests' smoke project", "name",
          "required"),
     Case("bad project name", [("name: shapes-demo", "name: shapes demo!")], "name: shapes",
