@@ -113,6 +113,9 @@ class ExperimentPlan:
     parity: bool = True
     parity_tolerance: float = 0.02
     checks: dict[str, str] = field(default_factory=dict)  # split role -> dataset check key
+    # class id (as text: JSON) -> the project's name; TAO reads a label made from it
+    # (compiler.facts.tao_label), reports and plots show the name
+    class_names: dict[str, str] = field(default_factory=dict)
     # apptainer/pyxis runners: flavor (pytorch, deploy) -> [converted image file, image ref]
     images: dict[str, list[str]] = field(default_factory=dict)
     settings: str = ""  # what its jobs run with: a key of BuildPlan.settings
@@ -154,6 +157,10 @@ class ExperimentPlan:
                 else:
                     built[name] = paths
         return built
+
+    def names(self) -> dict[int, str]:
+        """Class id -> the project's class name (what reports and plots show)."""
+        return {int(k): v for k, v in self.class_names.items()}
 
     def consumed(self, action: str) -> list[str]:
         """The built model an action starts from (ACTIONS `reads`), as paths."""
@@ -349,7 +356,8 @@ def plan_from(lp, compiled, reused: BuildPlan | None = None,
             halving=bool(lp.experiments[name].trial is not None and lp.sweeps[
                 lp.experiments[name].group].rungs),
             parity_tolerance=p.export.parity_tolerance,
-            checks=check_keys(p, lp.base), images=converted_images(p), settings=settings_key)
+            checks=check_keys(p, lp.base), images=converted_images(p), settings=settings_key,
+            class_names={str(k): v for k, v in p.dataset.classes.items()})
     seen: dict[DataSource, None] = {}  # in order, once each (a thousand trials share them)
     for exp in lp.experiments.values():
         seen.update(dict.fromkeys(dataset_sources(exp.project, lp.base).values()))

@@ -127,10 +127,11 @@ def upload_files(w):
 
 def report_inputs():
     """What the report reads (training, evaluation, export, engines; not inference, so new
-    detections never redraw it) and each sweep's winner."""
+    detections never redraw it), each sweep's winner and the data checks' summaries."""
     out = [path for e in EXPS.values() for action, paths in e.artifacts().items()
            if action in REPORTED for path in paths]
-    return out + [winner(name) for name in SWEEPS]
+    checks = {SH.data_check(key) for e in EXPS.values() for key in e.checks.values()}
+    return out + [winner(name) for name in SWEEPS] + sorted(checks)
 
 
 def winner(sweep):

@@ -163,7 +163,8 @@ def run_detections(root: Path, exp) -> dict[str, Any]:
     name_to_id = read_classmap(root / inf["dataset"]["infer_data_sources"]["classmap"])
     doc = json.loads(annotations.read_text())
     declared = {c["id"] for c in doc["categories"]}
-    names = {i: n for n, i in name_to_id.items() if i in declared}
+    shown = exp.names()  # the project's names; the class map holds TAO's labels
+    names = {i: shown.get(i, n) for n, i in name_to_id.items() if i in declared}
     table: dict[str, Any] = {"experiment": exp.name, "annotations": ev["json_file"],
                              "classes": {}, "pytorch": None, "onnx": None, "notes": [],
                              "grid": exp.layout.test_grid}

@@ -142,13 +142,16 @@ def check_parity(onnx: Path, annotations: Path, image_dir: Path, metrics: Path, 
 
 
 def _class_names(root: Path, exp) -> dict[int, str] | None:
-    """id -> the project's class name, from the compiled class map (None: no inference)."""
+    """id -> the project's class name, for the classes of the compiled class map (None: no
+    inference)."""
     if "inference" not in exp.specs:
         return None
     from .detections import read_classmap
 
     path = root / exp.specs["inference"].data["dataset"]["infer_data_sources"]["classmap"]
-    return {i: n for n, i in read_classmap(path).items()} if path.is_file() else None
+    shown = exp.names()
+    return {i: shown.get(i, n) for n, i in read_classmap(path).items()} if path.is_file() \
+        else None
 
 
 def run_parity(root: Path, exp, out: Path, onnx: Path | None = None,

@@ -170,6 +170,23 @@ def markdown(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def data_markdown(plan: BuildPlan) -> str:
+    """What the data looked like to TAO (the data checks' summaries), one row per split."""
+    root, shared = Path(plan.root), Shared(plan.results)
+    rows = []
+    for key in dict.fromkeys(k for e in plan.experiments.values() for k in e.checks.values()):
+        for s in (_json(root / shared.data_check(key)) or {}).get("summary", []):
+            px = s.get("box_px_p5_p50_p95")
+            rows.append(f"| {s['split']} | {s['images']} | {s.get('boxes', '–')} | "
+                        f"{s.get('without_boxes', '–')} | "
+                        + (", ".join(f"{m} {n}" for m, n in s.get("modes", {}).items()) or "–")
+                        + " | " + ("/".join(f"{v:.0f}" for v in px) if px else "–") + " |")
+    if not rows:
+        return ""
+    return ("\n| split | images | boxes | without boxes | modes | box px at train_size "
+            "(p5/p50/p95) |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def latex(summary: list[dict[str, Any]], project: str) -> str:
     def esc(s: str) -> str:
         return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%") \
@@ -335,7 +352,7 @@ def write_report(plan: BuildPlan,
         flat.append(f)
     atomic_write(files[shared.report_summary_csv], _csv(flat, ["experiment", "runs"] + [
         f"{k}_{s}" for k in keys for s in ("mean", "std")]))
-    atomic_write(files[shared.report_summary], markdown(summary))
+    atomic_write(files[shared.report_summary], markdown(summary) + data_markdown(plan))
     atomic_write(files[shared.report_latex], latex(summary, plan.name or "project"))
     plot_curves(runs, files[shared.report_curves])
     plot_accuracy_latency(summary, files[shared.report_accuracy_latency])

@@ -5,7 +5,8 @@ the way people lay out COCO data.
     write_dataset(root, layout="roboflow" | "folders" | "instances" | "train-only", ...)
 
 Objects are large plain shapes (a disk, a square, a plus) on a lightly textured background,
-so a tiny model learns them on a CPU within minutes (tests/func/test_own_data.py).
+so a tiny model learns them on a CPU within minutes (tests/func/test_own_data.py).  Besides
+grayscale and RGB, a split has CMYK JPEGs, RGBA and palette PNGs: TAO converts each to RGB.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 CATEGORIES = {2: "round ball", 5: "square box", 9: "plus sign"}  # gaps, spaces
-SIZES = [(176, 128), (160, 120), (208, 160), (144, 112)]  # (width, height), none square
+SIZES = [(144, 112), (128, 96), (160, 128), (112, 96)]  # (width, height), none square
 
 
 def _draw(draw: ImageDraw.ImageDraw, cid: int, box: tuple[int, int, int, int], ink) -> None:
@@ -62,10 +63,28 @@ def _image(rng: random.Random, image_id: int, size: tuple[int, int], gray: bool,
     return (img.convert("L") if gray else img), anns
 
 
+def _save(img: Image.Image, path: Path, i: int, mixed_modes: bool) -> Path:
+    """Half PNG, half JPEG; with `mixed_modes` also CMYK JPEGs, RGBA and palette PNGs."""
+    if mixed_modes and i % 8 == 3:
+        path = path.with_suffix(".jpg")
+        img.convert("CMYK").save(path, quality=92)
+    elif mixed_modes and i % 8 == 5:
+        path = path.with_suffix(".png")
+        img.convert("RGBA").save(path)
+    elif mixed_modes and i % 8 == 7:
+        path = path.with_suffix(".png")
+        img.convert("P").save(path)
+    elif path.suffix == ".jpg":
+        img.save(path, quality=92)
+    else:
+        img.save(path)
+    return path
+
+
 def write_split(folder: Path, ann_path: Path, n: int, seed: int, *, first_id: int = 1,
-                categories: dict[int, str] = CATEGORIES) -> Path:
+                categories: dict[int, str] = CATEGORIES, mixed_modes: bool = False) -> Path:
     """`n` images in `folder`, their COCO file at `ann_path`; ids start at `first_id` with
-    gaps of 1-3; a third grayscale, half PNG."""
+    gaps of 1-3; a third grayscale, half PNG (`mixed_modes`: some CMYK, RGBA, palette)."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations, image_id = [], [], first_id
@@ -73,8 +92,8 @@ def write_split(folder: Path, ann_path: Path, n: int, seed: int, *, first_id: in
         size = SIZES[i % len(SIZES)]
         img, anns = _image(rng, image_id, size, gray=i % 3 == 0,
                            counts=dict.fromkeys(categories))
-        name = f"img_{image_id:05d}.{'png' if i % 2 else 'jpg'}"
-        img.save(folder / name, quality=92) if name.endswith("jpg") else img.save(folder / name)
+        name = _save(img, folder / f"img_{image_id:05d}.{'png' if i % 2 else 'jpg'}", i,
+                     mixed_modes).name
         images.append({"id": image_id, "file_name": name, "width": size[0],
                        "height": size[1]})
         annotations += anns
@@ -106,7 +125,7 @@ def write_dataset(root: Path, layout: str = "roboflow", counts: dict[str, int] |
     out = {}
     for i, (split, (ann, images)) in enumerate(LAYOUTS[layout].items()):
         out[split] = write_split(root / images, root / ann, counts[split], seed=i,
-                                 first_id=1 + 1000 * i)
+                                 first_id=1 + 1000 * i, mixed_modes=True)
     return out
 
 

@@ -97,7 +97,8 @@ class DatasetCheck:
                 "errors": [str(f) for f in s.report.errors],
                 "warnings": [str(f) for f in s.report.warnings],
             } for s in self.splits],
-            "summary": [{"split": x.name, "images": x.images, "modes": dict(x.modes),
+            "summary": [{"split": x.name, "images": x.images, "boxes": sum(x.boxes.values()),
+                         "modes": dict(x.modes),
                          "formats": dict(x.formats), "without_boxes": x.empty,
                          "box_px_p5_p50_p95": x.percentiles(), "warnings": x.warnings,
                          "errors": x.errors} for x in self.summaries]}

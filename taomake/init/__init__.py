@@ -102,8 +102,9 @@ def render(name: str, classes: dict[int, str], splits: tuple, sections: dict[str
         lines += ["  inference:                   # the test images: detections scored per "
                   "class", f"    images: {_yaml_str(rel(test.images))}"]
     lines += sections["dataset"]
-    for section in ("hardware", "model", "train"):
-        lines += ["", f"{section}:", *sections[section]]
+    for section in ("hardware", "model", "train", "inference"):
+        if section in sections:
+            lines += ["", f"{section}:", *sections[section]]
     return "\n".join(lines) + "\n"
 
 

@@ -128,6 +128,10 @@ def cpu_sections(shape: DataShape, budget_minutes: float) -> dict[str, list[str]
             c("  activation_checkpoint: false", "recomputing activations only saves memory"),
             c("  use_checkpoint: best", "the best val_mAP epoch feeds evaluate/export"),
         ],
+        "inference": [
+            c("  conf_threshold: 0.3", "a short CPU training scores lower: TAO's 0.5 "
+              "would hide many of its detections"),
+        ],
     }
 
 

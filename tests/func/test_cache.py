@@ -165,6 +165,28 @@ def test_read_only_writes_nothing(published, tmp_path):
     assert listing(cache) == before
 
 
+def test_read_only_on_s3_leaves_the_bucket_unchanged(s3_env, s3_bucket, tmp_path):
+    """A reader (CI) on the team's S3 cache with an edit of its own: its job runs and the
+    bucket listing is the same before and after."""
+    from tests.func.test_cache_tao import bucket_listing
+
+    bucket, client = s3_bucket
+    venv = fake_venv(tmp_path / "venv")
+    url = f"s3://{bucket}/team"
+    writer = clone(tmp_path, venv, tmp_path / "unused", name="writer")
+    snakemake(writer, env={**s3_env, "TAOMAKE_CACHE_URL": url})
+    assert len(tao_actions(writer)) == 4
+    before = bucket_listing(client, bucket)
+    assert len([k for k in before if "/manifests/" in k]) == 4
+    reader = clone(tmp_path, venv, tmp_path / "unused", name="reader")
+    edit(reader, "conf_threshold: 0.1", "conf_threshold: 0.3")
+    out = snakemake(reader, env={**s3_env, "TAOMAKE_CACHE_URL": url,
+                                 "TAOMAKE_CACHE_MODE": "read-only"})
+    assert tao_actions(reader) == ["inference"], out.stderr[-3000:]
+    assert out.stderr.count("from cache") == 3
+    assert bucket_listing(client, bucket) == before
+
+
 def test_a_tampered_blob_is_refused_and_the_job_runs(published, tmp_path):
     first, cache, venv = published
     copy = tmp_path / "cache"

@@ -102,7 +102,7 @@ def test_the_cpu_preset_is_sized_from_the_data(tmp_path):
     out, lp = init(tmp_path, files["train"], "--budget-minutes", "5")
     p = lp.base
     assert p.hardware.gpus_per_node == 0 and p.hardware.runner.kind == "local"
-    assert p.dataset.augmentation.train_size == [160, 160]  # median longer side 168 -> 160
+    assert p.dataset.augmentation.train_size == [128, 128]  # median longer side 136 -> 128
     assert p.model.backbone == "resnet_18" and p.train.lr == 0.001
     text = out.read_text()
     for key in ("train_size", "epochs:", "lr:", "backbone:", "num_queries:", "gpus_per_node"):
