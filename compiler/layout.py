@@ -61,6 +61,12 @@ def node_spec_name(stem: str, rank: int | str) -> str:
     return f"{stem}.node{rank}.yaml"
 
 
+def cut_split(role: str) -> str:
+    """A split `taomake init` cut from the training set (train or val), beside project.yaml
+    (the user's own annotations are never rewritten)."""
+    return posixpath.join("splits", f"{role}.json")
+
+
 def provenance_record(folder: str, step: str) -> str:
     """taomake's provenance of what `step` built in `folder` (taomake.provenance)."""
     return posixpath.join(folder, RECORDS_DIR, f"provenance-{step}.json")

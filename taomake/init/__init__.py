@@ -16,12 +16,12 @@ from pathlib import Path
 from taomake.compiler.coco import read_coco_summary
 from taomake.compiler.errors import DataError, UsageError
 from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import cut_split
 
 from .preset import DataShape, Preset, cpu_sections, gpu_sections, machine_preset
 from .splits import SplitFiles, cut_validation, default_images, sibling
 
 DEFAULT_BUDGET_MINUTES = 20
-SPLITS_FOLDER = "splits"  # where a validation split init cuts is written, beside project.yaml
 
 
 @dataclass
@@ -66,12 +66,12 @@ def find_splits(train: SplitFiles, output: Path, val_fraction: float
     if val is not None:
         notes.append(f"validation split: {val.annotations} (beside the training split)")
     else:
-        train, val, n_train, n_val = cut_validation(
-            train, val_fraction, output.resolve().parent / SPLITS_FOLDER)
+        train, val, n_train, n_val = cut_validation(train, val_fraction,
+                                                    output.resolve().parent)
         notes.append(f"no validation split beside {train.annotations.name}: {n_val} of "
                      f"{n_train + n_val} training images set aside for validation "
                      f"(--val-fraction {val_fraction:g}, by a hash of the image id) in "
-                     f"{SPLITS_FOLDER}/; your files are unchanged")
+                     f"{Path(cut_split('val')).parent}/; your files are unchanged")
     notes.append(f"test split: {test.annotations}" if test else
                  "no test split found: evaluate is left out (add dataset.test to score the "
                  "model on data it never saw)")

@@ -24,6 +24,7 @@ from typing import Any
 
 from taomake.compiler.errors import DataError
 from taomake.compiler.files import atomic_write
+from taomake.compiler.layout import cut_split
 
 TRAIN_WORD = re.compile(r"train(?:ing)?", re.IGNORECASE)
 OTHER_WORDS = {"val": ("val", "valid", "validation"), "test": ("test", "testing")}
@@ -91,8 +92,8 @@ def _in_val(image_id: Any, fraction: float) -> bool:
 
 def cut_validation(train: SplitFiles, fraction: float, folder: Path
                    ) -> tuple[SplitFiles, SplitFiles, int, int]:
-    """Write `folder`/train.json and val.json: the training set split by a hash of each image
-    id.  Returns (train, val, images in train, images in val)."""
+    """Write the training set split by a hash of each image id under `folder` (the project's:
+    Layout's cut_split paths).  Returns (train, val, images in train, images in val)."""
     if not 0 < fraction < 1:
         raise DataError(f"--val-fraction {fraction} must be between 0 and 1")
     try:
@@ -114,7 +115,7 @@ def cut_validation(train: SplitFiles, fraction: float, folder: Path
         part["images"] = [im for im in images if keep(im["id"])]
         part["annotations"] = [a for a in doc.get("annotations") or []
                                if keep(a.get("image_id"))]
-        path = folder / f"{name}.json"
+        path = folder / cut_split(name)
         atomic_write(path, json.dumps(part, ensure_ascii=False))
         out.append(SplitFiles(path, train.images, made=True))
     return out[0], out[1], len(images) - len(val_ids), len(val_ids)
