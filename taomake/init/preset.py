@@ -46,10 +46,13 @@ def machine_preset() -> tuple[Preset, str]:
         except (OSError, subprocess.SubprocessError):
             gpus = 0
     docker = shutil.which("docker") is not None and os.path.exists("/var/run/docker.sock")
+    # on a cluster's login node the GPUs are on the nodes: say how to build there
+    slurm = "; SLURM found: build with `snakemake --profile profiles/slurm`" \
+        if shutil.which("sbatch") else ""
     if gpus and docker:
-        return "gpu", f"{gpus} NVIDIA GPU(s) and docker found"
+        return "gpu", f"{gpus} NVIDIA GPU(s) and docker found{slurm}"
     return "cpu", ("no NVIDIA GPU found" if not gpus else "no docker daemon found") + \
-        " (choose with --preset gpu)"
+        f" (choose with --preset gpu){slurm}"
 
 
 COMMENT_COLUMN = 31

@@ -155,3 +155,14 @@ def test_names_with_spaces_reach_the_classmap_as_labels(tmp_path):
     assert lp.base.dataset.classes == CATEGORIES
     compiled = compile_project(lp)["base"]
     assert not compiled.warnings, compiled.warnings
+
+
+def test_the_default_preset_follows_the_machine(tmp_path, monkeypatch):
+    from taomake.init.preset import machine_preset
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert machine_preset()[0] == "cpu"
+    (tmp_path / "sbatch").write_text("#!/bin/sh\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    preset, why = machine_preset()
+    assert preset == "cpu" and "no NVIDIA GPU found" in why and "profiles/slurm" in why
