@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         wall_b = build(b, env)
         na, nb = job_numbers(a), job_numbers(b)
         sent, manifests = republish(a, url)
-    print(f"demo ({args.project}), cache {url} on {env.get('AWS_ENDPOINT_URL_S3')}")
+    shown = args.project.resolve()
+    shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
+    print(f"demo ({shown}), cache {url} on {env.get('AWS_ENDPOINT_URL_S3')}")
     print(f"{'job':10} {'TAO s (A)':>10} {'publish s':>10} {'MB':>9} {'fetch s (B)':>12} "
           f"{'fetch/TAO':>10}")
     for action in TAO_ACTIONS:

@@ -294,14 +294,16 @@ def clear_cache() -> None:
 
 def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = None,
                declared: dict[int, str] | None = None, open_images: bool = True,
-               decoder: Decoder | None = None, name: str | None = None) -> CocoReport:
+               decoder: Decoder | None = None, name: str | None = None,
+               with_doc: Callable[[dict[str, list[Any]]], None] | None = None) -> CocoReport:
     """Check one COCO file (and its images under `image_dir`, if given) against TAO's needs.
 
     `declared` are the project's classes (id -> name), `num_classes` the model's
     `dataset.num_classes`.  Image files are only looked for when `image_dir` is given, and only
     decoded (every pixel, plus a size check) when `open_images` is true, by `decoder`
     (default: one after the other; `taomake data check` passes a parallel, cached one).
-    `name`: what findings call the file (default: its path).
+    `name`: what findings call the file (default: its path).  `with_doc` is given the parsed
+    file's images, annotations and categories (so a caller reads a big file once).
     """
     path = Path(path)
     file = name or str(path)
@@ -328,6 +330,8 @@ def check_coco(path: Path, image_dir: Path | None, *, num_classes: int | None = 
     # Check what is there; a missing list counts as empty so the rest still gets checked.
     norm = {k: doc[k] if isinstance(doc.get(k), list) else [] for k in REQUIRED_LISTS}
     images, annotations = norm["images"], norm["annotations"]
+    if with_doc is not None:
+        with_doc(norm)
     report.summary = _summarize(norm)
     if key is not None and not report.errors:
         _CACHE[key[0]] = (key[1], key[2], report.summary)  # warms read_coco_summary for free

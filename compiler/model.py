@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, Field, field_validator
 
 from .hardware import Hardware, PosInt, Strict, Tao
 from .layout import NAME_RE, SHARED_FOLDERS
-from .urls import refuse_credentials
+from .urls import CACHE_URL, S3_URL, refuse_credentials
 
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
 Size2 = Annotated[list[Annotated[int, Field(ge=32)]], Field(min_length=2, max_length=2)]
@@ -292,7 +292,7 @@ class Storage(Strict):
 class Upload(Strict):
     """Push built artifacts to object storage after they are built, with their checksums."""
 
-    to: PathOrUrl = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+    to: PathOrUrl = Field(pattern=rf"^{S3_URL}$",
                     description="Destination prefix; each experiment goes to <to>/<experiment>/.")
     artifacts: list[Literal["model", "onnx", "engine", "metrics", "report"]] = Field(
         default_factory=lambda: ["model", "onnx", "metrics"], min_length=1,
@@ -307,7 +307,7 @@ class Cache(Strict):
     both keys (TAOMAKE_CACHE_MODE=off turns it off for one build)."""
 
     url: PathOrUrl = Field(
-        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$",
+        pattern=CACHE_URL,
         description="s3://bucket/prefix (reached with `storage` and the standard AWS "
         "credential chain) or file:///shared/folder.")
     mode: Literal["read-write", "read-only", "off"] = Field(

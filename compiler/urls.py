@@ -28,6 +28,11 @@ def redact(text: str) -> str:
     return _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
 
 
+# what project.yaml accepts as an S3 location (a valid bucket name, then any key prefix), and
+# as a build cache's location (compiler.model.Cache, and TAOMAKE_CACHE_URL: taomake.cache)
+S3_URL = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"
+CACHE_URL = rf"^({S3_URL}|file:///.+)$"
+
 CREDENTIALS_ERROR = "url_credentials"  # the pydantic error type (compiler.load gives the fix)
 
 
@@ -43,5 +48,5 @@ def refuse_credentials(url):
     return url
 
 
-__all__ = ["CREDENTIALS_ERROR", "CREDENTIALS_HINT", "MASK", "has_credentials", "redact",
-           "refuse_credentials"]
+__all__ = ["CACHE_URL", "CREDENTIALS_ERROR", "CREDENTIALS_HINT", "MASK", "S3_URL",
+           "has_credentials", "redact", "refuse_credentials"]

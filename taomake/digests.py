@@ -42,11 +42,8 @@ def artifact_sha256(path: Path, *, remember: bool = True) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     sha = sha256_file(path)
-    if remember and (path.parent / RECORDS_DIR).is_dir() and stat_key(path.stat()) == key:
-        try:  # a cache: failing to write it costs a re-hash next time, nothing else
-            atomic_write(record, json.dumps({"key": key, "sha256": sha}) + "\n")
-        except OSError:
-            pass
+    if remember and stat_key(path.stat()) == key:  # not changed while it was read
+        _remember(path, key, sha)
     return sha
 
 
@@ -54,10 +51,14 @@ def remember_sha256(path: Path, sha: str) -> None:
     """Record the digest of a file just checked against it (a fetched cache blob), so the
     next `artifact_sha256` does not read it again."""
     path = Path(path)
+    _remember(path, stat_key(path.stat()), sha)
+
+
+def _remember(path: Path, key: list[int], sha: str) -> None:
+    """Keep `sha` for the file version `key`, in folders taomake keeps records in."""
     if not (path.parent / RECORDS_DIR).is_dir():
         return
-    try:
-        atomic_write(_record(path), json.dumps({"key": stat_key(path.stat()),
-                                                "sha256": sha}) + "\n")
+    try:  # a cache: failing to write it costs a re-hash next time, nothing else
+        atomic_write(_record(path), json.dumps({"key": key, "sha256": sha}) + "\n")
     except OSError:
         pass

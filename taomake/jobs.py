@@ -282,13 +282,19 @@ def _record(run: JobRun, rc: int, elapsed: float, started: float, job_started: i
     job started; how long TAO took; provenance.  A rung builds its rung record only."""
     name, lay = run.action.name, run.layout
     if not rung:
-        built = run.at(lay.built_record(name))
-        atomic_write(built, run.spec.text)
-        os.utime(built, ns=(job_started, job_started))
+        _record_built(run, job_started)
     atomic_write(run.at(lay.tao_run(name)), json.dumps(
         {"runner": run.runner.name, "tao_seconds": round(elapsed, 3),
          "argv": run.job.tao_argv()}, indent=2) + "\n")
     _record_provenance(run, started, rc, slurm, cache)
+
+
+def _record_built(run: JobRun, job_started: int) -> None:
+    """The spec the action's artifacts were built from, dated when the job started (an edit
+    of project.yaml made while it ran is newer: compiler.writer)."""
+    built = run.at(run.layout.built_record(run.action.name))
+    atomic_write(built, run.spec.text)
+    os.utime(built, ns=(job_started, job_started))
 
 
 def _job_cache(run: JobRun):
@@ -318,9 +324,7 @@ def _record_hit(run: JobRun, cache, hit, job_started: int,
     from .provenance import write_provenance
 
     name, lay = run.action.name, run.layout
-    built = run.at(lay.built_record(name))
-    atomic_write(built, run.spec.text)
-    os.utime(built, ns=(job_started, job_started))
+    _record_built(run, job_started)
     atomic_write(run.at(lay.tao_run(name)), json.dumps(
         {"runner": "cache", "tao_seconds": 0, "cache_seconds": cache.record.get("seconds"),
          "argv": []}, indent=2) + "\n")
@@ -328,13 +332,13 @@ def _record_hit(run: JobRun, cache, hit, job_started: int,
                                "built_with": cache.key.parts["runtime"]}
     if slurm:
         runtime["slurm"] = slurm
-    now = time.time()
     write_provenance(run.at(lay.provenance(name)), name, root=run.root,
                      artifacts=sorted(a for a in hit.placed if run.at(a).is_file()),
                      spec_text=run.spec.text, spec=run.spec.data, runtime=runtime,
                      sources=run.plan.data_sources(), results=run.compiled.results,
                      consumed=run.compiled.consumed(name), argv=[], env_names=[],
-                     started=job_started / 1e9, ended=now, exit_status=0, cache=cache.record)
+                     started=job_started / 1e9, ended=time.time(), exit_status=0,
+                     cache=cache.record)
 
 
 def note_edited_project(project: Path, run: JobRun, log: io.BufferedWriter | None) -> None:

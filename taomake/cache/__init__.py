@@ -19,7 +19,7 @@ from typing import IO, Any
 from taomake.compiler.actions import Action
 from taomake.compiler.errors import UsageError
 from taomake.compiler.layout import DataSource, Layout
-from taomake.compiler.urls import has_credentials, redact
+from taomake.compiler.urls import CACHE_URL, has_credentials, redact
 from taomake.errors import StorageError
 
 from ..joblog import note
@@ -29,7 +29,7 @@ from .store import Store, open_store
 
 ENV_URL, ENV_MODE = "TAOMAKE_CACHE_URL", "TAOMAKE_CACHE_MODE"
 MODES = ("read-write", "read-only", "off")
-URL_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$")
+URL_RE = re.compile(CACHE_URL)
 
 
 @dataclass(frozen=True)

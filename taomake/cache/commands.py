@@ -18,7 +18,7 @@ from taomake.compiler.errors import UsageError
 from taomake.compiler.plan import load_plan
 
 from . import cache_settings
-from .store import ROOT, Store, age_days, open_store
+from .store import ROOT, Listed, Store, age_days, open_store
 
 
 def _store(project: Path) -> tuple[Store, bool]:
@@ -31,14 +31,14 @@ def _store(project: Path) -> tuple[Store, bool]:
     return open_store(settings.url, plan.storage), settings.writable
 
 
-def _manifests(store: Store) -> list[tuple[str, dict, float]]:
+def _manifests(store: Store) -> list[tuple[Listed, dict]]:
+    """Every manifest, parsed ({} when it does not parse)."""
     out = []
     for item in store.list(f"{ROOT}/manifests"):
-        raw = store.get_bytes(item.name)
         try:
-            out.append((item.name, json.loads(raw or b""), item.modified))
+            out.append((item, json.loads(store.get_bytes(item.name) or b"")))
         except ValueError:
-            out.append((item.name, {}, item.modified))
+            out.append((item, {}))
     return out
 
 
@@ -46,11 +46,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     store, _ = _store(Path(args.project))
     rows = _manifests(store)
     print(f"cache {store.url}: {len(rows)} entries")
-    for name, m, _modified in sorted(rows, key=lambda r: -r[2]):
+    for item, m in sorted(rows, key=lambda r: -r[0].modified):
         files = m.get("files", {})
         size = sum(f.get("size", 0) for f in files.values() if isinstance(f, dict))
         pub = m.get("published", {})
-        key = posixpath.basename(name).removesuffix(".json")
+        key = posixpath.basename(item.name).removesuffix(".json")
         print(f"  {m.get('action', '?'):20} {key[:12]}  {len(files):4} files "
               f"{size / 1e6:9.1f} MB  {pub.get('when', '?')}  {pub.get('by', '?')}  "
               f"{pub.get('job', '')}" + ("" if m else "  (unreadable manifest)"))
@@ -65,9 +65,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     now = time.time()
     kept: set[str] = set()
     removed = 0
-    for name, m, modified in _manifests(store):
-        if (now - modified) / 86400 > args.keep_days:
-            store.delete(name)
+    for item, m in _manifests(store):
+        if age_days(item, now) > args.keep_days:
+            store.delete(item.name)
             removed += 1
         else:
             kept |= {f["sha256"] for f in m.get("files", {}).values()

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from taomake.compiler.urls import redact
-
 ROOT = "v1"
 
 
@@ -220,13 +218,9 @@ def open_store(url: str, storage: dict) -> Store:
     return S3CacheStore(url, S3Store(S3Settings.of(storage)))
 
 
-def shown(url: str) -> str:
-    return redact(url)
-
-
 def age_days(listed: Listed, now: float | None = None) -> float:
     return ((time.time() if now is None else now) - listed.modified) / 86400
 
 
 __all__ = ["FolderStore", "Listed", "S3CacheStore", "Store", "age_days", "blob_name",
-           "manifest_name", "open_store", "shown"]
+           "manifest_name", "open_store"]

@@ -128,11 +128,13 @@ def check_dataset(project: Any, experiment: str, root: Path, base: Any = None, *
                 raise DataError(f"dataset.{name}: {source.uri} is not available at {path}"
                                 + ("\n    fix: stage it first (`taomake data stage`)"
                                    if source.staged else ""))
+        docs: list[dict] = []
         report = check_coco(ann_path, img_path, num_classes=num_classes(ds), declared=classes,
-                            open_images=open_images, decoder=decoder, name=split.annotations)
+                            open_images=open_images, decoder=decoder, name=split.annotations,
+                            with_doc=docs.append)
         result.splits.append(SplitCheck(name, split.annotations, report))
-        if report.summary is not None:  # the file parsed: what TAO will see of it
-            summary = summarize_split(name, ann_path, img_path, result.train_size,
+        if docs:  # the file parsed: what TAO will see of it
+            summary = summarize_split(name, docs.pop(), img_path, result.train_size,
                                       open_images=open_images)
             findings(summary, classes, result.train_size, training=s.role == "train")
             result.summaries.append(summary)

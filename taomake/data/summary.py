@@ -10,7 +10,6 @@ has its values clipped to 0..255, i.e. mostly white: it is refused, with the fix
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,10 +71,10 @@ def _open(path: Path) -> tuple[str, str] | None:
         return None
 
 
-def summarize_split(name: str, annotations: Path, images: Path,
-                    train_size: tuple[int, int], *, open_images: bool = True) -> SplitSummary:
-    """`train_size` is [height, width] (project.yaml's dataset.augmentation.train_size)."""
-    doc = json.loads(annotations.read_text(encoding="utf-8"))
+def summarize_split(name: str, doc: dict, images: Path, train_size: tuple[int, int], *,
+                    open_images: bool = True) -> SplitSummary:
+    """`doc`: the split's parsed COCO file (compiler.coco.check_coco hands it over);
+    `train_size` is [height, width] (project.yaml's dataset.augmentation.train_size)."""
     s = SplitSummary(name)
     th, tw = train_size
     by_id = {}

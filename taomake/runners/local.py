@@ -84,8 +84,7 @@ class LocalRunner(NothingToReclaim):
     def runtime(self, job: TaoJob) -> str:
         """The venv's nvidia-tao-pytorch version: the local runner ignores tao.version (which
         names container images), so this is what decides whether checkpoints resume."""
-        found = sorted(self.venv.glob("lib/python*/site-packages/nvidia_tao_pytorch-*.dist-info"))
-        version = found[-1].name.removesuffix(".dist-info").split("-", 1)[1] if found else None
+        version = installed_version(self.venv, "nvidia_tao_pytorch")
         return f"nvidia-tao-pytorch {version}" if version else f"the TAO of {self.venv}"
 
     def provenance(self, job: TaoJob) -> dict[str, str]:
@@ -114,6 +113,12 @@ class LocalRunner(NothingToReclaim):
                         **held_by_tree(lease))
 
 
+def installed_version(venv: Path, dist: str) -> str | None:
+    """The version of package `dist` (its dist-info name) installed in `venv`, or None."""
+    found = sorted(venv.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
+    return found[-1].name.removesuffix(".dist-info").split("-", 1)[1] if found else None
+
+
 def venv_identity(venv: Path) -> dict[str, str | None] | None:
     """A venv's TAO and torch versions and, for taomake's CPU venv, its compat layer (the
     marker `taomake setup tao-cpu` writes): never its path.  None without both packages."""
@@ -121,12 +126,9 @@ def venv_identity(venv: Path) -> dict[str, str | None] | None:
 
     from ..tao_cpu.setup import MARKER
 
-    versions = {}
-    for dist in ("nvidia_tao_pytorch", "torch"):
-        found = sorted(venv.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
-        if not found:
-            return None
-        versions[dist] = found[-1].name.removesuffix(".dist-info").split("-", 1)[1]
+    versions = {dist: installed_version(venv, dist) for dist in ("nvidia_tao_pytorch", "torch")}
+    if None in versions.values():
+        return None
     try:
         compat = json.loads((venv / MARKER).read_text()).get("compat_sha256")
     except (OSError, ValueError):

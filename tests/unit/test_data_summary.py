@@ -40,7 +40,8 @@ def hostile_split(folder: Path) -> Path:
 
 def test_the_summary_names_what_to_fix(tmp_path):
     ann = hostile_split(tmp_path / "train")
-    s = summarize_split("train", ann, tmp_path / "train/images", (160, 160))
+    s = summarize_split("train", json.loads(ann.read_text()), tmp_path / "train/images",
+                        (160, 160))
     findings(s, CLASSES, (160, 160), training=True)
     assert s.images == 30 and s.modes["I;16"] == 3 and s.modes["CMYK"] == 3
     assert s.formats["PNG"] and s.formats["JPEG"]
